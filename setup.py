@@ -1,0 +1,47 @@
+"""Packaging for the VLN-CE embodied navigation stack (console script: ``vlnce``)."""
+from setuptools import find_packages, setup
+
+TOP_LEVEL = ("sim", "agents", "perception", "ros_bridge", "configs", "vlnce")
+
+setup(
+    name="vlnce-stack",
+    version="0.1.0",
+    description="Vision-and-language navigation in continuous environments: embedded simulator, "
+    "agents, perception plugins, Gymnasium and ROS 2",
+    long_description=open("README.md", encoding="utf-8").read(),
+    long_description_content_type="text/markdown",
+    python_requires=">=3.10",
+    packages=[p for p in find_packages(exclude=("tests", "tests.*")) if p.split(".")[0] in TOP_LEVEL],
+    package_data={"configs": ["**/*.yaml", "*.yaml", "ros/*.xml"]},
+    include_package_data=True,
+    install_requires=[
+        "numpy>=1.24",
+        "scipy>=1.10",
+        "trimesh>=4.0",
+        "embreex>=2.17",
+        "gymnasium>=1.0",
+        "omegaconf>=2.3",
+        "pyyaml>=6.0",
+        "imageio>=2.30",
+        "pillow>=10.0",
+        "tqdm>=4.60",
+        "networkx>=3.0",
+    ],
+    extras_require={
+        # torch itself is installed first, pinned by constraints.txt (see the Makefile)
+        "torch": ["torch>=2.1"],
+        "ros": [
+            "ros-rclpy[fastrtps]",
+            "ros-std-msgs",
+            "ros-sensor-msgs",
+            "ros-geometry-msgs",
+            "ros-nav-msgs",
+            "rosbags",
+        ],
+        "fmm": ["scikit-fmm"],
+        "video": ["imageio-ffmpeg"],
+        "test": ["pytest>=7", "pytest-timeout"],
+        "dev": ["pytest>=7", "pytest-timeout", "ruff"],
+    },
+    entry_points={"console_scripts": ["vlnce=vlnce.cli.main:main"]},
+)
