@@ -43,5 +43,5 @@ setup(
         "test": ["pytest>=7", "pytest-timeout"],
         "dev": ["pytest>=7", "pytest-timeout", "ruff"],
     },
-    entry_points={"console_scripts": ["vlnce=vlnce.cli.main:main"]},
+    entry_points={"console_scripts": ["vlnce=vlnce.cli.main:console"]},
 )

@@ -12,7 +12,7 @@ _BOX_FACES = np.array(
      [1, 2, 6], [1, 6, 5],  # +x
      [3, 0, 4], [3, 4, 7]],  # -x
     dtype=np.int32,
-)
+)[:, ::-1].copy()  # listed clockwise; reversed so that normals point outward
 
 
 def box(center, size) -> tuple[np.ndarray, np.ndarray]:

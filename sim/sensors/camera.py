@@ -40,6 +40,7 @@ class PinholeCamera:
         self.dirs_cam = (dirs / norm).astype(np.float32)  # (H*W, 3) unit, camera frame
         # planar depth = t * cos(angle to the optical axis) for unit directions
         self.z_factor = (1.0 / norm[:, 0]).astype(np.float32)
+        self._origins: np.ndarray | None = None
 
     @property
     def intrinsics(self) -> tuple[float, float, float, float]:
@@ -71,7 +72,10 @@ class PinholeCamera:
         if unknown:
             raise ConfigError(f"unknown camera modalities {sorted(unknown)}; expected a subset of {MODALITIES}")
         dirs = self.dirs_cam @ np.asarray(rotation, np.float32).T
-        origins = np.broadcast_to(np.asarray(position, np.float32), dirs.shape)
+        if self._origins is None:
+            self._origins = np.empty_like(dirs)
+        self._origins[:] = np.asarray(position, np.float32)  # reused buffer: no per-frame allocation
+        origins = self._origins
         t, prim = caster.cast(origins, dirs)
         shape = (self.height_px, self.width_px)
         out: dict[str, np.ndarray] = {}

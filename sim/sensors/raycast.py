@@ -56,7 +56,7 @@ class RayCaster:
             directions: (N, 3) float32 directions; with unit directions ``t`` is in metres.
 
         Returns:
-            t: (N,) float32 ray parameter of the hit, ``inf`` where nothing was hit.
+            t: (N,) float32 ray parameter of the hit; meaningless (>= 1e30) where nothing was hit.
             prim: (N,) int32 index of the hit triangle, -1 where nothing was hit.
         """
         origins = np.ascontiguousarray(origins, dtype=np.float32)
@@ -70,7 +70,6 @@ class RayCaster:
             parts = [f.result() for f in futures]
             t = np.concatenate([p[0] for p in parts])
             prim = np.concatenate([p[1] for p in parts])
-        t = np.where(prim >= 0, t, np.float32(np.inf)).astype(np.float32, copy=False)
         return t, prim
 
     def close(self) -> None:

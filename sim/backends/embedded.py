@@ -1,0 +1,223 @@
+"""The embedded simulator: procedural or user meshes, Embree sensors, grid navigation, on CPU."""
+
+from __future__ import annotations
+
+import logging
+import math
+from pathlib import Path
+
+import numpy as np
+
+from sim.actions import Action
+from sim.backends.base import AgentState, Simulator
+from sim.config import SimulatorConfig, validate
+from sim.geometry import heading_from_quat, heading_matrix, quat_from_heading, wrap_angle
+from sim.navigation.motion import try_step
+from sim.navigation.navgrid import NavMeshSettings, load_or_build_navgrid
+from sim.navigation.pathfinder import PathFinder, require_navigable
+from sim.scenes.scene import Scene, load_scene
+from sim.scenes.semantics import CATEGORIES
+from sim.sensors.camera import PinholeCamera, finish_depth
+from sim.sensors.lidar import SpinningLidar
+from sim.sensors.raycast import RayCaster
+from sim.sensors.shading import SceneTables
+from vlnce.errors import ConfigError, SceneError
+from vlnce.fileio import default_cache_dir
+
+log = logging.getLogger(__name__)
+LIDAR_CHANNELS = ("x", "y", "z", "range", "intensity", "label")
+
+
+def resolve_scene(spec: str, up_axis: str = "y") -> Scene:
+    """A scene from a config string: ``house:SEED`` (procedural) or a mesh file path.
+
+    Raises:
+        ConfigError: malformed ``house:`` seed. SceneError: unreadable mesh file.
+    """
+    if spec.startswith("house:"):
+        from sim.scenes.generator import generate_house
+
+        raw = spec.split(":", 1)[1]
+        if not raw.isdigit():
+            raise ConfigError(f"simulator.scene {spec!r}: expected house:SEED with a non-negative integer seed")
+        return generate_house(int(raw))
+    return load_scene(Path(spec).expanduser(), up_axis=up_axis)
+
+
+class EmbeddedSimulator(Simulator):
+    """The default backend.
+
+    Args:
+        config: simulator configuration (``sim.config.SimulatorConfig``).
+        scene: an already loaded scene; overrides ``config.scene``.
+    """
+
+    def __init__(self, config: SimulatorConfig | None = None, scene: Scene | None = None) -> None:
+        self.config = validate(config or SimulatorConfig())
+        cfg = self.config
+        self.scene = scene if scene is not None else resolve_scene(cfg.scene, cfg.up_axis)
+        self.caster = RayCaster(self.scene.triangles(), num_threads=cfg.num_threads or None)
+        self.tables = SceneTables(self.scene)
+        nav_settings = NavMeshSettings(
+            cell_size_m=cfg.navigation.cell_size_m, agent_radius_m=cfg.agent.radius_m,
+            agent_height_m=cfg.agent.height_m, agent_max_climb_m=cfg.agent.max_climb_m,
+            floor_height_m=cfg.navigation.floor_height_m, num_slices=cfg.navigation.num_slices)
+        cache = Path(cfg.cache_dir).expanduser() if cfg.cache_dir else default_cache_dir()
+        self.navgrid = load_or_build_navgrid(self.scene, nav_settings, cache, self.caster)
+        if not self.navgrid.navigable.any():
+            raise SceneError(f"scene {cfg.scene!r} has no area where an agent of radius "
+                             f"{cfg.agent.radius_m} m fits")
+        self.pathfinder = PathFinder(self.navgrid)
+        # sensors sharing intrinsics and mount share one ray cast
+        self._camera_groups: list[tuple[PinholeCamera, np.ndarray, dict[str, str]]] = []
+        groups: dict[tuple, dict[str, str]] = {}
+        for uuid, s in cfg.sensors.items():
+            key = (s.width_px, s.height_px, float(s.hfov_deg), tuple(float(v) for v in s.position_m))
+            groups.setdefault(key, {})[uuid] = s.type
+        for (w, h, hfov, pos), members in groups.items():
+            self._camera_groups.append((PinholeCamera(w, h, math.radians(hfov)), np.array(pos), members))
+        self.lidar = None
+        if cfg.lidar.enabled:
+            lc = cfg.lidar
+            self.lidar = SpinningLidar(lc.beams, lc.columns, lc.fov_up_deg, lc.fov_down_deg, lc.min_range_m,
+                                       lc.max_range_m, lc.noise_std_m, lc.dropout_prob)
+        self._obs_space = self._build_observation_space()
+        self._rng = np.random.default_rng(cfg.seed)
+        self._position = self.navgrid.snap_point(self.navgrid.sample_navigable_point(self._rng))
+        self._heading = 0.0
+        self._start: tuple[np.ndarray, float] | None = None
+        self._collided = False
+
+    # --- spaces -------------------------------------------------------------------------------
+    def _build_observation_space(self):
+        from gymnasium import spaces
+
+        entries = {}
+        for uuid, s in self.config.sensors.items():
+            shape2 = (s.height_px, s.width_px)
+            if s.type == "rgb":
+                entries[uuid] = spaces.Box(0, 255, shape2 + (3,), np.uint8)
+            elif s.type == "depth":
+                hi = 1.0 if s.normalize_depth else s.max_depth_m
+                lo = 0.0 if s.normalize_depth else s.min_depth_m
+                entries[uuid] = spaces.Box(lo, hi, shape2 + (1,), np.float32)
+            elif s.type == "semantic":
+                entries[uuid] = spaces.Box(0, len(CATEGORIES) - 1, shape2, np.int32)
+            else:
+                entries[uuid] = spaces.Box(0, np.iinfo(np.int32).max, shape2, np.int32)
+        if self.lidar is not None:
+            entries["lidar"] = spaces.Box(-np.inf, np.inf, (self.lidar.beams, self.lidar.columns, len(LIDAR_CHANNELS)), np.float32)
+        return spaces.Dict(entries)
+
+    @property
+    def observation_space(self):
+        return self._obs_space
+
+    # --- observations -------------------------------------------------------------------------
+    def _render(self, position: np.ndarray, heading: float) -> dict[str, np.ndarray]:
+        rot = heading_matrix(heading)
+        obs: dict[str, np.ndarray] = {}
+        for camera, mount, members in self._camera_groups:
+            modalities = tuple(sorted(set(members.values())))
+            out = camera.render(self.caster, self.tables, position + rot @ mount, rot, modalities)
+            for uuid, kind in members.items():
+                if kind == "depth":
+                    s = self.config.sensors[uuid]
+                    obs[uuid] = finish_depth(out["depth"], s.min_depth_m, s.max_depth_m, s.normalize_depth)
+                else:
+                    obs[uuid] = out[kind]
+        if self.lidar is not None:
+            scan = self.get_lidar_scan(position, heading)
+            obs["lidar"] = np.concatenate(
+                [scan.xyz, scan.range[..., None], scan.intensity[..., None], scan.label[..., None].astype(np.float32)],
+                axis=-1)
+        return obs
+
+    def get_lidar_scan(self, position=None, heading: float | None = None):
+        """One organised LiDAR scan (``sim.sensors.lidar.LidarScan``) at the agent or a given pose."""
+        if self.lidar is None:
+            raise ConfigError("the lidar is disabled: set simulator.lidar.enabled=true")
+        position = self._position if position is None else np.asarray(position, np.float64)
+        heading = self._heading if heading is None else heading
+        rot = heading_matrix(heading)
+        mount = np.asarray(self.config.lidar.position_m, np.float64)
+        return self.lidar.scan(self.caster, self.tables, position + rot @ mount, rot, self._rng)
+
+    # --- Simulator API ------------------------------------------------------------------------
+    def seed(self, seed: int) -> None:
+        self._rng = np.random.default_rng(seed)
+
+    def set_start_state(self, position, rotation) -> None:
+        """Pose used by ``reset`` (by default a random navigable point, heading 0)."""
+        require_navigable(self.navgrid, position, "start position")
+        self._start = (self._on_floor(position), heading_from_quat(rotation))
+
+    def reset(self) -> dict[str, np.ndarray]:
+        if self._start is None:
+            self._start = (self.navgrid.sample_navigable_point(self._rng), 0.0)
+        self._position, self._heading = self._start[0].copy(), self._start[1]
+        self._collided = False
+        return self._render(self._position, self._heading)
+
+    def step(self, action: int) -> dict[str, np.ndarray]:
+        try:
+            action = Action(int(action))
+        except (ValueError, TypeError):
+            raise ValueError(f"action must be one of {[int(a) for a in Action]} ({', '.join(a.name for a in Action)}), "
+                             f"got {action!r}") from None
+        agent = self.config.agent
+        self._collided = False
+        if action == Action.MOVE_FORWARD:
+            fwd = heading_matrix(self._heading) @ self.forward_vector
+            target = self._position + agent.forward_step_m * fwd
+            self._position, self._collided = try_step(self.navgrid, self._position, target, agent.allow_sliding)
+        elif action == Action.TURN_LEFT:
+            self._heading = wrap_angle(self._heading + math.radians(agent.turn_angle_deg))
+        elif action == Action.TURN_RIGHT:
+            self._heading = wrap_angle(self._heading - math.radians(agent.turn_angle_deg))
+        return self._render(self._position, self._heading)
+
+    def get_agent_state(self) -> AgentState:
+        return AgentState(self._position.copy(), quat_from_heading(self._heading))
+
+    def _on_floor(self, position) -> np.ndarray:
+        p = np.asarray(position, np.float64).reshape(3)
+        i, k = self.navgrid.to_cell(p)
+        return np.array([p[0], float(self.navgrid.floor_y[i, k]), p[2]])
+
+    def set_agent_state(self, position, rotation) -> None:
+        require_navigable(self.navgrid, position, "agent position")
+        self._position = self._on_floor(position)
+        self._heading = heading_from_quat(rotation)
+        self._collided = False
+
+    def geodesic_distance(self, position_a, position_b) -> float:
+        return self.pathfinder.geodesic_distance(position_a, position_b)
+
+    def get_straight_shortest_path_points(self, position_a, position_b) -> list[np.ndarray]:
+        return self.pathfinder.find_path(position_a, position_b)[0]
+
+    def sample_navigable_point(self) -> np.ndarray:
+        return self.navgrid.sample_navigable_point(self._rng)
+
+    def is_navigable(self, point) -> bool:
+        return self.navgrid.is_navigable(point)
+
+    def snap_point(self, point) -> np.ndarray:
+        return self.navgrid.snap_point(point)
+
+    def get_observations_at(self, position=None, rotation=None, keep_agent_at_new_pose: bool = False):
+        if position is None:
+            return self._render(self._position, self._heading)
+        position = np.asarray(position, np.float64).reshape(3)
+        heading = self._heading if rotation is None else heading_from_quat(rotation)
+        if keep_agent_at_new_pose:
+            self.set_agent_state(position, quat_from_heading(heading))
+            return self._render(self._position, self._heading)
+        return self._render(position, heading)
+
+    def previous_step_collided(self) -> bool:
+        return self._collided
+
+    def close(self) -> None:
+        self.caster.close()
