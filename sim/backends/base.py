@@ -14,6 +14,10 @@ from dataclasses import dataclass
 import numpy as np
 
 from sim.actions import Action
+from sim.scenes.semantics import CATEGORIES
+
+#: channels of the organised ``lidar`` observation, in order
+LIDAR_CHANNELS = ("x", "y", "z", "range", "intensity", "label")
 
 
 @dataclass
@@ -99,3 +103,29 @@ class Simulator(abc.ABC):
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+def observation_space_for(config, lidar=None):
+    """The ``gymnasium.spaces.Dict`` of a simulator config: one Box per sensor uuid.
+
+    rgb (H, W, 3) uint8; depth (H, W, 1) float32 in [0, 1] when normalised, else metres;
+    semantic (H, W) int32 category ids; instance (H, W) int32; lidar (beams, columns, 6) float32
+    with channels ``LIDAR_CHANNELS`` (sensor frame, metres).
+    """
+    from gymnasium import spaces
+
+    entries = {}
+    for uuid, s in config.sensors.items():
+        shape2 = (s.height_px, s.width_px)
+        if s.type == "rgb":
+            entries[uuid] = spaces.Box(0, 255, shape2 + (3,), np.uint8)
+        elif s.type == "depth":
+            lo, hi = (0.0, 1.0) if s.normalize_depth else (s.min_depth_m, s.max_depth_m)
+            entries[uuid] = spaces.Box(lo, hi, shape2 + (1,), np.float32)
+        elif s.type == "semantic":
+            entries[uuid] = spaces.Box(0, len(CATEGORIES) - 1, shape2, np.int32)
+        else:
+            entries[uuid] = spaces.Box(0, np.iinfo(np.int32).max, shape2, np.int32)
+    if lidar is not None:
+        entries["lidar"] = spaces.Box(-np.inf, np.inf, (lidar.beams, lidar.columns, len(LIDAR_CHANNELS)), np.float32)
+    return spaces.Dict(entries)

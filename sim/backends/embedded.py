@@ -9,14 +9,13 @@ from pathlib import Path
 import numpy as np
 
 from sim.actions import Action
-from sim.backends.base import AgentState, Simulator
+from sim.backends.base import AgentState, Simulator, observation_space_for
 from sim.config import SimulatorConfig, validate
 from sim.geometry import heading_from_quat, heading_matrix, quat_from_heading, wrap_angle
 from sim.navigation.motion import try_step
 from sim.navigation.navgrid import NavMeshSettings, load_or_build_navgrid
 from sim.navigation.pathfinder import PathFinder, require_navigable
 from sim.scenes.scene import Scene, load_scene
-from sim.scenes.semantics import CATEGORIES
 from sim.sensors.camera import PinholeCamera, finish_depth
 from sim.sensors.lidar import SpinningLidar
 from sim.sensors.raycast import RayCaster
@@ -25,7 +24,6 @@ from vlnce.errors import ConfigError, SceneError
 from vlnce.fileio import default_cache_dir
 
 log = logging.getLogger(__name__)
-LIDAR_CHANNELS = ("x", "y", "z", "range", "intensity", "label")
 
 
 def resolve_scene(spec: str, up_axis: str = "y") -> Scene:
@@ -81,7 +79,7 @@ class EmbeddedSimulator(Simulator):
             lc = cfg.lidar
             self.lidar = SpinningLidar(lc.beams, lc.columns, lc.fov_up_deg, lc.fov_down_deg, lc.min_range_m,
                                        lc.max_range_m, lc.noise_std_m, lc.dropout_prob)
-        self._obs_space = self._build_observation_space()
+        self._obs_space = observation_space_for(cfg, self.lidar)
         self._rng = np.random.default_rng(cfg.seed)
         self._position = self.navgrid.snap_point(self.navgrid.sample_navigable_point(self._rng))
         self._heading = 0.0
@@ -89,26 +87,6 @@ class EmbeddedSimulator(Simulator):
         self._collided = False
 
     # --- spaces -------------------------------------------------------------------------------
-    def _build_observation_space(self):
-        from gymnasium import spaces
-
-        entries = {}
-        for uuid, s in self.config.sensors.items():
-            shape2 = (s.height_px, s.width_px)
-            if s.type == "rgb":
-                entries[uuid] = spaces.Box(0, 255, shape2 + (3,), np.uint8)
-            elif s.type == "depth":
-                hi = 1.0 if s.normalize_depth else s.max_depth_m
-                lo = 0.0 if s.normalize_depth else s.min_depth_m
-                entries[uuid] = spaces.Box(lo, hi, shape2 + (1,), np.float32)
-            elif s.type == "semantic":
-                entries[uuid] = spaces.Box(0, len(CATEGORIES) - 1, shape2, np.int32)
-            else:
-                entries[uuid] = spaces.Box(0, np.iinfo(np.int32).max, shape2, np.int32)
-        if self.lidar is not None:
-            entries["lidar"] = spaces.Box(-np.inf, np.inf, (self.lidar.beams, self.lidar.columns, len(LIDAR_CHANNELS)), np.float32)
-        return spaces.Dict(entries)
-
     @property
     def observation_space(self):
         return self._obs_space

@@ -351,7 +351,11 @@ def build_navgrid(scene: Scene, settings: NavMeshSettings | None = None, caster=
         h = y0 + span * (s + 0.5) / settings.num_slices
         blocked |= _rasterise_segments(_slice_segments(tri, h), origin_xz, shape, c)
     free &= ~blocked
-    return NavGrid(origin_xz, c, floor_y, free, settings, level)
+    grid = NavGrid(origin_xz, c, floor_y, free, settings, level)
+    if not grid.navigable.any():
+        raise SceneError(f"mesh has no floor where the agent fits (radius {settings.agent_radius_m} m, height "
+                         f"{settings.agent_height_m} m) at level y = {level:.2f} m")
+    return grid
 
 
 def navgrid_cache_key(scene: Scene, settings: NavMeshSettings) -> str:

@@ -769,7 +769,8 @@ def _person(rng):
     shirt = _jitter(rng, _pick(rng, FABRICS), 60)
     pants = _jitter(rng, _pick(rng, FABRICS + [(40, 50, 90)]), 40)
     leg_h = 0.47 * height
-    torso_h = 0.32 * height
+    head_r = 0.065 * height
+    torso_h = height - leg_h - 2 * head_r  # the head sits on the torso: total = height
     r_torso = 0.16 * width
     shirt_pattern = _pick(rng, ["flat", "stripes_horizontal", "dots", "stripes_vertical"])
     parts = [
@@ -778,7 +779,7 @@ def _person(rng):
         (shapes.cylinder((0, leg_h, 0), r_torso, torso_h, 12), shirt, shirt_pattern),
         (shapes.cylinder((-r_torso - 0.045, leg_h + 0.05 * height, 0), 0.04, torso_h * 0.9, 6), shirt, "flat"),
         (shapes.cylinder((r_torso + 0.045, leg_h + 0.05 * height, 0), 0.04, torso_h * 0.9, 6), shirt, "flat"),
-        (shapes.sphere((0, leg_h + torso_h + 0.11 * height / 1.7, 0), 0.11 * height / 1.7), skin, "flat"),
+        (shapes.sphere((0, leg_h + torso_h + head_r, 0), head_r), skin, "flat"),
     ]
     span = 2 * (r_torso + 0.09)
     return span, 0.35, parts

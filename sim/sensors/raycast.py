@@ -65,7 +65,10 @@ class RayCaster:
         if self._pool is None or n < 2 * self._MIN_RAYS_PER_THREAD:
             t, prim = self._run(origins, directions)
         else:
-            bounds = np.linspace(0, n, self.num_threads + 1).astype(int)
+            # more chunks than threads: parts of an image differ in cost (open floor against
+            # cluttered corners), and the pool hands a free worker the next chunk
+            chunks = min(4 * self.num_threads, n // self._MIN_RAYS_PER_THREAD)
+            bounds = np.linspace(0, n, chunks + 1).astype(int)
             futures = [self._pool.submit(self._run, origins[a:b], directions[a:b]) for a, b in zip(bounds[:-1], bounds[1:])]
             parts = [f.result() for f in futures]
             t = np.concatenate([p[0] for p in parts])

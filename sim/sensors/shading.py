@@ -11,7 +11,11 @@ from sim.scenes.scene import PATTERN_INDEX, Scene
 from sim.scenes.semantics import VOID, reflectivity_table
 
 BACKGROUND_RGB = (0, 0, 0)
-AMBIENT = 0.35  # share of light that does not depend on the surface orientation
+AMBIENT = 0.45  # share of light that does not depend on the surface orientation
+# a fixed key light, like the baked lighting of scanned scenes: constant over each face, so RGB
+# costs one table lookup per pixel; walls facing different ways get different brightness
+KEY_LIGHT = np.array([0.3, 1.0, 0.55]) / np.linalg.norm([0.3, 1.0, 0.55])
+PATTERN_DARKENING = 0.65
 
 
 class SceneTables:
@@ -35,8 +39,10 @@ class SceneTables:
         self.pattern = np.concatenate([scene.face_pattern, [0]]).astype(np.uint8)
         self.normal = np.concatenate([scene.face_normals(), [[0, 0, 0]]]).astype(np.float32)
         self.normal_x, self.normal_y, self.normal_z = (np.ascontiguousarray(self.normal[:, i]) for i in range(3))
-        self.face_center = scene.triangles().mean(axis=1).astype(np.float32)
-        self.rgba = rgba.astype(np.float32)
+        light = AMBIENT + (1.0 - AMBIENT) * np.abs(self.normal @ KEY_LIGHT)
+        lit = rgba.astype(np.float32) * light[:, None].astype(np.float32)
+        self.lit_packed = lit.astype(np.uint8).view(np.uint32).reshape(-1)
+        self.dark_packed = (lit * PATTERN_DARKENING).astype(np.uint8).view(np.uint32).reshape(-1)
         self.semantic = np.concatenate([scene.face_semantic, [VOID]]).astype(np.int32)
         self.instance = np.concatenate([scene.face_instance, [0]]).astype(np.int32)
         refl = reflectivity_table()
@@ -87,36 +93,21 @@ def abs_cos(tables: SceneTables, prim: np.ndarray, directions: np.ndarray) -> np
 
 def shade(tables: SceneTables, prim: np.ndarray, t: np.ndarray, origin: np.ndarray,
           directions: np.ndarray) -> np.ndarray:
-    """RGB of hits: albedo with patterns (secondary colour = 0.65 x albedo) under a headlight.
-
-    The headlight term |cos| between face normal and view ray is evaluated once per face (towards
-    the face centre) when the scene has fewer faces than there are rays, and per ray otherwise;
-    both cost O(min(faces, rays)) and look alike at indoor distances.
+    """RGB of hits: albedo under the fixed key light, patterns darkening the secondary areas.
 
     Args:
         prim: (N,) int32 hit triangles (-1 = miss).
         t: (N,) float32 hit distances along the unit directions, metres.
-        origin: (3,) ray origin shared by all rays, metres.
+        origin: (3,) or (N, 3) ray origins, metres.
         directions: (N, 3) float32 unit ray directions.
 
     Returns:
         (N, 3) uint8 colours; misses are black.
     """
-    num_faces = len(tables.pattern) - 1
-    if num_faces <= len(prim):
-        v = tables.face_center - origin
-        cos = np.abs(np.einsum("ij,ij->i", tables.normal[:-1], v)) / np.maximum(np.linalg.norm(v, axis=1), 1e-6)
-        face_light = np.append(AMBIENT + (1.0 - AMBIENT) * cos, 0.0).astype(np.float32)
-        lit = tables.rgba * face_light[:, None]
-        lit_packed = lit.astype(np.uint8).view(np.uint32).reshape(-1)
-        packed = np.take(lit_packed, prim, mode="wrap")
-        light = None
-    else:
-        light = abs_cos(tables, prim, directions)
-        light *= 1.0 - AMBIENT
-        light += AMBIENT
-        rgba = np.take(tables.color_packed, prim, mode="wrap").view(np.uint8).reshape(-1, 4)
+    packed = np.take(tables.lit_packed, prim, mode="wrap")
     if tables.patterns_present:
+        origin = np.asarray(origin, np.float32)
+        per_ray_origin = origin.ndim == 2
         pid = np.take(tables.pattern, prim, mode="wrap")
         dark = []
         for k in tables.patterns_present:
@@ -125,16 +116,11 @@ def shade(tables: SceneTables, prim: np.ndarray, t: np.ndarray, origin: np.ndarr
                 t_sel = t[sel]
 
                 def coord(axis, sel=sel, t_sel=t_sel):
-                    return origin[axis] + directions[sel, axis] * t_sel
+                    o = origin[sel, axis] if per_ray_origin else origin[axis]
+                    return o + directions[sel, axis] * t_sel
 
                 dark.append(sel[_pattern_mask(k, coord)])
         if dark:
             dark = np.concatenate(dark)
-            if light is None:
-                dark_packed = (lit * np.float32(0.65)).astype(np.uint8).view(np.uint32).reshape(-1)
-                packed[dark] = np.take(dark_packed, prim[dark], mode="wrap")
-            else:
-                light[dark] *= 0.65
-    if light is None:
-        return packed.view(np.uint8).reshape(-1, 4)[:, :3]
-    return np.multiply(rgba, light[:, None], dtype=np.float32).astype(np.uint8)[:, :3]
+            packed[dark] = np.take(tables.dark_packed, prim[dark], mode="wrap")
+    return packed.view(np.uint8).reshape(-1, 4)[:, :3]

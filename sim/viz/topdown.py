@@ -11,7 +11,7 @@ from PIL import Image, ImageDraw, ImageFont
 from sim.scenes.scene import Scene
 from sim.scenes.semantics import CATEGORY_INDEX
 from sim.sensors.raycast import RayCaster
-from sim.sensors.shading import SceneTables
+from sim.sensors.shading import SceneTables, shade
 
 WALL_RGB = (45, 45, 50)
 
@@ -48,26 +48,11 @@ class TopDownMap:
             if own:
                 caster.close()
         tables = SceneTables(scene)
-        # flat light from above; patterns are evaluated at each pixel's own hit point
-        rgb = self._shade_points(tables, prim, origins, dirs, t)
+        rgb = shade(tables, prim, np.where(prim >= 0, t, 0).astype(np.float32), origins, dirs).copy()
         sem = tables.semantic[prim]
         rgb[sem == CATEGORY_INDEX["wall"]] = WALL_RGB
         rgb[prim < 0] = (255, 255, 255)
         self.image = Image.fromarray(rgb.reshape(h, w, 3))
-
-    @staticmethod
-    def _shade_points(tables, prim, origins, dirs, t):
-        from sim.sensors.shading import _pattern_mask
-
-        light = np.full(len(prim), 1.0, np.float32)
-        pid = np.take(tables.pattern, prim, mode="wrap")
-        pts = origins + dirs * np.where(prim >= 0, t, 0)[:, None]
-        for k in tables.patterns_present:
-            sel = np.flatnonzero(pid == k)
-            if len(sel):
-                light[sel[_pattern_mask(k, lambda a, s=sel: pts[s, a])]] = 0.8
-        rgba = np.take(tables.color_packed, prim, mode="wrap").view(np.uint8).reshape(-1, 4)
-        return np.multiply(rgba[:, :3], light[:, None], dtype=np.float32).astype(np.uint8)
 
     def to_pixel(self, points) -> np.ndarray:
         """(N, 2) pixel (u, v) of world points (N, 3) or (N, 2 as x, z)."""

@@ -109,8 +109,9 @@ def run(args) -> int:
             )
             with atomic_path(out / "map.png") as tmp:
                 image.save(tmp, format="PNG")
-            imageio.imwrite(out / "first_frame.png", frames[0])
-            imageio.imwrite(out / "last_frame.png", frames[-1])
+            for name, frame in (("first_frame.png", frames[0]), ("last_frame.png", frames[-1])):
+                with atomic_path(out / name) as tmp:
+                    imageio.imwrite(tmp, frame)
             video = _write_video(out, frames, args.video)
     print(f"steps {result['steps']}, stopped {stopped}, path length {result['path_length_m']:.2f} m, "
           f"start distance {d0:.2f} m, final distance {result['final_geodesic_m']:.2f} m, "
