@@ -3,7 +3,7 @@ import math
 import numpy as np
 import pytest
 
-from conftest import box_room, part
+from conftest import part
 from sim.geometry import heading_matrix
 from sim.scenes import shapes
 from sim.scenes.scene import scene_from_parts
@@ -20,7 +20,7 @@ def wall_scene(distance=3.0, pattern="flat"):
     return scene_from_parts([part(shapes.box((0, 0, -distance - 0.05), (40, 40, 0.1)), "wall", 9, (180, 120, 60), pattern)])
 
 
-def render(scene, position, rotation, w=64, h=48, hfov=math.radians(90), modalities=("rgb", "depth", "semantic", "instance")):
+def render(scene, position, rotation, w=64, h=48, hfov=math.pi / 2, modalities=("rgb", "depth", "semantic", "instance")):
     cam = PinholeCamera(w, h, hfov)
     caster = RayCaster(scene.triangles(), num_threads=1)
     try:

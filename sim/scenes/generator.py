@@ -314,7 +314,7 @@ def _layout(rng, n_rooms: int) -> tuple[list[_RoomRect], list[tuple[int, int]]]:
         depth_a, depth_b = int(rng.integers(35, 50)), int(rng.integers(35, 50))
         rooms = [_RoomRect(0, depth_a, length, depth_a + hall, "hallway")]
         doors = []
-        for side, (count, z0, z1) in enumerate(((n_a, 0, depth_a), (n_b, depth_a + hall, depth_a + hall + depth_b))):
+        for count, z0, z1 in ((n_a, 0, depth_a), (n_b, depth_a + hall, depth_a + hall + depth_b)):
             x = 0
             widths = _partition_1d(rng, length, count)
             for k, w in enumerate(widths):
@@ -473,7 +473,6 @@ def generate_house(seed: int, config: HouseConfig | None = None) -> Scene:
                     start = p
             if p is not None:
                 prev = p
-    wall_runs = []
     for axis, line, lo, hi in runs:
         t = EXTERIOR_WALL if exterior(axis, line) else INTERIOR_WALL
         paint = house_paint if exterior(axis, line) else _jitter(rng, _pick(rng, PAINTS), 10)
@@ -487,26 +486,21 @@ def generate_house(seed: int, config: HouseConfig | None = None) -> Scene:
         b.add(shapes.box(center, size), "wall", iid, paint, pattern)
         lo3 = np.subtract(center, np.divide(size, 2))
         b.add_object(iid, "wall", -1, lo3, lo3 + size)
-        wall_runs.append((axis, line, lo, hi, t))
 
     # door frames and lintels
-    for axis, line, lo, hi, ra, rb in door_gaps:
+    for axis, line, lo, hi, ra, _ in door_gaps:
         t = INTERIOR_WALL
         c = line * DM
         a, z = lo * DM + t / 2, hi * DM - t / 2  # the gap as narrowed by the wall ends
 
-        def at(p, y, s, size_along, size_y, thickness):
-            center = (c, y, p) if axis == "x" else (p, y, c)
-            size = (thickness, size_y, size_along) if axis == "x" else (size_along, size_y, thickness)
-            return center, size
-
         iid = b.new_instance()
-        b.add(shapes.box(*at((a + z) / 2, (LINTEL_HEIGHT + WALL_HEIGHT) / 2, 0, z - a, WALL_HEIGHT - LINTEL_HEIGHT, t)), "wall", iid, house_paint, "flat")
+        lintel = _on_wall(axis, c, (a + z) / 2, (LINTEL_HEIGHT + WALL_HEIGHT) / 2, z - a, WALL_HEIGHT - LINTEL_HEIGHT, t)
+        b.add(shapes.box(*lintel), "wall", iid, house_paint, "flat")
         iid = b.new_instance()
         frame = _jitter(rng, _pick(rng, WOODS))
-        for center, size in (at(a + 0.03, LINTEL_HEIGHT / 2, 0, 0.06, LINTEL_HEIGHT, t + 0.04),
-                             at(z - 0.03, LINTEL_HEIGHT / 2, 0, 0.06, LINTEL_HEIGHT, t + 0.04),
-                             at((a + z) / 2, LINTEL_HEIGHT - 0.03, 0, z - a, 0.06, t + 0.04)):
+        for center, size in (_on_wall(axis, c, a + 0.03, LINTEL_HEIGHT / 2, 0.06, LINTEL_HEIGHT, t + 0.04),
+                             _on_wall(axis, c, z - 0.03, LINTEL_HEIGHT / 2, 0.06, LINTEL_HEIGHT, t + 0.04),
+                             _on_wall(axis, c, (a + z) / 2, LINTEL_HEIGHT - 0.03, z - a, 0.06, t + 0.04)):
             b.add(shapes.box(center, size), "door", iid, frame, "grain")
         lo3 = (c - t / 2, 0, a) if axis == "x" else (a, 0, c - t / 2)
         hi3 = (c + t / 2, LINTEL_HEIGHT, z) if axis == "x" else (z, LINTEL_HEIGHT, c + t / 2)
@@ -524,6 +518,13 @@ def generate_house(seed: int, config: HouseConfig | None = None) -> Scene:
         metadata={"generator": "vlnce.house", "generator_version": GENERATOR_VERSION, "seed": int(seed),
                   "num_rooms": len(rooms), "wall_height_m": WALL_HEIGHT},
     )
+
+
+def _on_wall(axis, line_m, along_m, y_m, size_along_m, size_y_m, thickness_m):
+    """Centre and size of a box on the wall line ``line_m`` (axis "x": the line x = line_m)."""
+    if axis == "x":
+        return (line_m, y_m, along_m), (thickness_m, size_y_m, size_along_m)
+    return (along_m, y_m, line_m), (size_along_m, size_y_m, thickness_m)
 
 
 class _Furnisher:
@@ -594,11 +595,10 @@ class _Furnisher:
         # keep at least 40% of the room free, so rooms stay walkable
         return free.mean() > 0.4
 
-    def _place(self, room, builder_out, category, placement, tries=30, attach=None):
-        """Try to place a built object; returns its world footprint (x0, z0, x1, z1) or None."""
+    def _place(self, room, builder_out, category, placement, tries=30):
+        """Try to place a built object; returns (centre x, centre z, yaw, extent x, extent z) or None."""
         rng = self.rng
         w, d, parts = builder_out
-        r = self.rects[room.room_id]
         x0m, z0m, x1m, z1m = room.bounds_m
         half_wall = INTERIOR_WALL / 2 + 0.02
         for _ in range(tries):
@@ -629,16 +629,20 @@ class _Furnisher:
             if not self._fits(room.room_id, cells, wall_margin=margin):
                 continue
             self.occ[cells[0]:cells[2], cells[1]:cells[3]] = True
-            iid = self.b.new_instance()
-            lo = np.array([np.inf] * 3)
-            hi = -lo
-            for geom, color, pattern in parts:
-                v = shapes.transform(geom[0], yaw, (cx, 0.0, cz))
-                lo, hi = np.minimum(lo, v.min(0)), np.maximum(hi, v.max(0))
-                self.b.add((v, geom[1]), category, iid, color, pattern)
-            self.b.add_object(iid, category, room.room_id, lo, hi)
+            self._emit(room, parts, category, yaw, (cx, 0.0, cz))
             return (cx, cz, yaw, ew, ed)
         return None
+
+    def _emit(self, room, parts, category, yaw, translation) -> None:
+        """Add an object's parts, rotated by ``yaw`` and moved to ``translation``, as one instance."""
+        iid = self.b.new_instance()
+        lo = np.array([np.inf] * 3)
+        hi = -lo
+        for geom, color, pattern in parts:
+            v = shapes.transform(geom[0], yaw, translation)
+            lo, hi = np.minimum(lo, v.min(0)), np.maximum(hi, v.max(0))
+            self.b.add((v, geom[1]), category, iid, color, pattern)
+        self.b.add_object(iid, category, room.room_id, lo, hi)
 
     def _wall_item(self, room, category, exterior_only=False):
         rng = self.rng
@@ -707,14 +711,7 @@ class _Furnisher:
         cx, cz, yaw, _, _ = base
         w, d, parts = built
         offset = shapes.transform(np.array([[0.0, 0.0, -back]]), yaw, (0, 0, 0))[0]
-        iid = self.b.new_instance()
-        lo = np.array([np.inf] * 3)
-        hi = -lo
-        for geom, color, pattern in parts:
-            v = shapes.transform(geom[0], yaw, (cx + offset[0], height, cz + offset[2]))
-            lo, hi = np.minimum(lo, v.min(0)), np.maximum(hi, v.max(0))
-            self.b.add((v, geom[1]), category, iid, color, pattern)
-        self.b.add_object(iid, category, room.room_id, lo, hi)
+        self._emit(room, parts, category, yaw, (cx + offset[0], height, cz + offset[2]))
 
     def _chair_in_front(self, room, desk):
         cx, cz, yaw, ew, ed = desk
@@ -729,14 +726,7 @@ class _Furnisher:
         if not self._fits(room.room_id, cells, wall_margin=0):
             return False
         self.occ[cells[0]:cells[2], cells[1]:cells[3]] = True
-        iid = self.b.new_instance()
-        lo = np.array([np.inf] * 3)
-        hi = -lo
-        for geom, color, pattern in parts:
-            v = shapes.transform(geom[0], yaw, (cx, 0.0, cz))
-            lo, hi = np.minimum(lo, v.min(0)), np.maximum(hi, v.max(0))
-            self.b.add((v, geom[1]), category, iid, color, pattern)
-        self.b.add_object(iid, category, room.room_id, lo, hi)
+        self._emit(room, parts, category, yaw, (cx, 0.0, cz))
         return True
 
     def _dining(self, room):
