@@ -26,6 +26,7 @@ setup(
         "pillow>=10.0",
         "tqdm>=4.60",
         "networkx>=3.0",
+        "fastdtw>=0.3",
     ],
     extras_require={
         # torch itself is installed first, pinned by constraints.txt (see the Makefile)

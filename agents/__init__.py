@@ -1,0 +1,1 @@
+"""Agents: non-learning baselines (and, later, Seq2Seq and CMA), and the evaluation runner."""

@@ -105,8 +105,6 @@ def validate(cfg: SimulatorConfig) -> SimulatorConfig:
     Raises:
         ConfigError: naming the field, the value seen and the value expected.
     """
-    if not cfg.sensors and not cfg.lidar.enabled:
-        raise ConfigError("simulator.sensors is empty and the lidar is disabled: nothing to observe")
     for uuid, s in cfg.sensors.items():
         where = f"simulator.sensors.{uuid}"
         if s.type not in SENSOR_TYPES:

@@ -32,12 +32,21 @@ class ShortestPathFollower:
         state = self.sim.get_agent_state()
         pos = state.position
         goal = np.asarray(goal, np.float64)
-        path = self.sim.get_straight_shortest_path_points(pos, goal)
-        if not path:
-            return Action.STOP
-        if self.sim.geodesic_distance(pos, goal) < self.goal_radius_m:
-            return Action.STOP
-        target = next((p for p in path[1:] if np.linalg.norm((p - pos)[[0, 2]]) > 0.05), path[-1])
+        pathfinder = getattr(self.sim, "pathfinder", None)
+        if hasattr(pathfinder, "next_waypoint"):  # embedded backend: only the next corner is needed
+            target = pathfinder.next_waypoint(pos, goal)
+            if target is None:
+                return Action.STOP
+            near = np.linalg.norm((goal - pos)[[0, 2]]) < self.goal_radius_m
+            if near and pathfinder.line_of_sight(pos, goal):
+                return Action.STOP
+            if np.linalg.norm((target - pos)[[0, 2]]) < 0.05:
+                target = goal
+        else:
+            path = self.sim.get_straight_shortest_path_points(pos, goal)
+            if not path or self.sim.geodesic_distance(pos, goal) < self.goal_radius_m:
+                return Action.STOP
+            target = next((p for p in path[1:] if np.linalg.norm((p - pos)[[0, 2]]) > 0.05), path[-1])
         d = target - pos
         desired = math.atan2(-d[0], -d[2])
         diff = wrap_angle(desired - heading_from_quat(state.rotation))

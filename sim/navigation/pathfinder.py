@@ -58,7 +58,9 @@ class PathFinder:
             cols.append(b)
             weights.append(np.full(len(a), c * np.hypot(di, dk)))
         n = len(cells)
-        self._graph = coo_matrix((np.concatenate(weights), (np.concatenate(rows), np.concatenate(cols))),
+        r, c_, w = np.concatenate(rows), np.concatenate(cols), np.concatenate(weights)
+        # both directions stored: directed Dijkstra then skips scipy's per-call symmetrisation
+        self._graph = coo_matrix((np.concatenate([w, w]), (np.concatenate([r, c_]), np.concatenate([c_, r]))),
                                  shape=(n, n)).tocsr()
         self._fields: OrderedDict[tuple, tuple[np.ndarray, np.ndarray]] = OrderedDict()
         self._max_fields = max_cached_fields
@@ -85,7 +87,7 @@ class PathFinder:
         if key in self._fields:
             self._fields.move_to_end(key)
             return self._fields[key]
-        dist, pred = dijkstra(self._graph, directed=False, indices=list(key), return_predecessors=True,
+        dist, pred = dijkstra(self._graph, directed=True, indices=list(key), return_predecessors=True,
                               min_only=True)[:2]
         self._fields[key] = (dist, pred)
         if len(self._fields) > self._max_fields:
@@ -111,8 +113,8 @@ class PathFinder:
         """True if the segment a-b stays on navigable cells (checked every quarter cell)."""
         return bool(self._visible_from(np.asarray(a, np.float64), np.asarray(b, np.float64)[None])[0])
 
-    def _visible_from(self, a: np.ndarray, targets: np.ndarray) -> np.ndarray:
-        step = 0.25 * self.grid.cell_size_m
+    def _visible_from(self, a: np.ndarray, targets: np.ndarray, step_cells: float = 0.25) -> np.ndarray:
+        step = step_cells * self.grid.cell_size_m
         d = targets[:, [0, 2]] - a[[0, 2]]
         length = np.linalg.norm(d, axis=1)
         n = int(np.ceil(length.max() / step)) + 2 if len(length) else 2
@@ -164,6 +166,35 @@ class PathFinder:
         points = np.vstack([a, centers[1:-1], end]) if len(chain) > 1 else np.vstack([a, end])
         path = self._string_pull(points)
         return path, _polyline_length(path)
+
+    def next_waypoint(self, start, goals) -> np.ndarray | None:
+        """The first corner of the shortest path from ``start`` (the goal itself when visible).
+
+        Cheaper than ``find_path``: only the start of the route is string-pulled. Returns None when
+        no goal is reachable.
+        """
+        start = np.asarray(start, np.float64).reshape(3)
+        goal_arr = np.asarray(goals, np.float64).reshape(-1, 3)
+        a = self._on_grid(start)
+        ends = [self._on_grid(g) for g in goal_arr]
+        visible = self._visible_from(a, np.array(ends))
+        if visible.any():
+            return min((e for e, v in zip(ends, visible) if v), key=lambda e: np.linalg.norm(e - a))
+        dist, pred = self._field(goal_arr)
+        si, sk = self._cell_of(a)
+        node = int(self._node[si, sk])
+        if not np.isfinite(dist[node]):
+            return None
+        chain = [node]
+        while pred[chain[-1]] >= 0 and len(chain) < 150:
+            chain.append(int(pred[chain[-1]]))
+        # steering needs the corner only roughly (motion itself is collision-checked): every third
+        # cell of the route's first metres, sampled at half-cell steps
+        picked = chain[2::3] or chain[-1:]
+        centers = self.grid.cell_center(self._cells[picked, 0], self._cells[picked, 1])
+        vis = self._visible_from(a, centers, step_cells=0.5)
+        best = int(np.flatnonzero(vis)[-1]) if vis.any() else 0
+        return centers[best]
 
     def geodesic_distance(self, start, goals) -> float:
         """Geodesic distance in metres from ``start`` to the nearest goal (``inf`` if unreachable)."""

@@ -1,0 +1,46 @@
+"""The agent interface and the agent registry."""
+
+from __future__ import annotations
+
+import abc
+from dataclasses import dataclass
+
+import numpy as np
+
+from vlnce.registry import Registry
+
+
+@dataclass
+class EpisodeInfo:
+    """What an agent is told at the start of an episode.
+
+    ``instruction`` is public; ``privileged`` (the simulator and the goal) is given only to agents
+    that declare ``privileged = True`` (the oracle), never to agents being evaluated as learners.
+    """
+
+    episode_id: str
+    instruction: str
+    rng: np.random.Generator
+    privileged: dict | None = None
+
+
+class Agent(abc.ABC):
+    """A policy over the discrete VLN-CE actions (STOP=0, MOVE_FORWARD=1, TURN_LEFT=2, TURN_RIGHT=3).
+
+    Attributes:
+        needs_observations: False for agents that ignore sensors; evaluation then skips rendering,
+            as VLN-CE does for its non-learning baselines.
+        privileged: the agent reads the simulator and the goal (oracle-style baselines).
+    """
+
+    needs_observations: bool = True
+    privileged: bool = False
+
+    @abc.abstractmethod
+    def reset(self, info: EpisodeInfo) -> None: ...
+
+    @abc.abstractmethod
+    def act(self, observations: dict) -> int: ...
+
+
+AGENTS: Registry = Registry("agent", base=Agent)

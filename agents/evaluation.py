@@ -1,0 +1,313 @@
+"""The evaluation runner: agents on benchmark splits with VLN-CE's metrics.
+
+Writes, under the output directory:
+
+- ``episodes.jsonl``: one line per finished episode (id, metrics, trajectory positions and headings,
+  actions) or per failed episode (id, error). Lines are flushed as episodes finish, so an
+  interrupted run resumes without redoing them.
+- ``results.json``: the mean of each measure over the evaluated episodes (VLN-CE's ``stats_*.json``
+  semantics) plus counts.
+- ``submission.json``: VLN-CE's R2R leaderboard format, ``{episode_id: [{position, heading, stop}, ...]}``,
+  the reset state first, then one entry per action.
+- ``maps/{episode_id}.png``: top-down map with the agent's path (red) and the reference path (blue).
+- ``videos/{episode_id}.gif`` with ``video=True``: RGB, depth and the map, step by step.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+import agents.nonlearning  # noqa: F401  (registers the baselines)
+from agents.base import AGENTS, EpisodeInfo
+from sim.actions import Action
+from sim.geometry import heading_from_quat
+from vlnce.errors import ConfigError, DatasetError, NavigationError
+from vlnce.fileio import atomic_write_bytes
+
+log = logging.getLogger(__name__)
+TABLE = (("TL", "path_length"), ("NE", "distance_to_goal"), ("nDTW", "ndtw"), ("sDTW", "sdtw"),
+         ("OS", "oracle_success"), ("SR", "success"), ("SPL", "spl"))
+
+
+@dataclass
+class EvalConfig:
+    """What to evaluate.
+
+    Attributes:
+        agent: registered agent name.
+        split: dataset split (embedded: train, val_seen, val_unseen, test).
+        dataset: "embedded" (built into the cache on first use) or a R2R_VLNCE-style directory.
+        scenes_dir: where scene ids resolve (embedded: the benchmark's own scenes).
+        episodes: evaluate the first N episodes (by id), or all when None.
+        workers: processes; episodes are grouped by scene.
+        video: write per-episode videos (renders even for agents that do not look).
+        maps: write a top-down PNG per episode.
+        seed: base seed; episode ``i`` draws from ``default_rng([seed, i])``.
+        sim_overrides: simulator config overrides (dotlist or dict).
+    """
+
+    agent: str
+    split: str = "val_unseen"
+    dataset: str = "embedded"
+    scenes_dir: str | None = None
+    episodes: int | None = None
+    workers: int = 1
+    video: bool = False
+    maps: bool = True
+    seed: int = 0
+    checkpoint: str | None = None
+    sim_overrides: dict | None = None
+
+
+def _episode_seed(seed: int, episode_id: str) -> list[int]:
+    return [seed, int(episode_id)] if episode_id.isdigit() else [seed] + [ord(c) for c in episode_id]
+
+
+class _Runner:
+    """Runs episodes of one dataset in one process, reusing the task across episodes."""
+
+    def __init__(self, cfg: EvalConfig, data_dir: Path, scenes_dir: Path | None, out: Path) -> None:
+        from sim.config import load_simulator_config
+        from sim.tasks.dataset import load_dataset
+        from sim.tasks.vln import VLNCETask
+
+        self.cfg = cfg
+        self.out = out
+        self.dataset = load_dataset(data_dir, cfg.split, strict=False)
+        self.episodes = self.dataset.by_id()
+        self.agent = AGENTS.get(cfg.agent)()
+        sim_cfg = load_simulator_config(overrides=cfg.sim_overrides)
+        self.render = self.agent.needs_observations or cfg.video
+        if not self.render:
+            sim_cfg.sensors = {}
+        self.task = VLNCETask(sim_cfg, scenes_dir=scenes_dir)
+        self._maps: dict[str, object] = {}
+
+    def run(self, episode_id: str) -> dict:
+        ep = self.episodes[episode_id]
+        try:
+            return self._run(ep)
+        except (DatasetError, NavigationError) as exc:
+            return {"episode_id": ep.episode_id, "scene_id": ep.scene_id, "error": str(exc)}
+
+    def _run(self, ep) -> dict:
+        task = self.task
+        gt = self.dataset.gt.get(ep.episode_id)
+        obs = task.reset(ep, gt)
+        obs["instruction"] = np.asarray(ep.instruction.instruction_tokens, np.int64)
+        rng = np.random.default_rng(_episode_seed(self.cfg.seed, ep.episode_id))
+        privileged = None
+        if self.agent.privileged:
+            privileged = {"sim": task.sim, "goal": ep.goals[0].position,
+                          "distractors": ep.info.get("distractors", []) if isinstance(ep.info, dict) else []}
+        self.agent.reset(EpisodeInfo(ep.episode_id, ep.instruction.instruction_text, rng, privileged))
+        poses = [self._pose()]
+        actions: list[int] = []
+        frames = [self._frame(obs, ep, poses)] if self.cfg.video else None
+        while not task.done:
+            action = self.agent.act(obs)
+            try:
+                action = int(Action(int(action)))
+            except (ValueError, TypeError):
+                raise DatasetError(f"episode {ep.episode_id}: agent {self.cfg.agent!r} returned invalid action "
+                                   f"{action!r}; expected 0..3") from None
+            obs, _, _ = task.step(action)
+            obs["instruction"] = np.asarray(ep.instruction.instruction_tokens, np.int64)
+            actions.append(action)
+            poses.append(self._pose())
+            if frames is not None:
+                frames.append(self._frame(obs, ep, poses))
+        metrics = {k: (round(v, 6) if np.isfinite(v) else None) for k, v in task.metrics().items()}
+        record = {"episode_id": ep.episode_id, "scene_id": ep.scene_id, "metrics": metrics,
+                  "stopped": task.stop_called, "steps": len(actions), "actions": actions,
+                  "trajectory": [[round(float(x), 4) for x in p] for p in poses]}
+        if self.cfg.maps:
+            self._write_map(ep, poses)
+        if frames is not None:
+            self._write_video(ep, frames)
+        return record
+
+    def _pose(self) -> list[float]:
+        s = self.task.sim.get_agent_state()
+        return [*map(float, s.position), float(heading_from_quat(s.rotation))]
+
+    def _topdown(self, ep):
+        if ep.scene_id not in self._maps:
+            from sim.viz.topdown import TopDownMap
+
+            sim = self.task.sim
+            grid = getattr(sim, "navgrid", None)
+            self._maps[ep.scene_id] = TopDownMap(sim.scene, grid.level_y if grid else 0.0, 30.0, caster=getattr(sim, "caster", None))
+        return self._maps[ep.scene_id]
+
+    def _draw(self, ep, poses):
+        top = self._topdown(ep)
+        return top.draw(paths=[(np.array(ep.reference_path), (40, 110, 230)), (np.array([p[:3] for p in poses]), (230, 40, 40))],
+                        points=[(np.array(ep.start_position), (40, 170, 40), "start"), (np.array(ep.goals[0].position), (200, 120, 0), "goal")],
+                        poses=[(np.array(poses[-1][:3]), poses[-1][3])])
+
+    def _write_map(self, ep, poses) -> None:
+        from vlnce.fileio import atomic_path
+
+        path = self.out / "maps" / f"{ep.episode_id}.png"
+        with atomic_path(path) as tmp:
+            self._draw(ep, poses).save(tmp, format="PNG")
+
+    def _frame(self, obs, ep, poses):
+        from sim.viz.frames import colorize_depth, compose
+
+        tiles = []
+        if "rgb" in obs:
+            tiles.append(obs["rgb"])
+        if "depth" in obs:
+            tiles.append(colorize_depth(obs["depth"], 1.0))
+        tiles.append(np.asarray(self._draw(ep, poses).convert("RGB")))
+        return compose(tiles, 256)
+
+    def _write_video(self, ep, frames) -> None:
+        import imageio.v2 as imageio
+
+        from vlnce.fileio import atomic_path
+
+        with atomic_path(self.out / "videos" / f"{ep.episode_id}.gif") as tmp:
+            imageio.mimwrite(tmp, frames, duration=120, loop=0)
+
+    def close(self):
+        self.task.close()
+
+
+def _worker(args):
+    cfg, data_dir, scenes_dir, out, ids = args
+    runner = _Runner(cfg, data_dir, scenes_dir, out)
+    try:
+        return [runner.run(eid) for eid in ids]
+    finally:
+        runner.close()
+
+
+def read_episode_log(path: Path) -> dict[str, dict]:
+    """Finished episodes of an ``episodes.jsonl``; a torn last line (from a crash) is ignored."""
+    done = {}
+    if path.is_file():
+        for line in path.read_text().splitlines():
+            try:
+                rec = json.loads(line)
+                done[str(rec["episode_id"])] = rec
+            except (json.JSONDecodeError, KeyError, TypeError):
+                log.warning("ignoring an unreadable line in %s", path)
+    return done
+
+
+def evaluate(cfg: EvalConfig, out_dir: str | Path, progress: bool = True) -> dict:
+    """Evaluate ``cfg.agent`` on a split; returns the aggregated results (also written to disk).
+
+    Raises:
+        UnknownNameError: unknown agent. DatasetError: unknown split or unreadable dataset.
+        ConfigError: bad options.
+    """
+    from tqdm import tqdm
+
+    from sim.tasks.benchmark import ensure_benchmark
+    from sim.tasks.dataset import load_dataset
+
+    AGENTS.get(cfg.agent)  # unknown names fail before any work
+    if cfg.workers < 1:
+        raise ConfigError(f"--workers must be >= 1, got {cfg.workers}")
+    if cfg.episodes is not None and cfg.episodes < 1:
+        raise ConfigError(f"--episodes must be >= 1, got {cfg.episodes}")
+    if cfg.checkpoint is not None:
+        raise ConfigError(f"agent {cfg.agent!r} does not take a checkpoint")
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    if cfg.dataset == "embedded":
+        data_dir = ensure_benchmark(workers=max(cfg.workers, 2), progress=progress)
+        scenes_dir = Path(cfg.scenes_dir) if cfg.scenes_dir else data_dir / "scenes"
+    else:
+        data_dir = Path(cfg.dataset)
+        scenes_dir = Path(cfg.scenes_dir) if cfg.scenes_dir else None
+    dataset = load_dataset(data_dir, cfg.split, strict=False)
+    ordered = sorted(dataset.episodes, key=lambda e: (int(e.episode_id) if e.episode_id.isdigit() else 0, e.episode_id))
+    if cfg.episodes is not None:
+        ordered = ordered[: cfg.episodes]
+    log_path = out / "episodes.jsonl"
+    done = read_episode_log(log_path)
+    todo = [e for e in ordered if e.episode_id not in done]
+    by_scene: dict[str, list[str]] = {}
+    for e in todo:
+        by_scene.setdefault(e.scene_id, []).append(e.episode_id)
+    chunks = []
+    for ids in by_scene.values():  # scene groups split into small chunks keep the workers balanced
+        chunks += [ids[i:i + 10] for i in range(0, len(ids), 10)]
+    bar = tqdm(total=len(ordered), initial=len(ordered) - len(todo), desc=f"{cfg.agent} on {cfg.split}",
+               unit="ep", disable=not progress)
+    with open(log_path, "a", encoding="utf-8") as fh:
+        def write(records):
+            for rec in records:
+                fh.write(json.dumps(rec) + "\n")
+                done[rec["episode_id"]] = rec
+                bar.update()
+            fh.flush()
+            os.fsync(fh.fileno())
+
+        jobs = [(cfg, data_dir, scenes_dir, out, ids) for ids in chunks]
+        if cfg.workers > 1 and len(jobs) > 1:
+            import multiprocessing as mp
+
+            with mp.get_context("spawn").Pool(cfg.workers) as pool:
+                for records in pool.imap_unordered(_worker, jobs):
+                    write(records)
+        else:
+            runner = _Runner(cfg, data_dir, scenes_dir, out) if jobs else None
+            try:
+                for _, _, _, _, ids in jobs:
+                    for eid in ids:
+                        write([runner.run(eid)])
+            finally:
+                if runner is not None:
+                    runner.close()
+    bar.close()
+    wanted = [e.episode_id for e in ordered]
+    return summarize(cfg, [done[i] for i in wanted if i in done], out, skipped=dataset.skipped)
+
+
+def summarize(cfg: EvalConfig, records: list[dict], out: Path, skipped=()) -> dict:
+    """Write results.json and submission.json from episode records and return the results."""
+    ok = [r for r in records if "metrics" in r]
+    errors = [r for r in records if "error" in r]
+    keys = sorted({k for r in ok for k in r["metrics"]})
+    means = {}
+    for k in keys:
+        vals = [r["metrics"][k] for r in ok if r["metrics"].get(k) is not None]
+        means[k] = float(np.mean(vals)) if vals else None
+    results = {"agent": cfg.agent, "split": cfg.split, "dataset": cfg.dataset, "episodes": len(ok),
+               "errors": len(errors), "skipped_in_dataset": len(skipped), "metrics": means,
+               "error_examples": [r["error"] for r in errors[:5]]}
+    atomic_write_bytes(out / "results.json", json.dumps(results, indent=1).encode())
+    submission = {}
+    for r in ok:
+        entries = [{"position": p[:3], "heading": p[3], "stop": False} for p in r["trajectory"]]
+        if r.get("stopped"):
+            entries[-1]["stop"] = True
+        submission[r["episode_id"]] = entries
+    atomic_write_bytes(out / "submission.json", json.dumps(submission).encode())
+    return results
+
+
+def format_table(rows: list[dict]) -> str:
+    """A text table of VLN-CE metrics, one row per results dict."""
+    head = f"{'agent':<18}{'split':<12}{'eps':>5}" + "".join(f"{name:>8}" for name, _ in TABLE)
+    lines = [head, "-" * len(head)]
+    for res in rows:
+        m = res["metrics"]
+        cells = "".join(f"{m[key]:>8.2f}" if m.get(key) is not None else f"{'-':>8}" for _, key in TABLE)
+        lines.append(f"{res['agent']:<18}{res['split']:<12}{res['episodes']:>5}" + cells)
+    return "\n".join(lines)
+
+
+__all__ = ["EvalConfig", "evaluate", "format_table", "read_episode_log", "summarize"]
