@@ -237,6 +237,9 @@ def evaluate(cfg: EvalConfig, out_dir: str | Path, progress: bool = True) -> dic
         ordered = ordered[: cfg.episodes]
     log_path = out / "episodes.jsonl"
     done = read_episode_log(log_path)
+    if log_path.is_file():
+        # drop a line torn by a crash, so that appended records start on a fresh line
+        atomic_write_bytes(log_path, "".join(json.dumps(r) + "\n" for r in done.values()).encode())
     todo = [e for e in ordered if e.episode_id not in done]
     by_scene: dict[str, list[str]] = {}
     for e in todo:

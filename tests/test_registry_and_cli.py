@@ -23,7 +23,7 @@ def test_registry_checks_the_base_class():
 
 
 @pytest.mark.parametrize("argv", [[], *[[name] for name in COMMANDS], ["scene", "build"], ["scene", "show"],
-                                  ["bench", "sim"]])
+                                  ["scene", "walk"], ["bench", "sim"], ["data", "build"]])
 def test_every_command_has_help(argv, capsys):
     assert main(argv + ["--help"]) == 0
     assert "usage:" in capsys.readouterr().out
@@ -54,9 +54,9 @@ def test_user_errors_are_one_line_with_exit_codes(tmp_path, capsys):
     assert main(["no-such-command"]) == 2
 
 
-def test_demo_walks_to_the_goal_and_writes_pictures(tmp_path, capsys):
-    out = tmp_path / "demo"
-    assert main(["demo", "--out", str(out), "--seed", "1", "--video", "gif"]) == 0
+def test_scene_walk_reaches_the_goal_and_writes_pictures(tmp_path, capsys):
+    out = tmp_path / "walk"
+    assert main(["scene", "walk", "--out", str(out), "--seed", "1", "--video", "gif"]) == 0
     for name in ("house.glb", "map.png", "first_frame.png", "last_frame.png", "walk.gif", "walk.json"):
         assert (out / name).is_file(), name
     record = json.loads((out / "walk.json").read_text())

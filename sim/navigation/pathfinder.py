@@ -139,26 +139,17 @@ class PathFinder:
             The waypoints (start and goal included, y on the floor) and the path length in
             metres; ``([], inf)`` when no goal is reachable.
         """
-        start = np.asarray(start, np.float64).reshape(3)
-        goal_arr = np.asarray(goals, np.float64).reshape(-1, 3)
-        a = self._on_grid(start)
-        ends = [self._on_grid(g) for g in goal_arr]
+        a, goal_arr, ends, visible = self._endpoints(start, goals)
         # the straight line is the geodesic when it is free, unless another goal is nearer even
         # as the crow flies (then that one may be geodesically nearer too)
-        visible = self._visible_from(a, np.array(ends))
         if visible.any():
             euclid = [float(np.linalg.norm(e - a)) for e in ends]
             best = min((d, j) for j, d in enumerate(euclid) if visible[j])
             if best[0] <= min(euclid) + 1e-9:
                 return [a, ends[best[1]]], best[0]
-        dist, pred = self._field(goal_arr)
-        si, sk = self._cell_of(a)
-        node = int(self._node[si, sk])
-        if not np.isfinite(dist[node]):
+        chain = self._route_cells(a, goal_arr)
+        if chain is None:
             return [], float("inf")
-        chain = [node]
-        while pred[chain[-1]] >= 0:
-            chain.append(int(pred[chain[-1]]))
         goal_node = chain[-1]
         gi, gk = self._cells[goal_node]
         end = min(ends, key=lambda e: abs(self.grid.to_cell(e)[0] - gi) + abs(self.grid.to_cell(e)[1] - gk))
@@ -167,27 +158,37 @@ class PathFinder:
         path = self._string_pull(points)
         return path, _polyline_length(path)
 
-    def next_waypoint(self, start, goals) -> np.ndarray | None:
-        """The first corner of the shortest path from ``start`` (the goal itself when visible).
-
-        Cheaper than ``find_path``: only the start of the route is string-pulled. Returns None when
-        no goal is reachable.
-        """
-        start = np.asarray(start, np.float64).reshape(3)
+    def _endpoints(self, start, goals):
+        """Start and goals moved onto the grid, and which goals the start sees in a straight line."""
         goal_arr = np.asarray(goals, np.float64).reshape(-1, 3)
-        a = self._on_grid(start)
+        a = self._on_grid(np.asarray(start, np.float64).reshape(3))
         ends = [self._on_grid(g) for g in goal_arr]
-        visible = self._visible_from(a, np.array(ends))
-        if visible.any():
-            return min((e for e, v in zip(ends, visible) if v), key=lambda e: np.linalg.norm(e - a))
+        return a, goal_arr, ends, self._visible_from(a, np.array(ends))
+
+    def _route_cells(self, a: np.ndarray, goal_arr: np.ndarray, max_cells: int | None = None) -> list[int] | None:
+        """Graph nodes from ``a``'s cell down the goal field (None when no goal is reachable)."""
         dist, pred = self._field(goal_arr)
         si, sk = self._cell_of(a)
         node = int(self._node[si, sk])
         if not np.isfinite(dist[node]):
             return None
         chain = [node]
-        while pred[chain[-1]] >= 0 and len(chain) < 150:
+        while pred[chain[-1]] >= 0 and (max_cells is None or len(chain) < max_cells):
             chain.append(int(pred[chain[-1]]))
+        return chain
+
+    def next_waypoint(self, start, goals) -> np.ndarray | None:
+        """The first corner of the shortest path from ``start`` (the goal itself when visible).
+
+        Cheaper than ``find_path``: only the start of the route is string-pulled. Returns None when
+        no goal is reachable.
+        """
+        a, goal_arr, ends, visible = self._endpoints(start, goals)
+        if visible.any():
+            return min((e for e, v in zip(ends, visible) if v), key=lambda e: np.linalg.norm(e - a))
+        chain = self._route_cells(a, goal_arr, max_cells=150)
+        if chain is None:
+            return None
         # steering needs the corner only roughly (motion itself is collision-checked): every third
         # cell of the route's first metres, sampled at half-cell steps
         picked = chain[2::3] or chain[-1:]

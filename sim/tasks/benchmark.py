@@ -164,7 +164,7 @@ def generate_house_episodes(house_seed: int, counts: dict[str, int], config: Ben
                 room_cands[rid] = cands
         room_ids = sorted(room_cands)
         if not room_ids:
-            log.warning("house %d: no room has %d plausible destinations", house_seed, config.min_destinations)
+            log.info("house %d: no room has %d plausible destinations", house_seed, config.min_destinations)
             return out
         for split, count in counts.items():
             tries = 0
@@ -206,7 +206,7 @@ def generate_house_episodes(house_seed: int, counts: dict[str, int], config: Ben
                     "locations": [[round(float(v), 5) for v in p] for p in locations],
                 })
             if len(out[split]) < count:
-                log.warning("house %d: only %d of %d %s episodes could be sampled", house_seed, len(out[split]), count, split)
+                log.info("house %d: only %d of %d %s episodes could be sampled", house_seed, len(out[split]), count, split)
     return out
 
 

@@ -16,8 +16,10 @@ from vlnce import __version__
 
 # name -> (module, one-line summary), in help order
 COMMANDS: dict[str, tuple[str, str]] = {
-    "demo": ("vlnce.cli.demo", "the main job: build a house and walk through it (pictures and video)"),
-    "scene": ("vlnce.cli.scene", "build procedural houses and draw top-down maps"),
+    "demo": ("vlnce.cli.demo", "the main job: evaluate the baselines on val_unseen (metrics table, pictures)"),
+    "eval": ("vlnce.cli.eval", "evaluate an agent on a benchmark split"),
+    "data": ("vlnce.cli.data", "build the embedded VLN-CE benchmark"),
+    "scene": ("vlnce.cli.scene", "build procedural houses, draw top-down maps, walk through a house"),
     "bench": ("vlnce.cli.bench", "benchmarks that print JSON"),
 }
 

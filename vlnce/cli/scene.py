@@ -16,6 +16,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     s.add_argument("--pixels-per-m", type=float, default=40.0, help="map resolution (pixels per metre)")
     s.add_argument("--up-axis", choices=("y", "z"), default="y", help="up axis of a user mesh")
     s.add_argument("--navigable", action="store_true", help="tint the navigable area")
+    from vlnce.cli import walk
+
+    w = sub.add_parser("walk", help="walk through a house to a landmark (pictures, video, JSON)")
+    walk.add_arguments(w)
 
 
 def run(args) -> int:
@@ -23,6 +27,10 @@ def run(args) -> int:
 
     from vlnce.errors import ConfigError
 
+    if args.scene_command == "walk":
+        from vlnce.cli import walk
+
+        return walk.run(args)
     if args.scene_command == "build":
         from sim.scenes.generator import generate_house
 

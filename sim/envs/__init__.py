@@ -1,0 +1,1 @@
+"""Gymnasium environments (registered on ``import sim``: ``gymnasium.make("sim:VLNCE-v0")``)."""

@@ -1,0 +1,110 @@
+import math
+
+import numpy as np
+import pytest
+
+from sim.tasks.measures import MEASURES, Measurements, StepContext, dtw_exact, dtw_fast
+from vlnce.errors import ConfigError
+from vlnce.registry import Registry
+
+
+def straight_line_geodesic(p, goals):
+    return float(min(np.linalg.norm(np.asarray(p) - g) for g in np.atleast_2d(goals)))
+
+
+def run(trajectory, goal, stop=True, gt=None, names=None):
+    """Feed positions to the measures: reset at trajectory[0], one update per later position."""
+    if names is None:
+        from sim.tasks.measures import DEFAULT_MEASURES
+
+        names = [n for n in DEFAULT_MEASURES if gt is not None or n not in ("ndtw", "sdtw")]
+    m = Measurements(names)
+    goal = np.array([goal], float)
+
+    def ctx(p, stopped):
+        return StepContext(np.array(p, float), stopped, goal, straight_line_geodesic, gt)
+
+    m.reset(ctx(trajectory[0], False))
+    for i, p in enumerate(trajectory[1:], start=1):
+        m.update(ctx(p, stop and i == len(trajectory) - 1))
+    return m.values()
+
+
+def test_success_needs_stop_within_three_metres_strictly():
+    assert run([[0, 0, 0], [0, 0, 2.99]], [0, 0, 5.98])["success"] == 1.0  # 2.99 m < 3.0
+    assert run([[0, 0, 0], [0, 0, 3.0]], [0, 0, 6.0])["success"] == 0.0  # exactly 3.0 m is not a success
+    assert run([[0, 0, 0], [0, 0, 5.0]], [0, 0, 6.0], stop=False)["success"] == 0.0  # no STOP
+
+
+def test_oracle_success_counts_a_pass_without_stopping():
+    traj = [[0, 0, 0], [0, 0, 4.0], [0, 0, 0]]  # passes 2 m from the goal, walks back
+    v = run(traj, [0, 0, 6.0], stop=False)
+    assert v["oracle_success"] == 1.0 and v["success"] == 0.0
+    assert v["oracle_navigation_error"] == pytest.approx(2.0)
+    assert v["distance_to_goal"] == pytest.approx(6.0)
+
+
+def test_path_length_sums_euclidean_steps():
+    v = run([[0, 0, 0], [3, 0, 0], [3, 0, 4]], [3, 0, 4])
+    assert v["path_length"] == pytest.approx(7.0)
+    assert v["steps_taken"] == 2.0
+
+
+def test_spl_divides_the_start_distance_by_the_longer_of_it_and_the_path():
+    # d0 = 5 (straight to the goal), walked 3 + 4 = 7, success: SPL = 5/7
+    v = run([[0, 0, 0], [3, 0, 0], [3, 0, 4]], [3, 0, 4])
+    assert v["spl"] == pytest.approx(5.0 / 7.0)
+    # a failed episode has SPL 0 whatever the path
+    assert run([[0, 0, 0], [0, 0, 1]], [0, 0, 10])["spl"] == 0.0
+
+
+def test_ndtw_of_the_reference_path_itself_is_one():
+    ref = [[0, 0, 0], [0, 0, 0.25], [0, 0, 0.5], [0.25, 0, 0.5]]
+    v = run(ref, ref[-1], gt=ref)
+    assert v["ndtw"] == pytest.approx(1.0) and v["sdtw"] == pytest.approx(1.0)
+
+
+def test_ndtw_matches_the_formula_on_a_hand_computed_case():
+    ref = [[0, 0, 0], [1, 0, 0], [2, 0, 0]]
+    path = [[0, 0, 0], [1, 0, 1], [2, 0, 1]]  # every point but the first is 1 m off the reference
+    # DTW aligns index to index: 0 + 1 + 1 = 2; nDTW = exp(-2 / (3 * 3.0))
+    assert dtw_exact(path, ref) == pytest.approx(2.0)
+    v = run(path, ref[-1], gt=ref)
+    assert v["ndtw"] == pytest.approx(math.exp(-2.0 / 9.0))
+    # not a success (stopped 1 m from the goal is a success, so use a far goal for sDTW = 0)
+    assert run(path, [20, 0, 0], gt=ref)["sdtw"] == 0.0
+
+
+def test_ndtw_ignores_repeated_positions_from_turning_in_place():
+    ref = [[0, 0, 0], [1, 0, 0]]
+    with_turns = [[0, 0, 0], [0, 0, 0], [0, 0, 0], [1, 0, 0]]
+    assert run(with_turns, ref[-1], gt=ref)["ndtw"] == pytest.approx(1.0)
+
+
+def test_exact_and_fast_dtw_agree_on_short_paths():
+    rng = np.random.default_rng(0)
+    a, b = rng.normal(size=(12, 3)), rng.normal(size=(9, 3))
+    assert dtw_fast(a, b) >= dtw_exact(a, b) - 1e-9  # fastdtw is an upper bound
+    assert dtw_fast(a, b) == pytest.approx(dtw_exact(a, b), rel=0.25)
+
+
+def test_measure_order_and_duplicates_are_checked():
+    with pytest.raises(ConfigError, match="needs 'distance_to_goal'"):
+        Measurements(["success", "distance_to_goal"])
+    with pytest.raises(ConfigError, match="twice"):
+        Measurements(["steps_taken", "steps_taken"])
+    with pytest.raises(ConfigError, match="not enabled"):
+        Measurements(["steps_taken"], options={"ndtw": {"fast": False}})
+
+
+def test_ndtw_without_reference_locations_is_a_config_error():
+    with pytest.raises(ConfigError, match="reference locations"):
+        run([[0, 0, 0]], [0, 0, 1], gt=None, names=["ndtw"])
+
+
+def test_measures_are_registered_by_name_and_a_fresh_registry_is_independent():
+    assert {"distance_to_goal", "success", "spl", "ndtw", "sdtw", "path_length", "oracle_success",
+            "steps_taken"} <= set(MEASURES.names())
+    fresh = Registry("measure")
+    with pytest.raises(Exception, match="unknown measure 'spl'"):
+        Measurements(["spl"], registry=fresh)

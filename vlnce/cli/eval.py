@@ -1,0 +1,34 @@
+"""``vlnce eval``: run an agent on a split and report VLN-CE's metrics."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--agent", required=True, help="agent name (random, handcrafted, oracle, instruction_blind, ...)")
+    p.add_argument("--checkpoint", default=None, help="model checkpoint (learned agents)")
+    p.add_argument("--split", default="val_unseen", help="split (embedded: train, val_seen, val_unseen, test)")
+    p.add_argument("--episodes", type=int, default=None, help="evaluate only the first N episodes")
+    p.add_argument("--dataset", default="embedded", help="'embedded' or a R2R_VLNCE-style directory")
+    p.add_argument("--scenes-dir", default=None, help="where the dataset's scene ids resolve")
+    p.add_argument("--workers", type=int, default=1, help="processes")
+    p.add_argument("--seed", type=int, default=0, help="base seed of the agents' randomness")
+    p.add_argument("--video", action="store_true", help="write per-episode videos")
+    p.add_argument("--no-maps", action="store_true", help="skip the per-episode top-down PNGs")
+    p.add_argument("--out", required=True, help="output directory (resumes if it holds episodes.jsonl)")
+
+
+def run(args) -> int:
+    from agents.evaluation import EvalConfig, evaluate, format_table
+
+    cfg = EvalConfig(agent=args.agent, split=args.split, dataset=args.dataset, scenes_dir=args.scenes_dir,
+                     episodes=args.episodes, workers=args.workers, video=args.video, maps=not args.no_maps,
+                     seed=args.seed, checkpoint=args.checkpoint)
+    results = evaluate(cfg, args.out)
+    print(format_table([results]))
+    if results["errors"]:
+        print(f"{results['errors']} episode(s) failed; first: {results['error_examples'][0]}")
+    print(f"wrote {args.out}/episodes.jsonl, results.json, submission.json" + (", maps/" if cfg.maps else "")
+          + (", videos/" if cfg.video else ""))
+    return 0
