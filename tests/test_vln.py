@@ -72,6 +72,8 @@ def test_reads_rxr_role_files_without_a_vocab(tmp_path):
     _write_gz(tmp_path / "val_unseen" / "val_unseen_guide.json.gz", {"episodes": [ep]})
     ds = load_dataset(tmp_path, "val_unseen", role="guide")
     assert ds.vocab is None and ds.episodes[0].instruction.extra == {"instruction_id": 9, "language": "en-US"}
+    ds.save(tmp_path / "copy", role="guide")
+    assert load_dataset(tmp_path / "copy", "val_unseen", role="guide").episodes == ds.episodes
 
 
 @pytest.mark.parametrize("change,field", [
@@ -359,3 +361,12 @@ def test_main_job_evaluates_every_baseline_and_writes_pictures(bench, tmp_path, 
         assert len(list((out / agent / "maps").glob("*.png"))) == 3
     assert len(list((out / "oracle_videos" / "videos").glob("*.gif"))) == 1
     assert "SPL" in capsys.readouterr().out
+
+
+def test_an_agent_returning_an_invalid_action_fails_only_that_episode(bench, tmp_path, monkeypatch):
+    from agents.nonlearning import RandomAgent
+
+    monkeypatch.setattr(RandomAgent, "act", lambda self, obs: 9)
+    res = _eval(bench, "random", tmp_path, episodes=2)
+    assert res["episodes"] == 0 and res["errors"] == 2
+    assert "agent 'random' returned invalid action 9" in res["error_examples"][0]

@@ -124,16 +124,20 @@ class VLNDataset:
     def by_id(self) -> dict[str, Episode]:
         return {e.episode_id: e for e in self.episodes}
 
-    def save(self, directory: str | Path) -> Path:
-        """Write ``DIR/{split}/{split}.json.gz`` and ``{split}_gt.json.gz`` atomically."""
+    def save(self, directory: str | Path, role: str | None = None) -> Path:
+        """Write ``DIR/{split}/{split}.json.gz`` and ``{split}_gt.json.gz`` atomically.
+
+        With an RxR-CE ``role`` the files are ``{split}_{role}.json.gz`` and ``{split}_{role}_gt.json.gz``.
+        """
         out = Path(directory) / self.split
+        stem = f"{self.split}_{role}" if role else self.split
         payload: dict[str, Any] = {"episodes": [e.to_json() for e in self.episodes]}
         if self.vocab is not None:
             payload["instruction_vocab"] = self.vocab.to_json()
-        atomic_write_bytes(out / f"{self.split}.json.gz", _gzip_json(payload))
+        atomic_write_bytes(out / f"{stem}.json.gz", _gzip_json(payload))
         if self.gt:
             gt = {eid: g.to_json() for eid, g in self.gt.items()}
-            atomic_write_bytes(out / f"{self.split}_gt.json.gz", _gzip_json(gt))
+            atomic_write_bytes(out / f"{stem}_gt.json.gz", _gzip_json(gt))
         return out
 
 
