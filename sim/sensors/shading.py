@@ -22,7 +22,8 @@ class SceneTables:
     """Face attributes of a scene, padded with a "no hit" row.
 
     Attributes:
-        color: (F+1, 3) float32 albedo in [0, 255].
+        lit_packed: (F+1,) uint32 RGBA under the key light, packed so a pixel costs one 1-D gather.
+        dark_packed: (F+1,) uint32 the same, darkened for pattern areas.
         pattern: (F+1,) uint8 pattern index.
         normal: (F+1, 3) float32 unit normals.
         semantic: (F+1,) int32 category (void for no hit).
@@ -31,16 +32,14 @@ class SceneTables:
     """
 
     def __init__(self, scene: Scene) -> None:
-        self.color = np.concatenate([scene.face_color.astype(np.float32), [BACKGROUND_RGB]]).astype(np.float32)
         rgba = np.concatenate([scene.face_color, [BACKGROUND_RGB]]).astype(np.uint8)
         rgba = np.concatenate([rgba, np.zeros((len(rgba), 1), np.uint8)], axis=1)
-        # packed RGBA: one 1-D gather per pixel instead of a row gather (3x faster)
-        self.color_packed = np.ascontiguousarray(rgba).view(np.uint32).reshape(-1)
         self.pattern = np.concatenate([scene.face_pattern, [0]]).astype(np.uint8)
         self.normal = np.concatenate([scene.face_normals(), [[0, 0, 0]]]).astype(np.float32)
         self.normal_x, self.normal_y, self.normal_z = (np.ascontiguousarray(self.normal[:, i]) for i in range(3))
         light = AMBIENT + (1.0 - AMBIENT) * np.abs(self.normal @ KEY_LIGHT)
         lit = rgba.astype(np.float32) * light[:, None].astype(np.float32)
+        # packed RGBA: one 1-D gather per pixel instead of a row gather (3x faster)
         self.lit_packed = lit.astype(np.uint8).view(np.uint32).reshape(-1)
         self.dark_packed = (lit * PATTERN_DARKENING).astype(np.uint8).view(np.uint32).reshape(-1)
         self.semantic = np.concatenate([scene.face_semantic, [VOID]]).astype(np.int32)
