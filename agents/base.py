@@ -31,10 +31,17 @@ class Agent(abc.ABC):
         needs_observations: False for agents that ignore sensors; evaluation then skips rendering,
             as VLN-CE does for its non-learning baselines.
         privileged: the agent reads the simulator and the goal (oracle-style baselines).
+        takes_checkpoint: the constructor takes ``checkpoint=PATH`` (learned agents).
     """
 
     needs_observations: bool = True
     privileged: bool = False
+    takes_checkpoint: bool = False
+
+    def sensor_config(self) -> dict | None:
+        """Camera sensors (``{uuid: CameraSensorConfig fields}``) the agent needs, replacing the
+        simulator config's; None keeps the config's."""
+        return None
 
     @abc.abstractmethod
     def reset(self, info: EpisodeInfo) -> None: ...

@@ -23,6 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
+import agents.learned  # noqa: F401  (registers seq2seq and cma)
 import agents.nonlearning  # noqa: F401  (registers the baselines)
 from agents.base import AGENTS, EpisodeInfo
 from sim.actions import Action
@@ -65,6 +66,12 @@ class EvalConfig:
     sim_overrides: dict | None = None
 
 
+def make_agent(name: str, checkpoint: str | None = None):
+    """Instantiate a registered agent, passing the checkpoint to learned agents."""
+    cls = AGENTS.get(name)
+    return cls(checkpoint=checkpoint) if cls.takes_checkpoint else cls()
+
+
 def _episode_seed(seed: int, episode_id: str) -> list[int]:
     return [seed, int(episode_id)] if episode_id.isdigit() else [seed] + [ord(c) for c in episode_id]
 
@@ -81,8 +88,13 @@ class _Runner:
         self.out = out
         self.dataset = load_dataset(data_dir, cfg.split, strict=False)
         self.episodes = self.dataset.by_id()
-        self.agent = AGENTS.get(cfg.agent)()
+        self.agent = make_agent(cfg.agent, cfg.checkpoint)
         sim_cfg = load_simulator_config(overrides=cfg.sim_overrides)
+        sensors = self.agent.sensor_config()
+        if sensors is not None:
+            from sim.config import CameraSensorConfig
+
+            sim_cfg.sensors = {k: CameraSensorConfig(**v) for k, v in sensors.items()}
         self.render = self.agent.needs_observations or cfg.video
         if not self.render:
             sim_cfg.sensors = {}
@@ -221,8 +233,15 @@ def evaluate(cfg: EvalConfig, out_dir: str | Path, progress: bool = True) -> dic
         raise ConfigError(f"--workers must be >= 1, got {cfg.workers}")
     if cfg.episodes is not None and cfg.episodes < 1:
         raise ConfigError(f"--episodes must be >= 1, got {cfg.episodes}")
-    if cfg.checkpoint is not None:
+    agent_cls = AGENTS.get(cfg.agent)
+    if cfg.checkpoint is not None and not agent_cls.takes_checkpoint:
         raise ConfigError(f"agent {cfg.agent!r} does not take a checkpoint")
+    if agent_cls.takes_checkpoint:
+        if cfg.checkpoint is None:
+            raise ConfigError(f"agent {cfg.agent!r} needs --checkpoint PATH")
+        from agents.models.policy import read_checkpoint
+
+        read_checkpoint(cfg.checkpoint)  # a bad file fails here, once, not in every worker
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     if cfg.dataset == "embedded":
@@ -230,7 +249,7 @@ def evaluate(cfg: EvalConfig, out_dir: str | Path, progress: bool = True) -> dic
         scenes_dir = Path(cfg.scenes_dir) if cfg.scenes_dir else data_dir / "scenes"
     else:
         data_dir = Path(cfg.dataset)
-        scenes_dir = Path(cfg.scenes_dir) if cfg.scenes_dir else None
+        scenes_dir = Path(cfg.scenes_dir) if cfg.scenes_dir else (data_dir / "scenes" if (data_dir / "scenes").is_dir() else None)
     dataset = load_dataset(data_dir, cfg.split, strict=False)
     ordered = sorted(dataset.episodes, key=lambda e: (int(e.episode_id) if e.episode_id.isdigit() else 0, e.episode_id))
     if cfg.episodes is not None:

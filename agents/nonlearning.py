@@ -73,7 +73,3 @@ class InstructionBlindAgent(Agent):
     def act(self, observations: dict) -> int:
         return int(self.follower.get_next_action(self.goal))
 
-
-def make_agent(name: str) -> Agent:
-    """Instantiate a registered agent (raises UnknownNameError listing the known ones)."""
-    return AGENTS.get(name)()

@@ -22,6 +22,20 @@ def _isolated_cache(tmp_path_factory):
         os.environ["VLNCE_CACHE_DIR"] = old
 
 
+TINY_BENCHMARK = dict(train_houses=1, val_unseen_houses=1, test_houses=1, train_episodes_per_house=6,
+                      val_seen_episodes_per_house=2, heldout_episodes_per_house=24)
+
+
+@pytest.fixture(scope="session")
+def bench(tmp_path_factory):
+    """A tiny embedded benchmark (one house per split): (directory, summary)."""
+    from sim.tasks.benchmark import BenchmarkConfig, build_benchmark
+
+    out = tmp_path_factory.mktemp("bench")
+    summary = build_benchmark(out, BenchmarkConfig(**TINY_BENCHMARK), workers=1, progress=False)
+    return out, summary
+
+
 @pytest.fixture(scope="session")
 def house():
     from sim.scenes.generator import generate_house

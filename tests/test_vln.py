@@ -12,19 +12,11 @@ from agents.evaluation import EvalConfig, evaluate, read_episode_log
 from sim.tasks.benchmark import BenchmarkConfig, build_benchmark, generate_house_episodes
 from sim.tasks.dataset import Vocab, load_dataset
 from sim.tasks.vln import VLNCETask, resolve_scene_id
+from conftest import TINY_BENCHMARK
 from vlnce.cli.main import main
 from vlnce.errors import DatasetError, UnknownNameError
 
-TINY = BenchmarkConfig(train_houses=1, val_unseen_houses=1, test_houses=1, train_episodes_per_house=6,
-                       val_seen_episodes_per_house=2, heldout_episodes_per_house=24)
 SMALL_SENSORS = {"sensors": {"rgb": {"width_px": 32, "height_px": 32}, "depth": {"width_px": 32, "height_px": 32}}}
-
-
-@pytest.fixture(scope="session")
-def bench(tmp_path_factory):
-    out = tmp_path_factory.mktemp("bench")
-    summary = build_benchmark(out, TINY, workers=1, progress=False)
-    return out, summary
 
 
 def _eval(bench, agent, out, **kw):
@@ -181,8 +173,9 @@ def test_instructions_vary_in_phrasing(bench):
 
 
 def test_house_episodes_are_reproducible():
-    a = generate_house_episodes(1000, {"train": 2}, TINY)
-    b = generate_house_episodes(1000, {"train": 2}, TINY)
+    tiny = BenchmarkConfig(**TINY_BENCHMARK)
+    a = generate_house_episodes(1000, {"train": 2}, tiny)
+    b = generate_house_episodes(1000, {"train": 2}, tiny)
     assert a == b
 
 
@@ -190,7 +183,13 @@ def test_house_episodes_are_reproducible():
 def test_unknown_scene_id_names_the_episode_field(tmp_path):
     with pytest.raises(DatasetError, match="unknown scene id 'mp3d/nope.glb'"):
         resolve_scene_id("mp3d/nope.glb", tmp_path)
-    assert resolve_scene_id("embedded/house_01234.glb", tmp_path) == "house:1234"
+
+def test_embedded_scene_ids_regenerate_the_benchmark_house(bench, tmp_path):
+    data, _ = bench
+    sid = "embedded/house_01000.glb"
+    path = resolve_scene_id(sid, tmp_path)  # not in tmp_path: regenerated into the cache
+    assert path != str(data / "scenes" / sid)
+    assert open(path, "rb").read() == (data / "scenes" / sid).read_bytes()
 
 
 def test_goal_off_the_navigable_area_is_reported_for_that_episode(bench):

@@ -46,3 +46,7 @@ class UnknownNameError(VlnceError, KeyError):
 
 class MissingDependencyError(VlnceError, ImportError):
     """An optional dependency is not installed; the message names the pip extra to install."""
+
+
+class TrainingError(VlnceError):
+    """Training cannot go on (e.g. the loss became NaN); the last good checkpoint is kept."""

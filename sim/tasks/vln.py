@@ -45,7 +45,7 @@ def resolve_scene_id(scene_id: str, scenes_dir: Path | None) -> str:
 
     Looks for ``scenes_dir/scene_id`` (stripping VLN-CE's ``data/scene_datasets/`` prefix), then the
     id as a path; embedded benchmark ids ``embedded/house_NNNNN.glb`` fall back to regenerating
-    house NNNNN, which is deterministic.
+    house NNNNN with the benchmark's settings (deterministic) into the cache.
 
     Raises:
         DatasetError: the scene cannot be found.
@@ -60,7 +60,16 @@ def resolve_scene_id(scene_id: str, scenes_dir: Path | None) -> str:
             return str(c)
     m = _HOUSE_RE.search(sid)
     if m and sid.startswith("embedded/"):
-        return f"house:{int(m.group(1))}"
+        # regenerate with the benchmark's house settings (not the generator defaults), once, into
+        # the cache: generation is deterministic, so this is the benchmark's scene byte for byte
+        from sim.scenes.generator import generate_house
+        from sim.tasks.benchmark import HOUSE_CONFIG
+        from vlnce.fileio import default_cache_dir
+
+        path = default_cache_dir() / "scenes" / sid
+        if not path.is_file():
+            generate_house(int(m.group(1)), HOUSE_CONFIG).save(path)
+        return str(path)
     looked = ", ".join(str(c) for c in candidates)
     raise DatasetError(f"unknown scene id {scene_id!r}: no file at {looked}")
 

@@ -1,8 +1,9 @@
 """``vlnce demo``: the main job.
 
-Builds the embedded benchmark if it is missing, evaluates the non-learning baselines and the
-oracle on ``val_unseen``, prints VLN-CE's metrics table and writes pictures: a top-down map per
-episode and videos of a few oracle episodes.
+Builds the embedded benchmark if it is missing, evaluates the non-learning baselines, the oracle
+and the shipped Cross-Modal Attention agent (``configs/agents/cma_best.pt``) on ``val_unseen``,
+prints VLN-CE's metrics table and writes pictures: a top-down map per episode and videos of a few
+oracle and CMA episodes.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 import argparse
 
 BASELINES = ("random", "handcrafted", "instruction_blind", "oracle")
+SHIPPED_CHECKPOINT = "agents/cma_best.pt"
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -34,17 +36,24 @@ def run(args) -> int:
         raise ConfigError(f"--videos must be >= 0, got {args.videos}")
     out = Path(args.out)
     rows = []
-    for agent in BASELINES:
+    from configs import config_path
+
+    shipped = config_path(SHIPPED_CHECKPOINT)
+    agents = [(a, None) for a in BASELINES] + ([("cma", str(shipped))] if shipped.is_file() else [])
+    for agent, checkpoint in agents:
         cfg = EvalConfig(agent=agent, split=args.split, episodes=args.episodes, workers=args.workers,
-                         dataset=args.dataset, scenes_dir=args.scenes_dir)
+                         dataset=args.dataset, scenes_dir=args.scenes_dir, checkpoint=checkpoint)
         rows.append(evaluate(cfg, out / agent))
     if args.videos:
-        evaluate(EvalConfig(agent="oracle", split=args.split, episodes=args.videos, video=True, dataset=args.dataset,
-                            scenes_dir=args.scenes_dir), out / "oracle_videos")
+        for agent, checkpoint in agents:
+            if agent in ("oracle", "cma"):
+                evaluate(EvalConfig(agent=agent, split=args.split, episodes=args.videos, video=True,
+                                    dataset=args.dataset, scenes_dir=args.scenes_dir, checkpoint=checkpoint),
+                         out / f"{agent}_videos")
     table = format_table(rows)
     print(table)
     atomic_write_bytes(out / "metrics_table.txt", (table + "\n").encode())
     atomic_write_bytes(out / "results.json", json.dumps(rows, indent=1).encode())
     print(f"wrote {out}/<agent>/episodes.jsonl, results.json, submission.json, maps/; "
-          f"{out}/oracle_videos/videos/; {out}/metrics_table.txt")
+          f"{out}/<agent>_videos/videos/; {out}/metrics_table.txt")
     return 0

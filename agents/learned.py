@@ -1,0 +1,66 @@
+"""Learned agents (Seq2Seq, CMA) acting from a checkpoint through the common Agent interface."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from agents.base import AGENTS, Agent, EpisodeInfo
+from vlnce.errors import ConfigError
+
+
+class LearnedAgent(Agent):
+    """Runs a policy checkpoint greedily (argmax over the action logits), one step per call.
+
+    The instruction text is tokenised with the checkpoint's own vocabulary, so the agent acts on
+    any dataset; the simulator must render the sensors of ``sensor_config()``.
+    """
+
+    arch: str = ""
+    takes_checkpoint = True
+
+    def __init__(self, checkpoint: str | None = None, device: str = "cpu") -> None:
+        from agents.models import load_policy
+        from sim.tasks.dataset import Vocab
+
+        if checkpoint is None:
+            raise ConfigError(f"agent {self.arch!r} needs a checkpoint (--checkpoint PATH)")
+        self.policy, blob = load_policy(checkpoint, arch=self.arch, device=device)
+        self.policy.eval()
+        self.vocab = Vocab(list(blob["vocab"]))
+        self.device = torch.device(device)
+        self.last_extras: dict = {}
+        self.last_progress: float | None = None
+
+    def sensor_config(self) -> dict:
+        return self.policy.cfg.sensors()
+
+    @torch.inference_mode()
+    def reset(self, info: EpisodeInfo) -> None:
+        tokens = torch.tensor([self.vocab.encode(info.instruction)], device=self.device)
+        self.instruction = self.policy.encode_instruction(tokens)
+        self.state = self.policy.initial_state(1)
+        self.prev_action = torch.full((1,), -1, dtype=torch.long, device=self.device)
+
+    @torch.inference_mode()
+    def act(self, observations: dict) -> int:
+        cfg = self.policy.cfg
+        rgb = torch.as_tensor(np.asarray(observations["rgb"]), device=self.device)[None] if cfg.uses_rgb else None
+        depth = (torch.as_tensor(np.asarray(observations["depth"], np.float32), device=self.device)[None]
+                 if cfg.uses_depth else None)
+        logits, progress, self.state, self.last_extras = self.policy.act(self.instruction, rgb, depth,
+                                                                         self.prev_action, self.state)
+        self.last_progress = None if progress is None else float(progress[0])
+        action = int(logits[0].argmax())
+        self.prev_action = torch.tensor([action], device=self.device)
+        return action
+
+
+@AGENTS.register("seq2seq")
+class Seq2SeqAgent(LearnedAgent):
+    arch = "seq2seq"
+
+
+@AGENTS.register("cma")
+class CMAAgent(LearnedAgent):
+    arch = "cma"

