@@ -195,6 +195,11 @@ class _Runner:
 
 
 def _worker(args):
+    import torch
+
+    # one intra-op thread per worker: with several workers, torch's default pool oversubscribes
+    # the cores and single-frame inference slows down by an order of magnitude
+    torch.set_num_threads(1)
     cfg, data_dir, scenes_dir, out, ids = args
     runner = _Runner(cfg, data_dir, scenes_dir, out)
     try:

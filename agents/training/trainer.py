@@ -406,9 +406,34 @@ class Trainer:
                           checkpoint=str(cand), seed=self.cfg.seed)
         return evaluate(ecfg, eval_dir, progress=self.progress)
 
-    def run(self) -> dict:
+    def _validate_and_keep_best(self, n: int) -> None:
         from agents.training.logs import plot_curves
 
+        stats = self.state.get("last_epoch_stats", {})
+        res = self.validate()
+        m = res["metrics"]
+        spl = m.get("spl") or 0.0
+        self.log.scalars(self.state["step"], {
+            "train/epoch_loss": stats.get("loss"), "train/frames_per_s": stats.get("frames_per_s"),
+            "val/spl": spl, "val/success": m.get("success"), "val/ndtw": m.get("ndtw"),
+            "val/distance_to_goal": m.get("distance_to_goal")})
+        if spl > self.state["best_spl"]:
+            self.state["best_spl"] = spl
+            self.state["bad_evals"] = 0
+            self.state["best_val"] = dict(m)
+            self.state["best_at"] = {"round": n, "epoch": self.state["epoch"], "step": self.state["step"]}
+            os.replace(self.out / "candidate.pt", self.out / "best.pt")
+        else:
+            self.state["bad_evals"] += 1
+            if self.state["bad_evals"] >= self.cfg.patience:
+                self.state["stopped_early"] = True
+        self.state["needs_eval"] = False
+        self._save_last()
+        plot_curves(self.out / "logs", self.out / "curves.png")
+        log.info("round %d epoch %d: loss %.4f, val SPL %.3f SR %.3f", n, self.state["epoch"],
+                 stats.get("loss", float("nan")), spl, m.get("success") or 0.0)
+
+    def run(self) -> dict:
         started = time.perf_counter()
         rounds = self.cfg.rounds()
         try:
@@ -416,30 +441,14 @@ class Trainer:
                 if ri < self.state["round"] or self.state["stopped_early"]:
                     continue
                 self._collect_round(n, beta)
-                while self.state["epoch"] < epochs and not self.state["stopped_early"]:
-                    stats = self._train_epoch(n, self.state["epoch"])
-                    self.state["epoch"] += 1
-                    res = self.validate()
-                    m = res["metrics"]
-                    spl = m.get("spl") or 0.0
-                    self.log.scalars(self.state["step"], {
-                        "train/epoch_loss": stats["loss"], "train/frames_per_s": stats["frames_per_s"],
-                        "val/spl": spl, "val/success": m.get("success"), "val/ndtw": m.get("ndtw"),
-                        "val/distance_to_goal": m.get("distance_to_goal")})
-                    if spl > self.state["best_spl"]:
-                        self.state["best_spl"] = spl
-                        self.state["bad_evals"] = 0
-                        self.state["best_val"] = {k: v for k, v in m.items()}
-                        self.state["best_at"] = {"round": n, "epoch": self.state["epoch"], "step": self.state["step"]}
-                        os.replace(self.out / "candidate.pt", self.out / "best.pt")
-                    else:
-                        self.state["bad_evals"] += 1
-                        if self.state["bad_evals"] >= self.cfg.patience:
-                            self.state["stopped_early"] = True
-                    self._save_last()
-                    plot_curves(self.out / "logs", self.out / "curves.png")
-                    log.info("round %d epoch %d: loss %.4f, val SPL %.3f SR %.3f", n, self.state["epoch"],
-                             stats["loss"], spl, m.get("success") or 0.0)
+                while (self.state["epoch"] < epochs or self.state.get("needs_eval")) and not self.state["stopped_early"]:
+                    if not self.state.get("needs_eval"):
+                        stats = self._train_epoch(n, self.state["epoch"])
+                        self.state["epoch"] += 1
+                        self.state["needs_eval"] = True
+                        self.state["last_epoch_stats"] = stats
+                        self._save_last()  # an interrupted validation does not lose the epoch
+                    self._validate_and_keep_best(n)
                 self.state["round"] = ri + 1
                 self.state["epoch"] = 0
                 self._save_last()

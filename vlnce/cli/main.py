@@ -19,6 +19,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "demo": ("vlnce.cli.demo", "the main job: evaluate the baselines on val_unseen (metrics table, pictures)"),
     "eval": ("vlnce.cli.eval", "evaluate an agent on a benchmark split"),
     "train": ("vlnce.cli.train", "train a Seq2Seq or Cross-Modal Attention agent (IL, DAgger)"),
+    "export": ("vlnce.cli.export", "write a compact policy-only checkpoint for shipping"),
     "data": ("vlnce.cli.data", "build the embedded VLN-CE benchmark"),
     "scene": ("vlnce.cli.scene", "build procedural houses, draw top-down maps, walk through a house"),
     "bench": ("vlnce.cli.bench", "benchmarks that print JSON"),
