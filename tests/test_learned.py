@@ -282,6 +282,10 @@ def test_tensorboard_events_are_valid_tfrecords(tmp_path):
     assert b"train/loss" in records[2] and struct.pack("<f", 0.25) in records[2]
     hist = [json.loads(line) for line in (tmp_path / "history.jsonl").read_text().splitlines()]
     assert hist[1] == {"step": 20, "train/loss": 0.25, "val/spl": 0.1}
+    log = TrainingLog(tmp_path)  # a resumed run drops what was logged after its checkpoint
+    log.truncate_after(10)
+    log.close()
+    assert [json.loads(x)["step"] for x in (tmp_path / "history.jsonl").read_text().splitlines()] == [10]
     try:  # when tensorboard is installed, its own reader must agree
         from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
     except ImportError:

@@ -10,6 +10,7 @@ Each job collects a list of episodes into one store chunk.
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -89,6 +90,7 @@ def run_job(job: CollectJob, progress_queue=None) -> dict:
     writer = ChunkWriter(Path(job.store_dir), job.chunk, rgb_shape, depth_shape)
     rng = np.random.default_rng([job.seed, job.iteration])
     steps = agree = 0
+    stepping = 0.0  # seconds inside episodes (acting, stepping, rendering), without loading
     try:
         for eid in job.episode_ids:
             ep = episodes[eid]
@@ -113,6 +115,7 @@ def run_job(job: CollectJob, progress_queue=None) -> dict:
                     state = policy.initial_state(1)
             frames, actions, prevs, progress = [], [], [], []
             prev = -1
+            t0 = time.perf_counter()
             while True:
                 expert = int(follower.get_next_action(goal))
                 d = geodesic(sim.get_agent_state().position)
@@ -134,6 +137,7 @@ def run_job(job: CollectJob, progress_queue=None) -> dict:
                 prev = action
                 if terminated or truncated:
                     break
+            stepping += time.perf_counter() - t0
             steps += len(actions)
             writer.add_episode(eid, job.iteration, tokens, frames, actions, prevs, progress)
             if progress_queue is not None:
@@ -141,7 +145,7 @@ def run_job(job: CollectJob, progress_queue=None) -> dict:
     finally:
         task.close()
     writer.commit()
-    return {"chunk": job.chunk, "episodes": len(job.episode_ids), "steps": steps,
+    return {"chunk": job.chunk, "episodes": len(job.episode_ids), "steps": steps, "step_seconds": stepping,
             "policy_agreement": agree / steps if policy is not None and steps else None}
 
 

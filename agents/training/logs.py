@@ -107,6 +107,15 @@ class TrainingLog:
         header = struct.pack("<Q", len(rec))
         self._events.write(header + struct.pack("<I", masked_crc(header)) + rec + struct.pack("<I", masked_crc(rec)))
 
+    def truncate_after(self, step: int) -> None:
+        """Drop history rows after ``step`` (logged by a run that crashed before its checkpoint)."""
+        rows = [r for r in read_history(self.dir) if r.get("step", 0) <= step]
+        self._history.close()
+        from vlnce.fileio import atomic_write_bytes
+
+        atomic_write_bytes(self.dir / "history.jsonl", "".join(json.dumps(r) + "\n" for r in rows).encode())
+        self._history = open(self.dir / "history.jsonl", "a", encoding="utf-8")
+
     def scalars(self, step: int, values: dict[str, float]) -> None:
         values = {k: float(v) for k, v in values.items() if v is not None}
         self._write(encode_event(time.time(), int(step), scalars=values))
@@ -143,7 +152,8 @@ def plot_curves(log_dir: str | Path, out_png: str | Path) -> None:
     img = Image.new("RGB", (w * len(panels), h), "white")
     draw = ImageDraw.Draw(img)
     for k, (tag, color) in enumerate(panels):
-        pts = [(r["step"], r[tag]) for r in rows if tag in r]
+        # the last value per step wins: a resumed run re-logs the steps after its checkpoint
+        pts = sorted({r["step"]: r[tag] for r in rows if tag in r}.items())
         x0 = k * w
         draw.rectangle([x0 + pad, 10, x0 + w - 10, h - pad], outline=(120, 120, 120))
         draw.text((x0 + pad + 4, 12), tag, fill=(0, 0, 0))

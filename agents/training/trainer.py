@@ -212,6 +212,7 @@ class Trainer:
 
         self.store = TrajectoryStore(self.out / "store")
         self.log = TrainingLog(self.out / "logs")
+        self.log.truncate_after(self.state["step"])
 
     # --- run bookkeeping ----------------------------------------------------------------------
     def _check_run_config(self) -> None:
