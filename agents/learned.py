@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import numpy as np
 import torch
 
 from agents.base import AGENTS, Agent, EpisodeInfo
@@ -44,12 +43,8 @@ class LearnedAgent(Agent):
 
     @torch.inference_mode()
     def act(self, observations: dict) -> int:
-        cfg = self.policy.cfg
-        rgb = torch.as_tensor(np.asarray(observations["rgb"]), device=self.device)[None] if cfg.uses_rgb else None
-        depth = (torch.as_tensor(np.asarray(observations["depth"], np.float32), device=self.device)[None]
-                 if cfg.uses_depth else None)
-        logits, progress, self.state, self.last_extras = self.policy.act(self.instruction, rgb, depth,
-                                                                         self.prev_action, self.state)
+        logits, progress, self.state, self.last_extras = self.policy.act(
+            self.instruction, *self.policy.frame_inputs(observations), self.prev_action, self.state)
         self.last_progress = None if progress is None else float(progress[0])
         action = int(logits[0].argmax())
         self.prev_action = torch.tensor([action], device=self.device)

@@ -14,6 +14,7 @@ import io
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -211,6 +212,15 @@ class VLNPolicy(nn.Module, abc.ABC):
         logits, progress = self.heads(torch.stack(feats, 1))
         return logits, progress
 
+    def frame_inputs(self, observations: dict) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        """One frame's ``rgb`` (H, W, 3) and ``depth`` (H, W, 1) as batches of one on the policy's
+        device; None for inputs the policy does not use (or that are missing: ``act`` then says so)."""
+        dev = self.action_head.weight.device
+        rgb = observations.get("rgb") if self.cfg.uses_rgb else None
+        depth = observations.get("depth") if self.cfg.uses_depth else None
+        return (None if rgb is None else torch.as_tensor(np.asarray(rgb), device=dev)[None],
+                None if depth is None else torch.as_tensor(np.asarray(depth, np.float32), device=dev)[None])
+
     def act(self, instruction, rgb, depth, prev_action, state):
         """One step: returns (logits (B, 4), progress or None, new state, extras)."""
         b = prev_action.shape[0]
@@ -275,6 +285,20 @@ def read_checkpoint(path: str | Path) -> dict:
     return blob
 
 
+def policy_from_state(cfg: PolicyConfig, state_dict: dict) -> VLNPolicy:
+    """Rebuild a policy from its config and weights (checkpoints, collection workers).
+
+    GloVe vectors come from the state dict, so the GloVe package is not needed; the embedding
+    stays frozen. Raises RuntimeError when the weights do not fit the config.
+    """
+    policy = POLICIES.get(cfg.arch)(PolicyConfig(**{**asdict(cfg), "embedding": "learned"}), None)
+    policy.cfg = cfg
+    if cfg.embedding == "glove":
+        policy.instruction_encoder.embedding.weight.requires_grad_(False)
+    policy.load_state_dict(state_dict)
+    return policy
+
+
 def load_policy(path: str | Path, arch: str | None = None, vocab_words: list[str] | None = None,
                 device: str | torch.device = "cpu") -> tuple[VLNPolicy, dict]:
     """A policy from a checkpoint, checked against the expected ``arch`` and vocabulary.
@@ -294,15 +318,8 @@ def load_policy(path: str | Path, arch: str | None = None, vocab_words: list[str
     if vocab_words is not None and list(vocab_words) != list(blob["vocab"]):
         raise CheckpointError(f"checkpoint {path} was trained with another vocabulary ({len(blob['vocab'])} words) "
                               f"than this dataset's ({len(vocab_words)} words)")
-    if cfg.embedding == "glove":
-        cfg_build = PolicyConfig(**{**asdict(cfg), "embedding": "learned"})  # vectors come from the state dict
-        policy = POLICIES.get(cfg.arch)(cfg_build, None)
-        policy.cfg = cfg
-        policy.instruction_encoder.embedding.weight.requires_grad_(False)
-    else:
-        policy = POLICIES.get(cfg.arch)(cfg, None)
     try:
-        policy.load_state_dict(blob["state_dict"])
+        policy = policy_from_state(cfg, blob["state_dict"])
     except RuntimeError as exc:
         raise CheckpointError(f"checkpoint {path}: weights do not match a {cfg.arch!r} policy with its config: "
                               f"{str(exc).splitlines()[0][:300]}") from None

@@ -75,12 +75,9 @@ def run_job(job: CollectJob, progress_queue=None) -> dict:
                      scenes_dir=job.scenes_dir)
     policy = None
     if job.policy is not None:
-        from agents.models.policy import POLICIES, PolicyConfig
+        from agents.models.policy import PolicyConfig, policy_from_state
 
-        cfg = PolicyConfig.from_dict(job.policy["config"])
-        policy = POLICIES.get(cfg.arch)(PolicyConfig(**{**job.policy["config"], "embedding": "learned"}))
-        policy.load_state_dict(job.policy["state_dict"])
-        policy.eval()
+        policy = policy_from_state(PolicyConfig.from_dict(job.policy["config"]), job.policy["state_dict"]).eval()
     rgb_shape = depth_shape = None
     for s in job.sensors.values():
         if s["type"] == "rgb":
@@ -125,9 +122,7 @@ def run_job(job: CollectJob, progress_queue=None) -> dict:
                 progress.append(float(np.clip(1.0 - d / d0, 0.0, 1.0)) if np.isfinite(d) else 0.0)
                 if policy is not None:
                     with torch.inference_mode():
-                        rgb = torch.from_numpy(obs["rgb"])[None] if "rgb" in obs and policy.cfg.uses_rgb else None
-                        dep = torch.from_numpy(obs["depth"])[None] if "depth" in obs and policy.cfg.uses_depth else None
-                        logits, _, state, _ = policy.act(instr, rgb, dep, torch.tensor([prev]), state)
+                        logits, _, state, _ = policy.act(instr, *policy.frame_inputs(obs), torch.tensor([prev]), state)
                     mine = int(logits[0].argmax())
                     agree += mine == expert
                     action = expert if rng.random() < job.beta else mine

@@ -271,8 +271,9 @@ class Trainer:
 
         cfg = self.cfg
         # (data dir, split, scenes dir, episodes) of each source; augmentation shares the train houses
+        wanted = set(self.train_ids)
         sources = [(str(self.data_dir), "train", self.scenes_dir,
-                    [e for e in self.train_set.episodes if e.episode_id in set(self.train_ids)])]
+                    [e for e in self.train_set.episodes if e.episode_id in wanted])]
         if cfg.aug:
             aug = self._augmentation_dir()
             sources.append((str(aug), "aug", self.scenes_dir, load_dataset(aug, "aug", strict=False).episodes))
