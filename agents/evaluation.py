@@ -230,7 +230,7 @@ def evaluate(cfg: EvalConfig, out_dir: str | Path, progress: bool = True) -> dic
     """
     from tqdm import tqdm
 
-    from sim.tasks.benchmark import ensure_benchmark
+    from sim.tasks.benchmark import locate_dataset
     from sim.tasks.dataset import load_dataset
 
     AGENTS.get(cfg.agent)  # unknown names fail before any work
@@ -249,12 +249,7 @@ def evaluate(cfg: EvalConfig, out_dir: str | Path, progress: bool = True) -> dic
         read_checkpoint(cfg.checkpoint)  # a bad file fails here, once, not in every worker
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    if cfg.dataset == "embedded":
-        data_dir = ensure_benchmark(workers=max(cfg.workers, 2), progress=progress)
-        scenes_dir = Path(cfg.scenes_dir) if cfg.scenes_dir else data_dir / "scenes"
-    else:
-        data_dir = Path(cfg.dataset)
-        scenes_dir = Path(cfg.scenes_dir) if cfg.scenes_dir else (data_dir / "scenes" if (data_dir / "scenes").is_dir() else None)
+    data_dir, scenes_dir = locate_dataset(cfg.dataset, cfg.scenes_dir, workers=max(cfg.workers, 2), progress=progress)
     dataset = load_dataset(data_dir, cfg.split, strict=False)
     ordered = sorted(dataset.episodes, key=lambda e: (int(e.episode_id) if e.episode_id.isdigit() else 0, e.episode_id))
     if cfg.episodes is not None:

@@ -89,6 +89,16 @@ class Simulator(abc.ABC):
     @abc.abstractmethod
     def previous_step_collided(self) -> bool: ...
 
+    def step_velocity(self, forward_mps: float, left_mps: float, yaw_rate_rps: float, dt: float) -> bool:
+        """Integrate a body-frame velocity for ``dt`` seconds with collision and sliding.
+
+        ``forward_mps`` and ``left_mps`` are metres per second along the agent's forward and left
+        axes, ``yaw_rate_rps`` radians per second, counter-clockwise seen from above (a left
+        turn). This is what a ROS ``geometry_msgs/Twist`` on ``/cmd_vel`` drives (habitat-sim's
+        ``VelocityControl`` followed by ``step_filter``). Returns whether the move collided.
+        """
+        raise NotImplementedError(f"{type(self).__name__} has no velocity control")
+
     def step_physics(self, dt: float) -> None:
         """habitat-lab's task loop calls this after every action; kinematic backends do nothing."""
 

@@ -155,6 +155,23 @@ class EmbeddedSimulator(Simulator):
             self._heading = wrap_angle(self._heading - math.radians(agent.turn_angle_deg))
         return self._render(self._position, self._heading)
 
+    def step_velocity(self, forward_mps: float, left_mps: float, yaw_rate_rps: float, dt: float) -> bool:
+        values = (forward_mps, left_mps, yaw_rate_rps, dt)
+        if not all(math.isfinite(v) for v in values) or dt < 0:
+            raise ValueError(f"velocity and dt must be finite (dt >= 0), got forward={forward_mps}, left={left_mps}, "
+                             f"yaw_rate={yaw_rate_rps}, dt={dt}")
+        # midpoint heading: a constant twist traces an arc, and the chord of a short arc points
+        # along the heading halfway through it
+        mid = self._heading + 0.5 * yaw_rate_rps * dt
+        self._heading = wrap_angle(self._heading + yaw_rate_rps * dt)
+        self._collided = False
+        if forward_mps or left_mps:
+            rot = heading_matrix(mid)
+            move = rot @ (self.forward_vector * forward_mps + np.array([-1.0, 0.0, 0.0]) * left_mps) * dt
+            self._position, self._collided = try_step(self.navgrid, self._position, self._position + move,
+                                                      self.config.agent.allow_sliding)
+        return self._collided
+
     def get_agent_state(self) -> AgentState:
         return AgentState(self._position.copy(), quat_from_heading(self._heading))
 

@@ -160,6 +160,24 @@ class HabitatSimulator(Simulator):
             return self._convert(self._sim.get_sensor_observations())
         return self._convert(self._sim.step(_ACTION_NAMES[action]))
 
+    def step_velocity(self, forward_mps: float, left_mps: float, yaw_rate_rps: float, dt: float) -> bool:
+        # kinematic integration filtered by the navmesh, as habitat-lab's VelocityAction does
+        # (VelocityControl.integrate_transform, then pathfinder.try_step)
+        state = self.get_agent_state()
+        heading = heading_from_quat(state.rotation)
+        mid = heading + 0.5 * yaw_rate_rps * dt
+        fwd = np.array([-math.sin(mid), 0.0, -math.cos(mid)])
+        left = np.array([-math.cos(mid), 0.0, math.sin(mid)])
+        target = state.position + (fwd * forward_mps + left * left_mps) * dt
+        end = np.asarray(self._sim.pathfinder.try_step(state.position.astype(np.float32), target.astype(np.float32)), np.float64)
+        agent = self._sim.get_agent(0)
+        new = self._hs.AgentState()
+        new.position = end.astype(np.float32)
+        new.rotation = self._quaternion(heading + yaw_rate_rps * dt)
+        agent.set_state(new, reset_sensors=True)
+        moved = float(np.linalg.norm((end - state.position)[[0, 2]]))
+        return moved < float(np.linalg.norm((target - state.position)[[0, 2]])) - 1e-5
+
     def get_agent_state(self) -> AgentState:
         s = self._sim.get_agent(0).get_state()
         rot = s.rotation

@@ -295,3 +295,15 @@ def ensure_benchmark(directory: Path | None = None, config: BenchmarkConfig | No
         log.info("building the embedded benchmark into %s (first use)", directory)
         build_benchmark(directory, config, workers=workers, progress=progress)
     return directory
+
+
+def locate_dataset(dataset: str, scenes_dir: str | Path | None = None, workers: int = 2,
+                   progress: bool = True) -> tuple[Path, Path | None]:
+    """(data directory, scenes directory) of ``"embedded"`` (built on first use) or a R2R_VLNCE-style path."""
+    if dataset == "embedded":
+        data_dir = ensure_benchmark(workers=workers, progress=progress)
+        return data_dir, Path(scenes_dir) if scenes_dir else data_dir / "scenes"
+    data_dir = Path(dataset)
+    if scenes_dir:
+        return data_dir, Path(scenes_dir)
+    return data_dir, data_dir / "scenes" if (data_dir / "scenes").is_dir() else None

@@ -178,11 +178,21 @@ class VLNCETask:
             raise ValueError(f"episode {self.episode.episode_id}: invalid action {action!r}; expected one of "
                              f"{', '.join(f'{a.name}={int(a)}' for a in Action)}") from None
         obs = self.sim.step(action)
+        self.record_step(action)
+        return obs, self.stop_called, self.truncated
+
+    def record_step(self, action: int) -> None:
+        """Count an action that has been carried out and measure the agent where it is now.
+
+        ``step`` calls it after moving the simulator; continuous control (the ROS simulator node,
+        where a robot executes each action as velocity commands) calls it at each action's end.
+        """
+        if self.episode is None or self.done:
+            raise ValueError("call reset() before recording steps: the episode has ended or not started")
         self.steps += 1
-        if action == Action.STOP:
+        if int(action) == Action.STOP:
             self.stop_called = True
         self.measurements.update(self._context())
-        return obs, self.stop_called, self.truncated
 
     @property
     def truncated(self) -> bool:

@@ -22,6 +22,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "export": ("vlnce.cli.export", "write a compact policy-only checkpoint for shipping"),
     "data": ("vlnce.cli.data", "build the embedded VLN-CE benchmark"),
     "scene": ("vlnce.cli.scene", "build procedural houses, draw top-down maps, walk through a house"),
+    "ros": ("vlnce.cli.ros", "ROS 2 bridge: the simulator as a robot, agents on robots, recording"),
     "bench": ("vlnce.cli.bench", "benchmarks that print JSON"),
 }
 
