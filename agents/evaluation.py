@@ -51,6 +51,7 @@ class EvalConfig:
         maps: write a top-down PNG per episode.
         seed: base seed; episode ``i`` draws from ``default_rng([seed, i])``.
         sim_overrides: simulator config overrides (dotlist or dict).
+        max_steps: actions before an episode is cut off (VLN-CE: 500).
     """
 
     agent: str
@@ -64,6 +65,7 @@ class EvalConfig:
     seed: int = 0
     checkpoint: str | None = None
     sim_overrides: dict | None = None
+    max_steps: int = 500
 
 
 def make_agent(name: str, checkpoint: str | None = None):
@@ -82,7 +84,7 @@ class _Runner:
     def __init__(self, cfg: EvalConfig, data_dir: Path, scenes_dir: Path | None, out: Path) -> None:
         from sim.config import load_simulator_config
         from sim.tasks.dataset import load_dataset
-        from sim.tasks.vln import VLNCETask
+        from sim.tasks.vln import TaskConfig, VLNCETask
 
         self.cfg = cfg
         self.out = out
@@ -98,7 +100,7 @@ class _Runner:
         self.render = self.agent.needs_observations or cfg.video
         if not self.render:
             sim_cfg.sensors = {}
-        self.task = VLNCETask(sim_cfg, scenes_dir=scenes_dir)
+        self.task = VLNCETask(sim_cfg, TaskConfig(max_episode_steps=cfg.max_steps), scenes_dir=scenes_dir)
         self._maps: dict[str, object] = {}
 
     def run(self, episode_id: str) -> dict:

@@ -10,7 +10,8 @@ frame instead of a backlog):
 - ``/vlnce/episode`` (JSON, only read by privileged reference agents such as ``oracle``).
 
 Publishes ``/cmd_vel`` (geometry_msgs/Twist), ``/vlnce/action`` (the name of each action as it
-starts; the simulator node measures on it) and ``/vlnce/agent_status`` (JSON: state, step,
+starts, and ``END`` after the last one when the step limit ends the episode; the simulator node
+measures on it) and ``/vlnce/agent_status`` (JSON: state, step,
 action).
 
 The agent decides when frames newer than the end of its previous action have arrived (older
@@ -130,6 +131,7 @@ class AgentNode(Node):
         self.last_data_wall = time.monotonic()
         self._warned: set[str] = set()
         self.episodes_done = 0
+        self.blocked_steps = 0
         self.get_logger().info(f"agent {cfg.agent!r} ready; waiting for an instruction on /vlnce/instruction")
 
     # --- helpers --------------------------------------------------------------------------------
@@ -291,8 +293,8 @@ class AgentNode(Node):
         self.step += 1
         name = Action(action).name
         self.pub_action.publish(String(data=name))
-        if action == Action.STOP or self.step >= self.cfg.max_steps:
-            self._finish("stopped" if action == Action.STOP else "step_limit")
+        if action == Action.STOP:
+            self._finish("stopped")
             return
         now = self.odom_stamp if self.cfg.motion.closed_loop and self.odom_stamp is not None else self._now()
         self.executor_.start(action, now, self.pose)
@@ -305,8 +307,14 @@ class AgentNode(Node):
         self.pub_cmd.publish(messages.twist_msg(fwd, yaw_rate))
         if self.executor_.done:
             if self.executor_.gave_up:
-                self.get_logger().warning(f"step {self.step} ({self.executor_.action.name}) made no progress "
-                                          "(blocked?); going on")
+                self.blocked_steps += 1
+                self.get_logger().info(f"step {self.step} ({self.executor_.action.name}) stopped short: blocked "
+                                       f"({self.blocked_steps} so far)", throttle_duration_sec=5.0)
+            if self.step >= self.cfg.max_steps:
+                # the last action is done and none follows: "END" lets the simulator measure it
+                self.pub_action.publish(String(data="END"))
+                self._finish("step_limit")
+                return
             self.state = "deciding"
             # decide on frames taken after the robot has come to rest: one control period later
             self.ready_after = t + self.control_dt

@@ -6,8 +6,9 @@ speed is per second, not per control period, the bug ros_x_habitat's Gazebo brid
 
 Open loop, a command is held for distance / speed seconds. Closed loop on odometry, the
 executor measures progress from the pose at the action's start and asks for just the remainder
-in the last control period, so a step ends within ``tolerance`` of its target; a step that makes
-no progress (a wall) gives up after ``timeout_factor`` times its nominal duration.
+in the last control period, so a step ends within ``tolerance`` of its target. A step that stops
+making progress (a wall) ends once its nominal duration has passed and nothing moved for
+``stall_s``, and in any case after ``timeout_factor`` times its nominal duration.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ class MotionConfig:
     tolerance_m: float = 0.002
     tolerance_deg: float = 0.1
     timeout_factor: float = 3.0
+    stall_s: float = 0.1
 
     def validate(self) -> "MotionConfig":
         for name in ("forward_step_m", "turn_angle_deg", "linear_speed_mps", "angular_speed_rps", "timeout_factor"):
@@ -66,6 +68,8 @@ class ActionExecutor:
         self.pose0 = pose
         self.done = self.action == Action.STOP
         self.gave_up = False
+        self._best = -math.inf
+        self._t_best = t
 
     def progress(self, pose) -> tuple[float, float]:
         """(done so far, target) in metres or radians, for closed-loop control."""
@@ -93,7 +97,10 @@ class ActionExecutor:
             if remaining <= tol:
                 self.done = True
                 return 0.0, 0.0
-            if elapsed > c.timeout_factor * nominal + 0.5:
+            if done > self._best + 1e-4:
+                self._best, self._t_best = done, t
+            stalled = elapsed >= nominal and t - self._t_best >= c.stall_s
+            if stalled or elapsed > c.timeout_factor * nominal + 0.5:
                 self.done = self.gave_up = True
                 return 0.0, 0.0
             v = min(speed, remaining / max(control_dt, 1e-6))

@@ -22,7 +22,8 @@ topic                       type                             notes
 Subscribes to ``/cmd_vel`` (geometry_msgs/Twist: linear.x forward, linear.y left, angular.z
 counter-clockwise; best-effort, so reliable and best-effort publishers both match) and
 ``/vlnce/action`` (std_msgs/String: the name of the discrete action the agent starts; STOP ends
-the episode and publishes its metrics).
+the episode and publishes its metrics; END says the previous action was the last, when the
+agent's step limit ends the episode).
 
 The node owns time: a wall-clock timer runs physics steps of ``1/physics_rate_hz`` s of sim
 time at ``real_time_factor`` times real time; when rendering is slower than that, sim time
@@ -85,6 +86,7 @@ class SimNodeConfig:
     cmd_timeout_s: float = 0.5
     exit_when_done: bool = False
     episode_gap_s: float = 1.0
+    max_steps: int = 500
 
     def validate(self) -> "SimNodeConfig":
         from vlnce.errors import ConfigError
@@ -175,7 +177,7 @@ class SimulatorNode(Node):
             return
         from sim.tasks.benchmark import locate_dataset
         from sim.tasks.dataset import load_dataset
-        from sim.tasks.vln import VLNCETask
+        from sim.tasks.vln import TaskConfig, VLNCETask
 
         data_dir, scenes_dir = locate_dataset(cfg.dataset)
         self.dataset = load_dataset(data_dir, cfg.split, strict=False)
@@ -188,7 +190,7 @@ class SimulatorNode(Node):
             raise DatasetError(f"episode id(s) {', '.join(unknown)} not in {cfg.dataset} split {cfg.split!r}")
         self.episode_ids = list(ids)
         self.by_id = by_id
-        self.task = VLNCETask(cfg.simulator_config(), scenes_dir=scenes_dir)
+        self.task = VLNCETask(cfg.simulator_config(), TaskConfig(max_episode_steps=cfg.max_steps), scenes_dir=scenes_dir)
         self.robot = None
 
     def _describe(self) -> str:
@@ -245,6 +247,11 @@ class SimulatorNode(Node):
 
     def _on_action(self, msg: String) -> None:
         name = msg.data.strip().upper()
+        if name == "END":
+            if self.robot is not None and self.task is not None and self._done_at is None:
+                self.robot.end()
+                self._finish_episode()
+            return
         if name not in Action.__members__:
             self._warn_once("action", f"/vlnce/action: unknown action {msg.data!r}; expected one of {', '.join(Action.__members__)}")
             return

@@ -72,6 +72,7 @@ class SimulatedRobot:
         self._announced = False
         self._last_measured = state.position.copy()
         self.actions: list[int] = []
+        self.ended = False
 
     def start_episode(self, task) -> None:
         """Use ``task``'s freshly reset episode (its simulator must be ``self.sim``)."""
@@ -106,6 +107,20 @@ class SimulatedRobot:
             return True
         self._last_action = action
         return False
+
+    def end(self) -> None:
+        """The agent will send no more actions (its step limit): measure the last one and end the
+        episode without STOP, as VLN-CE's truncation."""
+        if self.task is None or self.task.episode is None or self.task.done:
+            return
+        if self._last_action is not None:
+            self.task.record_step(self._last_action)
+            self._last_action = None
+        self.ended = True
+
+    @property
+    def episode_over(self) -> bool:
+        return self.episode_done or self.ended
 
     # --- motion -----------------------------------------------------------------------------
     def command(self, forward_mps: float, left_mps: float, yaw_rate_rps: float) -> str | None:

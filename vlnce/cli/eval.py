@@ -13,6 +13,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dataset", default="embedded", help="'embedded' or a R2R_VLNCE-style directory")
     p.add_argument("--scenes-dir", default=None, help="where the dataset's scene ids resolve")
     p.add_argument("--workers", type=int, default=1, help="processes")
+    p.add_argument("--max-steps", type=int, default=500, help="actions before an episode is cut off (VLN-CE: 500)")
     p.add_argument("--seed", type=int, default=0, help="base seed of the agents' randomness")
     p.add_argument("--video", action="store_true", help="write per-episode videos")
     p.add_argument("--no-maps", action="store_true", help="skip the per-episode top-down PNGs")
@@ -24,7 +25,7 @@ def run(args) -> int:
 
     cfg = EvalConfig(agent=args.agent, split=args.split, dataset=args.dataset, scenes_dir=args.scenes_dir,
                      episodes=args.episodes, workers=args.workers, video=args.video, maps=not args.no_maps,
-                     seed=args.seed, checkpoint=args.checkpoint)
+                     seed=args.seed, checkpoint=args.checkpoint, max_steps=args.max_steps)
     results = evaluate(cfg, args.out)
     print(format_table([results]))
     if results["errors"]:

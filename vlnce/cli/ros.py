@@ -28,6 +28,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     s.add_argument("--real-time-factor", type=float, default=1.0, help="sim seconds per wall second (0: as fast as possible)")
     s.add_argument("--max-linear", type=float, default=1.0, help="cmd_vel speed limit, m/s")
     s.add_argument("--max-angular", type=float, default=2.0, help="cmd_vel yaw-rate limit, rad/s")
+    s.add_argument("--max-steps", type=int, default=500, help="actions before an episode is cut off (VLN-CE: 500)")
     s.add_argument("--exit-when-done", action="store_true", help="exit after the last episode's metrics")
     s.add_argument("--results", default=None, help="also write the episodes' metrics to this JSON file on exit")
     s.add_argument("--network", action="store_true", help="let DDS use the network (default: loopback only)")
@@ -70,7 +71,7 @@ def run(args) -> int:
                             lidar=args.lidar, lidar_columns=args.lidar_columns, lidar_rate_hz=args.lidar_rate,
                             physics_rate_hz=args.physics_rate, real_time_factor=args.real_time_factor,
                             max_linear_mps=args.max_linear, max_angular_rps=args.max_angular,
-                            exit_when_done=args.exit_when_done)
+                            exit_when_done=args.exit_when_done, max_steps=args.max_steps)
         results = run_sim(cfg, Path(args.results) if args.results else None)
         for r in results:
             print(f"episode {r['episode_id']}: " + ", ".join(f"{k}={v:.3f}" for k, v in r["metrics"].items() if v is not None))

@@ -1,0 +1,351 @@
+"""The ROS 2 bridge: frames, message conversion, timed actions, the velocity-driven robot, and an
+end-to-end episode over real DDS (loopback only) against the same agent run in-process."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from ros_bridge import frames
+from ros_bridge.control import ActionExecutor, MotionConfig
+from sim.actions import Action
+from sim.geometry import heading_from_quat
+from tests.conftest import box_room, make_sim
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+# --- frames (pure numpy) ------------------------------------------------------------------------
+def test_habitat_to_ros_axes():
+    # Habitat forward (-z) is ROS +x, Habitat right (+x) is ROS -y (ROS y is left), up stays up
+    np.testing.assert_allclose(frames.position_to_ros([0, 0, -1]), [1, 0, 0])
+    np.testing.assert_allclose(frames.position_to_ros([1, 0, 0]), [0, -1, 0])
+    np.testing.assert_allclose(frames.position_to_ros([0, 1, 0]), [0, 0, 1])
+    p = np.random.default_rng(0).normal(size=(10, 3))
+    np.testing.assert_allclose(frames.position_from_ros(frames.position_to_ros(p)), p)
+    assert np.linalg.det(frames.HABITAT_TO_ROS) == pytest.approx(1.0)  # a rotation, not a mirror
+
+
+def test_heading_is_ros_yaw():
+    # a Habitat heading h looks along (-sin h, 0, -cos h); in ROS that direction has yaw h
+    for h in (0.0, 0.3, math.pi / 2, -2.0):
+        d = frames.position_to_ros([-math.sin(h), 0, -math.cos(h)])
+        assert math.atan2(d[1], d[0]) == pytest.approx(h)
+
+
+def test_odom_frame_round_trip():
+    odom = frames.OdomFrame([2.0, 0.1, -3.0], 0.7)
+    p, yaw = odom.to_odom([2.0, 0.1, -3.0], 0.7)
+    np.testing.assert_allclose(p, 0, atol=1e-12)
+    assert yaw == pytest.approx(0)
+    # one metre along the start heading is (1, 0) in odom
+    fwd = np.array([-math.sin(0.7), 0, -math.cos(0.7)])
+    p, _ = odom.to_odom(np.array([2.0, 0.1, -3.0]) + fwd, 0.7)
+    np.testing.assert_allclose(p, [1, 0, 0], atol=1e-12)
+    world, h = odom.to_world(*odom.to_odom([5.0, 0.1, 1.0], -1.2))
+    np.testing.assert_allclose(world, [5.0, 0.1, 1.0], atol=1e-12)
+    assert h == pytest.approx(-1.2)
+
+
+def test_quaternions():
+    for yaw in (0.0, 1.0, -2.5, math.pi):
+        q = frames.yaw_quaternion(yaw)
+        assert abs(frames.yaw_from_quaternion(*q) - math.atan2(math.sin(yaw), math.cos(yaw))) < 1e-9
+    # the optical frame's z (viewing direction) is base_link's x (forward)
+    from sim.geometry import rotation_matrix
+
+    r = rotation_matrix(frames.matrix_to_quaternion(frames.BASE_TO_OPTICAL.T))
+    np.testing.assert_allclose(r, frames.BASE_TO_OPTICAL.T, atol=1e-12)
+    np.testing.assert_allclose(r @ [0, 0, 1], [1, 0, 0], atol=1e-12)
+    np.testing.assert_allclose(frames.mount_to_base([0.0, 1.25, 0.0]), [0, 0, 1.25])
+
+
+# --- timed actions (pure) ---------------------------------------------------------------------------
+def _drive(ex: ActionExecutor, action, dt=0.02, pose=(0.0, 0.0, 0.0), closed=True, wall_x=None, steps=400):
+    """Integrate the executor's commands like a robot with a physics step of ``dt``."""
+    x, y, yaw = pose
+    t = 0.0
+    ex.start(action, t, (x, y, yaw) if closed else None)
+    for _ in range(steps):
+        v, w = ex.update(t, (x, y, yaw) if closed else None, dt)
+        if ex.done:
+            break
+        nx = x + v * math.cos(yaw) * dt
+        if wall_x is not None:
+            nx = min(nx, wall_x)
+        x, y, yaw, t = nx, y + v * math.sin(yaw) * dt, yaw + w * dt, t + dt
+    return (x, y, yaw), t
+
+
+def test_closed_loop_lands_on_the_step():
+    ex = ActionExecutor(MotionConfig(linear_speed_mps=0.3, angular_speed_rps=math.radians(40)))
+    (x, y, _), t = _drive(ex, Action.MOVE_FORWARD)
+    assert x == pytest.approx(0.25, abs=1e-9) and y == pytest.approx(0)  # the last period asks for the remainder
+    assert t == pytest.approx(0.25 / 0.3, abs=0.021)
+    (_, _, yaw), _ = _drive(ex, Action.TURN_RIGHT, pose=(0, 0, 0.5))
+    assert yaw == pytest.approx(0.5 - math.radians(15), abs=1e-9)
+
+
+def test_open_loop_holds_for_distance_over_speed():
+    ex = ActionExecutor(MotionConfig(linear_speed_mps=0.25, closed_loop=False))
+    (x, _, _), t = _drive(ex, Action.MOVE_FORWARD, closed=False)
+    assert t == pytest.approx(1.0, abs=0.021) and x == pytest.approx(0.25, abs=0.006)
+    assert ex.nominal_duration(Action.TURN_LEFT) == pytest.approx(0.5)  # 15 deg at 30 deg/s
+
+
+def test_blocked_step_gives_up():
+    ex = ActionExecutor(MotionConfig())
+    (x, _, _), t = _drive(ex, Action.MOVE_FORWARD, wall_x=0.1)
+    assert ex.done and ex.gave_up and x == pytest.approx(0.1)
+    assert t < 1.0 + 0.2  # nominal 1 s plus the stall window, not the 3x timeout
+
+
+def test_motion_config_rejects_bad_values():
+    from vlnce.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="linear_speed_mps"):
+        MotionConfig(linear_speed_mps=0.0).validate()
+
+
+# --- the velocity-driven robot (no ROS) -------------------------------------------------------------------
+def test_step_velocity_integrates_exactly_in_free_space():
+    sim = make_sim(box_room(), sensors={})
+    sim.set_agent_state([3.0, 0.0, 3.0], [0, 0, 0, 1])
+    for _ in range(50):
+        sim.step_velocity(0.5, 0.0, 0.0, 0.02)  # 0.5 m/s for 1 s along -z
+    np.testing.assert_allclose(sim.get_agent_state().position[[0, 2]], [3.0, 2.5], atol=1e-9)
+    for _ in range(25):
+        sim.step_velocity(0.0, 0.0, math.radians(60), 0.02)
+    assert heading_from_quat(sim.get_agent_state().rotation) == pytest.approx(math.radians(30))
+    sim.set_agent_state([3.0, 0.0, 1.0], [0, 0, 0, 1])
+    collided = [sim.step_velocity(1.0, 0.0, 0.0, 0.1) for _ in range(20)]
+    assert any(collided) and sim.get_agent_state().position[2] > 0.0  # stopped at the wall at z=0
+    with pytest.raises(ValueError, match="finite"):
+        sim.step_velocity(float("nan"), 0, 0, 0.02)
+
+
+def test_robot_clamps_and_times_out_commands():
+    from sim.robot import RobotLimits, SimulatedRobot
+
+    sim = make_sim(box_room(), sensors={})
+    sim.set_agent_state([3.0, 0.0, 4.0], [0, 0, 0, 1])
+    robot = SimulatedRobot(sim, RobotLimits(physics_rate_hz=50, cmd_timeout_s=0.2, max_linear_mps=1.0))
+    assert "clamped" in robot.command(5.0, 0.0, 0.0)
+    robot.tick()
+    assert robot.velocity[0] == pytest.approx(1.0)
+    assert "not finite" in robot.command(float("inf"), 0.0, 0.0)
+    robot.tick()
+    assert robot.velocity == (0.0, 0.0, 0.0)
+    robot.command(0.5, 0.0, 0.0)
+    z0 = sim.get_agent_state().position[2]
+    for _ in range(50):  # 1 s of ticks, but the command goes stale after 0.2 s
+        robot.tick()
+    moved = z0 - sim.get_agent_state().position[2]
+    assert moved == pytest.approx(0.5 * 0.22, abs=1e-9)  # 11 ticks within the timeout (inclusive)
+    assert robot.time_s == pytest.approx(52 * 0.02)
+
+
+def test_announced_actions_measure_like_discrete_steps(bench):
+    """Actions executed as velocities and announced give exactly the metrics of discrete steps."""
+    from sim.config import SimulatorConfig
+    from sim.robot import SimulatedRobot
+    from sim.tasks.dataset import load_dataset
+    from sim.tasks.vln import VLNCETask
+
+    data, _ = bench
+    ds = load_dataset(data, "val_unseen")
+    ep = ds.episodes[0]
+    gt = ds.gt[ep.episode_id]
+    cfg = SimulatorConfig(sensors={})
+    ref = VLNCETask(cfg, scenes_dir=data / "scenes")
+    ref.reset(ep, gt)
+    for a in gt.actions:
+        ref.step(a)
+    task = VLNCETask(cfg, scenes_dir=data / "scenes")
+    task.reset(ep, gt)
+    robot = SimulatedRobot(task.sim, task=task)
+    robot.start_episode(task)
+    for a in gt.actions:
+        robot.announce(a)
+        if a == Action.MOVE_FORWARD:
+            for _ in range(25):  # 0.25 m at 0.5 m/s with 50 Hz physics
+                robot.command(0.5, 0.0, 0.0)
+                robot.tick()
+        elif a in (Action.TURN_LEFT, Action.TURN_RIGHT):
+            for _ in range(10):  # 15 deg at 75 deg/s
+                robot.command(0.0, 0.0, math.radians(75) * (1 if a == Action.TURN_LEFT else -1))
+                robot.tick()
+    assert task.stop_called and task.steps == len(gt.actions)
+    want, got = ref.metrics(), task.metrics()
+    for k in want:
+        assert got[k] == pytest.approx(want[k], abs=2e-3), k
+    ref.close()
+    task.close()
+
+
+# --- messages (need the ROS 2 message packages) -----------------------------------------------------------
+def test_image_round_trips():
+    messages = pytest.importorskip("ros_bridge.messages", exc_type=ImportError)
+    rng = np.random.default_rng(1)
+    rgb = rng.integers(0, 255, (5, 7, 3), dtype=np.uint8)
+    msg = messages.image_msg(rgb, "rgb8", 12.5, "cam")
+    assert (msg.width, msg.height, msg.step) == (7, 5, 21)
+    assert messages.to_seconds(msg.header.stamp) == pytest.approx(12.5)
+    np.testing.assert_array_equal(messages.rgb_from_msg(msg), rgb)
+    bgr = messages.image_msg(rgb[..., ::-1].copy(), "bgr8", 0.0, "cam")
+    np.testing.assert_array_equal(messages.rgb_from_msg(bgr), rgb)
+    depth = rng.uniform(0.1, 9, (4, 6)).astype(np.float32)
+    got, bad = messages.depth_from_msg(messages.image_msg(depth, "32FC1", 0.0, "d"))
+    np.testing.assert_array_equal(got, depth)
+    assert bad == 0
+    mm = (depth * 1000).astype(np.uint16)
+    got, _ = messages.depth_from_msg(messages.image_msg(mm, "16UC1", 0.0, "d"))
+    np.testing.assert_allclose(got, mm / 1000.0, atol=1e-6)
+    depth[0, 0], depth[1, 1] = np.nan, np.inf
+    got, bad = messages.depth_from_msg(messages.image_msg(depth, "32FC1", 0.0, "d"))
+    assert bad == 2 and got[0, 0] == 0.0 and got[1, 1] == np.inf
+
+
+def test_bad_images_are_named():
+    messages = pytest.importorskip("ros_bridge.messages", exc_type=ImportError)
+    msg = messages.image_msg(np.zeros((4, 4, 3), np.uint8), "rgb8", 0.0, "cam")
+    msg.encoding = "yuv422"
+    with pytest.raises(messages.BadMessage, match="yuv422.*expected one of"):
+        messages.rgb_from_msg(msg)
+    msg = messages.image_msg(np.zeros((4, 4, 3), np.uint8), "rgb8", 0.0, "cam")
+    msg.height = 5
+    with pytest.raises(messages.BadMessage, match="needs 60 bytes"):
+        messages.rgb_from_msg(msg)
+    with pytest.raises(messages.BadMessage, match="expected one of 32FC1"):
+        messages.depth_from_msg(messages.image_msg(np.zeros((2, 2, 3), np.uint8), "rgb8", 0.0, "c"))
+
+
+def test_pointcloud_camera_info_and_odometry():
+    messages = pytest.importorskip("ros_bridge.messages", exc_type=ImportError)
+    rng = np.random.default_rng(2)
+    xyz = rng.normal(size=(3, 5, 3)).astype(np.float32)
+    valid = rng.random((3, 5)) > 0.3
+    label = rng.integers(0, 20, (3, 5))
+    msg = messages.pointcloud_msg(xyz, rng.random((3, 5)).astype(np.float32), label, valid, 1.0, "lidar_link")
+    assert msg.point_step == 20 and not msg.is_dense
+    pts = messages.pointcloud_fields(msg, ("x", "y", "z", "label"))
+    np.testing.assert_array_equal(pts["x"][valid], xyz[..., 0][valid])
+    assert np.isnan(pts["x"][~valid]).all()
+    np.testing.assert_array_equal(pts["label"], label)
+    msg.fields = msg.fields[:3]
+    with pytest.raises(messages.BadMessage, match="lacks field.*label"):
+        messages.pointcloud_fields(msg, ("x", "y", "z", "label"))
+    info = messages.camera_info_msg(224, 224, math.radians(90), 0.0, "cam")
+    assert info.k[0] == pytest.approx(112.0) and info.k[2] == pytest.approx(112.0)
+    assert math.degrees(messages.hfov_from_camera_info(info)) == pytest.approx(90.0)
+    odom = messages.odometry_msg(1.0, -2.0, 0.8, 0.25, 0.0, 0.1, 3.0)
+    assert messages.pose_from_odometry(odom) == pytest.approx((1.0, -2.0, 0.8))
+    odom.pose.pose.position.x = float("nan")
+    with pytest.raises(messages.BadMessage, match="not finite"):
+        messages.pose_from_odometry(odom)
+
+
+# --- end to end over loopback DDS -------------------------------------------------------------------------
+def _ros_env():
+    from ros_bridge.dds import loopback_environment
+
+    env = loopback_environment()
+    env["PYTHONUNBUFFERED"] = "1"
+    env["OMP_NUM_THREADS"] = "1"
+    return env
+
+
+def _run_pair(tmp_path, dataset, episode, agent_args, sim_args=(), timeout=240):
+    """Start the simulator node and the agent node as two processes; return the sim's results."""
+    pytest.importorskip("rclpy")
+    vlnce = [sys.executable, "-m", "vlnce.cli.main"]
+    results = tmp_path / "results.json"
+    env = _ros_env()
+    sim = subprocess.Popen(vlnce + ["ros", "sim", "--dataset", str(dataset), "--split", "val_unseen", "--episodes", episode,
+                                    "--exit-when-done", "--results", str(results), *sim_args],
+                           env=env, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    agent = subprocess.Popen(vlnce + ["ros", "agent", "--episodes", "1", "--dataset", str(dataset), *agent_args],
+                             env=env, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        sim_out, _ = sim.communicate(timeout=timeout)
+        agent_out, _ = agent.communicate(timeout=30)
+    finally:
+        for p in (sim, agent):
+            if p.poll() is None:
+                p.kill()
+                p.communicate()
+    assert sim.returncode == 0 and results.is_file(), sim_out[-3000:]
+    assert agent.returncode == 0, agent_out[-3000:]
+    return json.loads(results.read_text())[0], sim_out, agent_out
+
+
+def _in_process(tmp_path, dataset, episode, agent, checkpoint=None, max_steps=500):
+    from agents.evaluation import EvalConfig, evaluate, read_episode_log
+
+    cfg = EvalConfig(agent=agent, split="val_unseen", dataset=str(dataset), checkpoint=checkpoint, maps=False,
+                     max_steps=max_steps)
+    out = tmp_path / f"inproc_{agent}"
+    evaluate(cfg, out, progress=False)
+    return read_episode_log(out / "episodes.jsonl")[episode]
+
+
+def _shortest_episode(dataset):
+    from sim.tasks.dataset import load_dataset
+
+    ds = load_dataset(dataset, "val_unseen")
+    return min(ds.gt, key=lambda i: (len(ds.gt[i].actions), i))
+
+
+def test_oracle_episode_over_ros_matches_in_process(bench, tmp_path):
+    data, _ = bench
+    episode = _shortest_episode(data)
+    got, sim_out, _ = _run_pair(tmp_path, data, episode, ["--agent", "oracle", "--linear-speed", "0.5", "--angular-speed", "90"],
+                                ["--rgb-size", "32", "--depth-size", "32", "--real-time-factor", "2"])
+    want = _in_process(tmp_path, data, episode, "oracle")
+    assert got["stopped"] and got["actions"] == want["actions"]
+    # closed-loop motion lands each step to within 2 mm and 0.1 deg, so metrics agree to 0.05 m / 0.01
+    for k in ("distance_to_goal", "path_length"):
+        assert got["metrics"][k] == pytest.approx(want["metrics"][k], abs=0.05), k
+    for k in ("success", "oracle_success", "spl", "ndtw"):
+        assert got["metrics"][k] == pytest.approx(want["metrics"][k], abs=0.01), k
+
+
+def test_trained_agent_over_ros_matches_in_process(bench, tmp_path):
+    """The shipped CMA checkpoint, seeing 32x32 frames over ROS, acts as it does in-process."""
+    ckpt = REPO / "configs" / "agents" / "cma_best.pt"
+    if not ckpt.is_file():
+        pytest.skip("no shipped checkpoint")
+    data, _ = bench
+    episode = _shortest_episode(data)
+    got, _, _ = _run_pair(tmp_path, data, episode,
+                          ["--agent", "cma", "--checkpoint", str(ckpt), "--linear-speed", "0.5", "--angular-speed", "90",
+                           "--max-steps", "30"],
+                          ["--rgb-size", "32", "--depth-size", "32", "--real-time-factor", "2", "--max-steps", "30"])
+    want = _in_process(tmp_path, data, episode, "cma", str(ckpt), max_steps=30)
+    # frames are rendered at poses within millimetres of the in-process ones, so the greedy
+    # policy takes the same actions; a different action would show up here first
+    n = min(len(got["actions"]), len(want["actions"]))
+    agree = np.mean(np.array(got["actions"][:n]) == np.array(want["actions"][:n]))
+    assert agree >= 0.9, (got["actions"], want["actions"])
+    assert got["steps"] == pytest.approx(want["steps"], abs=3)
+    assert got["metrics"]["distance_to_goal"] == pytest.approx(want["metrics"]["distance_to_goal"], abs=0.5)
+
+
+def test_loopback_environment_never_allows_the_network(monkeypatch):
+    from ros_bridge import dds
+
+    env = dds.loopback_environment({"ROS_LOCALHOST_ONLY": "1", "ROS_AUTOMATIC_DISCOVERY_RANGE": "SUBNET"})
+    assert env["ROS_AUTOMATIC_DISCOVERY_RANGE"] == "LOCALHOST" and "ROS_LOCALHOST_ONLY" not in env
+    assert Path(env["FASTDDS_DEFAULT_PROFILES_FILE"]).is_file()
+    assert "127.0.0.1" in Path(env["FASTDDS_DEFAULT_PROFILES_FILE"]).read_text()
+    monkeypatch.setenv("VLNCE_ROS_NETWORK", "1")
+    monkeypatch.setenv("ROS_AUTOMATIC_DISCOVERY_RANGE", "SUBNET")
+    assert "network allowed" in dds.configure()
+    assert os.environ["ROS_AUTOMATIC_DISCOVERY_RANGE"] == "SUBNET"
