@@ -14,7 +14,8 @@ $(STAMP): setup.py constraints.txt
 	$(PIP) install -q --upgrade pip
 	# torch first and pinned, or a dependency's unpinned torch pulls the CUDA build
 	$(PIP) install -q -c constraints.txt torch==2.13.0
-	$(PIP) install -q -c constraints.txt -e '.[test]'
+	# the ROS 2 extra too: the bridge's end-to-end tests run over real DDS (loopback only)
+	$(PIP) install -q -c constraints.txt -e '.[test,ros]'
 	touch $(STAMP)
 
 install: $(STAMP)

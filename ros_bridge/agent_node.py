@@ -246,7 +246,7 @@ class AgentNode(Node):
             if s.get("normalize_depth", True):
                 d = (d - lo) / (hi - lo)
             return d.astype(np.float32)[..., None]
-        return np.ascontiguousarray(img, dtype=np.uint8)
+        return np.array(img, dtype=np.uint8)  # a writable copy: torch warns on read-only buffers
 
     def _on_odom(self, msg: Odometry) -> None:
         self.last_data_wall = time.monotonic()

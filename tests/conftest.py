@@ -6,6 +6,12 @@ import os
 
 import pytest
 
+# before any ROS 2 process can start (in this process or a subprocess): DDS on loopback only
+from ros_bridge.dds import loopback_environment
+
+os.environ.update(loopback_environment({}))
+os.environ.pop("ROS_LOCALHOST_ONLY", None)
+
 from sim.scenes.scene import scene_from_parts
 from sim.scenes import shapes
 

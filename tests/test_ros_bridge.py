@@ -349,3 +349,118 @@ def test_loopback_environment_never_allows_the_network(monkeypatch):
     monkeypatch.setenv("ROS_AUTOMATIC_DISCOVERY_RANGE", "SUBNET")
     assert "network allowed" in dds.configure()
     assert os.environ["ROS_AUTOMATIC_DISCOVERY_RANGE"] == "SUBNET"
+
+
+def _start(args, env=None):
+    return subprocess.Popen([sys.executable, "-m", "vlnce.cli.main", *args], env=env or _ros_env(), cwd=REPO,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def _stop(proc, timeout=15):
+    import signal
+
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGINT)
+    try:
+        out, _ = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        out, _ = proc.communicate()
+    return out
+
+
+def test_record_writes_a_playable_bag(tmp_path):
+    """A bag recorded from the free-roaming simulator reads back with an independent CDR decoder."""
+    pytest.importorskip("rclpy")
+    rosbag2 = pytest.importorskip("rosbags.rosbag2")
+    from rosbags.typesys import Stores, get_typestore
+
+    sim = _start(["ros", "sim", "--scene", "house:3", "--rgb-size", "48", "--depth-size", "40", "--lidar",
+                  "--lidar-columns", "256"])
+    bag = tmp_path / "bag"
+    rec = subprocess.run([sys.executable, "-m", "vlnce.cli.main", "ros", "record", "--out", str(bag), "--duration", "6",
+                          "--topics", "/clock,/odom,/camera/rgb/image_raw,/camera/depth/image_raw,/lidar/points"],
+                         env=_ros_env(), cwd=REPO, capture_output=True, text=True, timeout=90)
+    sim_out = _stop(sim)
+    assert rec.returncode == 0, rec.stdout + rec.stderr + sim_out[-2000:]
+    ts = get_typestore(Stores.ROS2_KILTED)
+    seen: dict[str, list] = {}
+    with rosbag2.Reader(bag) as reader:
+        for conn, _, raw in reader.messages():
+            seen.setdefault(conn.topic, []).append(ts.deserialize_cdr(raw, conn.msgtype))
+    assert {"/clock", "/odom", "/camera/rgb/image_raw", "/camera/depth/image_raw", "/lidar/points"} <= set(seen)
+    img = seen["/camera/rgb/image_raw"][-1]
+    assert (img.width, img.height, img.encoding, len(img.data)) == (48, 48, "rgb8", 48 * 48 * 3)
+    depth = seen["/camera/depth/image_raw"][-1]
+    d = np.frombuffer(bytes(depth.data), np.float32).reshape(40, 40)
+    assert depth.encoding == "32FC1" and 0.0 < np.median(d) < 10.0  # metres inside a house
+    cloud = seen["/lidar/points"][-1]
+    assert (cloud.height, cloud.width, cloud.point_step) == (64, 256, 20)
+    clock = [c.clock.sec + c.clock.nanosec * 1e-9 for c in seen["/clock"]]
+    steps = np.diff(clock)
+    assert (steps > 0).all() and np.allclose(steps[steps < 0.021], 0.02, atol=1e-6)  # 50 Hz sim time, no dropped stamps out of order
+
+
+def test_agent_node_survives_bad_input_and_a_silent_robot(monkeypatch):
+    """Wrong encodings, NaN depth, an empty instruction and a robot that goes quiet: logged, no crash."""
+    for k, v in _ros_env().items():
+        monkeypatch.setenv(k, v)
+    monkeypatch.delenv("ROS_LOCALHOST_ONLY", raising=False)
+    rclpy = pytest.importorskip("rclpy")
+    from geometry_msgs.msg import Twist
+    from nav_msgs.msg import Odometry
+    from sensor_msgs.msg import Image
+    from std_msgs.msg import String
+
+    from ros_bridge import messages
+    from ros_bridge.agent_node import LATCHED_QOS
+
+    ckpt = REPO / "configs" / "agents" / "cma_best.pt"
+    if not ckpt.is_file():
+        pytest.skip("no shipped checkpoint")
+    agent = _start(["ros", "agent", "--agent", "cma", "--checkpoint", str(ckpt), "--wall-time"])
+    rclpy.init()
+    node = rclpy.create_node("bad_robot")
+    try:
+        instr = node.create_publisher(String, "/vlnce/instruction", LATCHED_QOS)
+        rgb = node.create_publisher(Image, "/camera/rgb/image_raw", 10)
+        depth = node.create_publisher(Image, "/camera/depth/image_raw", 10)
+        odom = node.create_publisher(Odometry, "/odom", 10)
+        cmds = []
+        node.create_subscription(Twist, "/cmd_vel", cmds.append, 10)
+        deadline = __import__("time").monotonic() + 20
+        while rgb.get_subscription_count() == 0 and __import__("time").monotonic() < deadline:
+            rclpy.spin_once(node, timeout_sec=0.1)
+        instr.publish(String(data="  "))
+        for _ in range(5):
+            rclpy.spin_once(node, timeout_sec=0.1)
+        instr.publish(String(data="walk to the kitchen and stop"))
+        bad = messages.image_msg(np.zeros((32, 32, 3), np.uint8), "rgb8", 0.0, "cam")
+        bad.encoding = "yuv422"
+        nan_depth = np.full((32, 32), np.nan, np.float32)
+        for _ in range(10):
+            now = __import__("time").time()
+            bad.header.stamp = messages.stamp(now)
+            rgb.publish(bad)
+            depth.publish(messages.image_msg(nan_depth, "32FC1", now, "cam"))
+            rclpy.spin_once(node, timeout_sec=0.1)
+        # a good pair at another size (resized) and one odometry message: the agent acts on them
+        now = __import__("time").time()
+        odom.publish(messages.odometry_msg(0.0, 0.0, 0.0, 0.0, 0.0, 0.0, now))
+        rgb.publish(messages.image_msg(np.full((64, 48, 3), 120, np.uint8), "rgb8", now, "cam"))
+        depth.publish(messages.image_msg(np.full((64, 48), 2.0, np.float32), "32FC1", now, "cam"))
+        end = __import__("time").monotonic() + 4.0  # then silence: longer than the 2 s stale timeout
+        while __import__("time").monotonic() < end:
+            rclpy.spin_once(node, timeout_sec=0.1)
+        assert agent.poll() is None, "the agent node died"
+    finally:
+        node.destroy_node()
+        rclpy.shutdown()
+        out = _stop(agent)
+    assert "empty instruction ignored" in out
+    assert "yuv422" in out and "frame dropped" in out
+    assert "non-finite depth pixels" in out
+    assert "resized to the agent's 32x32" in out
+    assert "stopped publishing" in out
+    assert any(c.linear.x or c.angular.z for c in cmds)  # it moved on the good frames
+    assert cmds and cmds[-1].linear.x == 0.0 and cmds[-1].angular.z == 0.0  # left standing still

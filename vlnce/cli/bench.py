@@ -1,4 +1,4 @@
-"""``vlnce bench sim|train``: simulator and training speed, printed as one JSON object."""
+"""``vlnce bench sim|train|ros``: simulator and training speed, printed as one JSON object."""
 
 from __future__ import annotations
 
@@ -22,8 +22,32 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     t.add_argument("--episodes", type=int, default=6, help="episodes to collect per measurement")
 
 
+    r = sub.add_parser("ros", help="image and point-cloud latency and rates between two processes over DDS")
+    r.add_argument("--json", action="store_true", help="print only the JSON object")
+    r.add_argument("--image-size", type=int, default=224)
+    r.add_argument("--lidar-columns", type=int, default=2048)
+    r.add_argument("--image-rate", type=float, default=30.0, help="Hz")
+    r.add_argument("--cloud-rate", type=float, default=10.0, help="Hz")
+    r.add_argument("--duration", type=float, default=5.0, help="seconds")
+    r.add_argument("--network", action="store_true", help="let DDS use the network (default: loopback only)")
+
+
 def run(args) -> int:
     import json
+
+    if args.bench_command == "ros":
+        from ros_bridge import dds
+
+        note = dds.configure(args.network)
+        dds.import_rclpy()
+        from ros_bridge.bench import RosBenchConfig, run_ros_benchmark
+
+        if not args.json:
+            print(note)
+        result = run_ros_benchmark(RosBenchConfig(args.image_size, 64, args.lidar_columns, args.image_rate,
+                                                  args.cloud_rate, args.duration))
+        print(json.dumps(result, indent=None if args.json else 2))
+        return 0
 
     if args.bench_command == "train":
         from agents.training.bench import TrainBenchConfig, run_train_benchmark
