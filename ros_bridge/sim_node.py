@@ -243,7 +243,7 @@ class SimulatorNode(Node):
     def _on_cmd_vel(self, msg: Twist) -> None:
         warning = self.robot.command(msg.linear.x, msg.linear.y, msg.angular.z)
         if warning:
-            self._warn_once("cmd_vel", f"/cmd_vel: {warning}")
+            self._warn_once("cmd_vel_nonfinite" if "not finite" in warning else "cmd_vel_clamped", f"/cmd_vel: {warning}")
 
     def _on_action(self, msg: String) -> None:
         name = msg.data.strip().upper()

@@ -464,3 +464,45 @@ def test_agent_node_survives_bad_input_and_a_silent_robot(monkeypatch):
     assert "stopped publishing" in out
     assert any(c.linear.x or c.angular.z for c in cmds)  # it moved on the good frames
     assert cmds and cmds[-1].linear.x == 0.0 and cmds[-1].angular.z == 0.0  # left standing still
+
+
+def test_sim_node_clamps_absurd_and_ignores_nonfinite_cmd_vel():
+    """Over DDS: a 50 m/s command is clamped to the limit and warned about; NaN stops the robot."""
+    rclpy = pytest.importorskip("rclpy")
+    import time
+
+    from geometry_msgs.msg import Twist
+    from nav_msgs.msg import Odometry
+
+    sim = _start(["ros", "sim", "--scene", "house:3", "--rgb-size", "16", "--depth-size", "16", "--max-linear", "0.4"])
+    rclpy.init()
+    node = rclpy.create_node("bad_driver")
+    odoms = []
+    try:
+        pub = node.create_publisher(Twist, "/cmd_vel", 10)
+        node.create_subscription(Odometry, "/odom", odoms.append, 10)
+        deadline = time.monotonic() + 20
+        while (pub.get_subscription_count() == 0 or not odoms) and time.monotonic() < deadline:
+            rclpy.spin_once(node, timeout_sec=0.1)
+        fast = Twist()
+        fast.linear.x = 50.0
+        end = time.monotonic() + 1.0
+        while time.monotonic() < end:
+            pub.publish(fast)
+            rclpy.spin_once(node, timeout_sec=0.05)
+        speeds = [o.twist.twist.linear.x for o in odoms[-10:]]
+        nan = Twist()
+        nan.angular.z = float("nan")
+        end = time.monotonic() + 0.6
+        while time.monotonic() < end:
+            pub.publish(nan)
+            rclpy.spin_once(node, timeout_sec=0.05)
+        after = odoms[-1].twist.twist
+        assert sim.poll() is None, "the simulator node died"
+    finally:
+        node.destroy_node()
+        rclpy.shutdown()
+        out = _stop(sim)
+    assert max(speeds) == pytest.approx(0.4)  # odometry reports the (clamped) commanded velocity
+    assert "clamped to 0.4 m/s" in out
+    assert "not finite" in out and after.linear.x == 0.0 and after.angular.z == 0.0
