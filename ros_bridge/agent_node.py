@@ -351,8 +351,14 @@ def run(cfg: AgentNodeConfig, episodes: int = 0) -> int:
     try:
         while rclpy.ok() and not (episodes and node.episodes_done >= episodes):
             executor.spin_once(timeout_sec=0.1)
-        # let the last /vlnce/action and the zero twist leave before the node goes
-        end = time.monotonic() + 0.5
+        # the last /vlnce/action (STOP or END) must reach the simulator before this process goes:
+        # a reliable message still unacknowledged when its writer dies can be lost, and the
+        # simulator would then wait for an end that never comes
+        from rclpy.duration import Duration
+
+        if not node.pub_action.wait_for_all_acked(Duration(seconds=5.0)):
+            node.get_logger().warning("the last /vlnce/action was not acknowledged by every subscriber within 5 s")
+        end = time.monotonic() + 0.2
         while rclpy.ok() and time.monotonic() < end:
             executor.spin_once(timeout_sec=0.05)
     except (KeyboardInterrupt, ExternalShutdownException):

@@ -5,8 +5,10 @@ MOVE_FORWARD is ``forward_step_m`` at ``linear_speed_mps``; TURN_LEFT/RIGHT are
 speed is per second, not per control period, the bug ros_x_habitat's Gazebo bridge has).
 
 Open loop, a command is held for distance / speed seconds. Closed loop on odometry, the
-executor measures progress from the pose at the action's start and asks for just the remainder
-in the last control period, so a step ends within ``tolerance`` of its target. A step that stops
+executor measures progress from the pose at the action's start, asks for half the remainder per
+control period near the target and for just the remainder at the end, so a step ends within
+``tolerance`` of its target; when commands take effect a period late it overshoots by about half
+a period's travel instead of a whole one. A step that stops
 making progress (a wall) ends once its nominal duration has passed and nothing moved for
 ``stall_s``, and in any case after ``timeout_factor`` times its nominal duration.
 """
@@ -30,10 +32,11 @@ class MotionConfig:
     linear_speed_mps: float = 0.25
     angular_speed_rps: float = math.radians(30.0)
     closed_loop: bool = True
-    tolerance_m: float = 0.002
-    tolerance_deg: float = 0.1
+    tolerance_m: float = 1e-5
+    tolerance_deg: float = 1e-3
     timeout_factor: float = 3.0
     stall_s: float = 0.1
+    creep_fraction: float = 0.1  # slowest approach speed, as a fraction of the speed
 
     def validate(self) -> "MotionConfig":
         for name in ("forward_step_m", "turn_angle_deg", "linear_speed_mps", "angular_speed_rps", "timeout_factor"):
@@ -103,7 +106,11 @@ class ActionExecutor:
             if stalled or elapsed > c.timeout_factor * nominal + 0.5:
                 self.done = self.gave_up = True
                 return 0.0, 0.0
-            v = min(speed, remaining / max(control_dt, 1e-6))
+            dt = max(control_dt, 1e-6)
+            # near the target, halve the remainder each period instead of asking for all of it: a
+            # command that takes effect a period late (a busy machine, a slow link) then overshoots
+            # by half the last remainder instead of a whole period at full speed
+            v = min(speed, remaining / dt, max(remaining / (2.0 * dt), c.creep_fraction * speed))
         else:
             if elapsed >= nominal - 1e-9:
                 self.done = True

@@ -68,15 +68,19 @@ def test_quaternions():
 
 
 # --- timed actions (pure) ---------------------------------------------------------------------------
-def _drive(ex: ActionExecutor, action, dt=0.02, pose=(0.0, 0.0, 0.0), closed=True, wall_x=None, steps=400):
-    """Integrate the executor's commands like a robot with a physics step of ``dt``."""
+def _drive(ex: ActionExecutor, action, dt=0.02, pose=(0.0, 0.0, 0.0), closed=True, wall_x=None, steps=400, late=0):
+    """Integrate the executor's commands like a robot with a physics step of ``dt``; with ``late``,
+    each command takes effect that many physics steps after the pose it was computed from."""
     x, y, yaw = pose
     t = 0.0
     ex.start(action, t, (x, y, yaw) if closed else None)
+    queue = [(0.0, 0.0)] * late
     for _ in range(steps):
-        v, w = ex.update(t, (x, y, yaw) if closed else None, dt)
-        if ex.done:
+        cmd = ex.update(t, (x, y, yaw) if closed else None, dt)
+        if ex.done and not any(v or w for v, w in queue):
             break
+        queue.append(cmd)
+        v, w = queue.pop(0)
         nx = x + v * math.cos(yaw) * dt
         if wall_x is not None:
             nx = min(nx, wall_x)
@@ -87,10 +91,21 @@ def _drive(ex: ActionExecutor, action, dt=0.02, pose=(0.0, 0.0, 0.0), closed=Tru
 def test_closed_loop_lands_on_the_step():
     ex = ActionExecutor(MotionConfig(linear_speed_mps=0.3, angular_speed_rps=math.radians(40)))
     (x, y, _), t = _drive(ex, Action.MOVE_FORWARD)
-    assert x == pytest.approx(0.25, abs=1e-9) and y == pytest.approx(0)  # the last period asks for the remainder
-    assert t == pytest.approx(0.25 / 0.3, abs=0.021)
+    assert x == pytest.approx(0.25, abs=1e-5) and y == pytest.approx(0)  # on the target, never past it
+    assert x <= 0.25 + 1e-12
+    assert 0.25 / 0.3 <= t <= 0.25 / 0.3 + 0.2  # full speed, then a few halving periods
     (_, _, yaw), _ = _drive(ex, Action.TURN_RIGHT, pose=(0, 0, 0.5))
-    assert yaw == pytest.approx(0.5 - math.radians(15), abs=1e-9)
+    assert 0.5 - math.radians(15) - 1e-12 <= yaw <= 0.5 - math.radians(15 - 1e-3)
+
+
+def test_closed_loop_tolerates_a_late_period():
+    # commands acting one physics step late overshoot by at most half a step's travel at full speed
+    # (asking for the whole remainder would overshoot by a whole step: 10 mm and 1.8 deg here)
+    ex = ActionExecutor(MotionConfig(linear_speed_mps=0.5, angular_speed_rps=math.radians(90)))
+    (x, _, _), _ = _drive(ex, Action.MOVE_FORWARD, late=1)
+    assert abs(x - 0.25) <= 0.5 * 0.5 * 0.02 + 1e-9
+    (_, _, yaw), _ = _drive(ex, Action.TURN_LEFT, late=1)
+    assert abs(yaw - math.radians(15)) <= 0.5 * math.radians(90) * 0.02 + 1e-9
 
 
 def test_open_loop_holds_for_distance_over_speed():
@@ -263,27 +278,39 @@ def _ros_env():
 
 
 def _run_pair(tmp_path, dataset, episode, agent_args, sim_args=(), timeout=240):
-    """Start the simulator node and the agent node as two processes; return the sim's results."""
+    """Start the simulator node and the agent node as two processes; return the sim's results.
+
+    Their output goes to files, not pipes: a pipe nobody reads fills up and blocks the writer.
+    """
     pytest.importorskip("rclpy")
     vlnce = [sys.executable, "-m", "vlnce.cli.main"]
     results = tmp_path / "results.json"
     env = _ros_env()
+    logs = {name: open(tmp_path / f"{name}.log", "w+") for name in ("sim", "agent")}
     sim = subprocess.Popen(vlnce + ["ros", "sim", "--dataset", str(dataset), "--split", "val_unseen", "--episodes", episode,
                                     "--exit-when-done", "--results", str(results), *sim_args],
-                           env=env, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+                           env=env, cwd=REPO, stdout=logs["sim"], stderr=subprocess.STDOUT, text=True)
     agent = subprocess.Popen(vlnce + ["ros", "agent", "--episodes", "1", "--dataset", str(dataset), *agent_args],
-                             env=env, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+                             env=env, cwd=REPO, stdout=logs["agent"], stderr=subprocess.STDOUT, text=True)
+
+    def outputs():
+        return "".join(f"--- {name} ---\n{(tmp_path / f'{name}.log').read_text()[-4000:]}\n" for name in logs)
+
     try:
-        sim_out, _ = sim.communicate(timeout=timeout)
-        agent_out, _ = agent.communicate(timeout=30)
+        sim.wait(timeout=timeout)
+        agent.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        pytest.fail("the ROS episode did not finish in time\n" + outputs())
     finally:
         for p in (sim, agent):
             if p.poll() is None:
                 p.kill()
-                p.communicate()
-    assert sim.returncode == 0 and results.is_file(), sim_out[-3000:]
-    assert agent.returncode == 0, agent_out[-3000:]
-    return json.loads(results.read_text())[0], sim_out, agent_out
+                p.wait()
+        for f in logs.values():
+            f.close()
+    assert sim.returncode == 0 and results.is_file(), outputs()
+    assert agent.returncode == 0, outputs()
+    return json.loads(results.read_text())[0], (tmp_path / "sim.log").read_text(), (tmp_path / "agent.log").read_text()
 
 
 def _in_process(tmp_path, dataset, episode, agent, checkpoint=None, max_steps=500):
@@ -309,12 +336,15 @@ def test_oracle_episode_over_ros_matches_in_process(bench, tmp_path):
     got, sim_out, _ = _run_pair(tmp_path, data, episode, ["--agent", "oracle", "--linear-speed", "0.5", "--angular-speed", "90"],
                                 ["--rgb-size", "32", "--depth-size", "32", "--real-time-factor", "2"])
     want = _in_process(tmp_path, data, episode, "oracle")
-    assert got["stopped"] and got["actions"] == want["actions"]
-    # closed-loop motion lands each step to within 2 mm and 0.1 deg, so metrics agree to 0.05 m / 0.01
-    for k in ("distance_to_goal", "path_length"):
+    # closed-loop motion lands each step within 0.01 mm / 0.001 deg, so on an idle machine the
+    # action sequences and metrics are identical; the tolerances leave room for a busy one, where
+    # late commands overshoot by millimetres and can change a later turn
+    assert got["stopped"] and got["metrics"]["success"] == want["metrics"]["success"] == 1.0
+    assert got["metrics"]["oracle_success"] == want["metrics"]["oracle_success"]
+    assert got["metrics"]["distance_to_goal"] == pytest.approx(want["metrics"]["distance_to_goal"], abs=0.25)
+    assert got["metrics"]["path_length"] == pytest.approx(want["metrics"]["path_length"], abs=0.25, rel=0.05)
+    for k in ("spl", "ndtw"):
         assert got["metrics"][k] == pytest.approx(want["metrics"][k], abs=0.05), k
-    for k in ("success", "oracle_success", "spl", "ndtw"):
-        assert got["metrics"][k] == pytest.approx(want["metrics"][k], abs=0.01), k
 
 
 def test_trained_agent_over_ros_matches_in_process(bench, tmp_path):
@@ -352,8 +382,13 @@ def test_loopback_environment_never_allows_the_network(monkeypatch):
 
 
 def _start(args, env=None):
-    return subprocess.Popen([sys.executable, "-m", "vlnce.cli.main", *args], env=env or _ros_env(), cwd=REPO,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    import tempfile
+
+    log = tempfile.TemporaryFile("w+")  # not a pipe: an unread pipe fills up and blocks the node
+    proc = subprocess.Popen([sys.executable, "-m", "vlnce.cli.main", *args], env=env or _ros_env(), cwd=REPO,
+                            stdout=log, stderr=subprocess.STDOUT, text=True)
+    proc.log = log
+    return proc
 
 
 def _stop(proc, timeout=15):
@@ -362,10 +397,13 @@ def _stop(proc, timeout=15):
     if proc.poll() is None:
         proc.send_signal(signal.SIGINT)
     try:
-        out, _ = proc.communicate(timeout=timeout)
+        proc.wait(timeout=timeout)
     except subprocess.TimeoutExpired:
         proc.kill()
-        out, _ = proc.communicate()
+        proc.wait()
+    proc.log.seek(0)
+    out = proc.log.read()
+    proc.log.close()
     return out
 
 
