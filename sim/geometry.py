@@ -55,6 +55,19 @@ def forward_vector(heading_rad: float) -> np.ndarray:
     return np.array([-math.sin(heading_rad), 0.0, -math.cos(heading_rad)])
 
 
+def planar_motion(heading_rad: float, forward_mps: float, left_mps: float, yaw_rate_rps: float,
+                  dt: float) -> tuple[np.ndarray, float]:
+    """Displacement (3,) metres and the new heading after holding a body-frame velocity for ``dt`` s.
+
+    The displacement follows the heading halfway through the step: a constant twist traces an
+    arc, and the chord of a short arc points along its midpoint heading.
+    """
+    mid = heading_rad + 0.5 * yaw_rate_rps * dt
+    c, s = math.cos(mid), math.sin(mid)
+    forward, left = np.array([-s, 0.0, -c]), np.array([-c, 0.0, s])
+    return (forward * forward_mps + left * left_mps) * dt, wrap_angle(heading_rad + yaw_rate_rps * dt)
+
+
 def wrap_angle(a: float) -> float:
     """Wrap an angle to (-pi, pi]."""
     a = math.fmod(a + math.pi, 2 * math.pi)

@@ -56,6 +56,8 @@ class SimulatedRobot:
         self.limits = (limits or RobotLimits()).validate()
         self.dt = 1.0 / self.limits.physics_rate_hz
         self.task = task
+        agent_cfg = getattr(getattr(sim, "config", None), "agent", None)
+        self.forward_step_m = getattr(agent_cfg, "forward_step_m", 0.25)
         self.ticks = 0
         self.velocity = (0.0, 0.0, 0.0)  # forward m/s, left m/s, yaw rate rad/s (applied last tick)
         self._command = (0.0, 0.0, 0.0)
@@ -151,9 +153,7 @@ class SimulatedRobot:
         self.ticks += 1
         if self.task is not None and not self._announced and not self.episode_done:
             pos = self.sim.get_agent_state().position
-            step = getattr(getattr(self.sim, "config", None), "agent", None)
-            step_m = getattr(step, "forward_step_m", 0.25)
-            if np.linalg.norm((pos - self._last_measured)[[0, 2]]) >= step_m - 1e-9:
+            if np.linalg.norm((pos - self._last_measured)[[0, 2]]) >= self.forward_step_m - 1e-9:
                 self._last_measured = pos.copy()
                 self.task.record_step(Action.MOVE_FORWARD)
 

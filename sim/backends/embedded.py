@@ -11,7 +11,7 @@ import numpy as np
 from sim.actions import Action
 from sim.backends.base import AgentState, Simulator, observation_space_for
 from sim.config import SimulatorConfig, validate
-from sim.geometry import heading_from_quat, heading_matrix, quat_from_heading, wrap_angle
+from sim.geometry import heading_from_quat, heading_matrix, planar_motion, quat_from_heading, wrap_angle
 from sim.navigation.motion import try_step
 from sim.navigation.navgrid import NavMeshSettings, load_or_build_navgrid
 from sim.navigation.pathfinder import PathFinder, require_navigable
@@ -160,14 +160,9 @@ class EmbeddedSimulator(Simulator):
         if not all(math.isfinite(v) for v in values) or dt < 0:
             raise ValueError(f"velocity and dt must be finite (dt >= 0), got forward={forward_mps}, left={left_mps}, "
                              f"yaw_rate={yaw_rate_rps}, dt={dt}")
-        # midpoint heading: a constant twist traces an arc, and the chord of a short arc points
-        # along the heading halfway through it
-        mid = self._heading + 0.5 * yaw_rate_rps * dt
-        self._heading = wrap_angle(self._heading + yaw_rate_rps * dt)
+        move, self._heading = planar_motion(self._heading, forward_mps, left_mps, yaw_rate_rps, dt)
         self._collided = False
         if forward_mps or left_mps:
-            rot = heading_matrix(mid)
-            move = rot @ (self.forward_vector * forward_mps + np.array([-1.0, 0.0, 0.0]) * left_mps) * dt
             self._position, self._collided = try_step(self.navgrid, self._position, self._position + move,
                                                       self.config.agent.allow_sliding)
         return self._collided

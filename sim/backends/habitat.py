@@ -16,7 +16,7 @@ import numpy as np
 from sim.actions import Action
 from sim.backends.base import AgentState, Simulator, observation_space_for
 from sim.config import SimulatorConfig, validate
-from sim.geometry import heading_from_quat, quat_from_heading
+from sim.geometry import heading_from_quat, planar_motion, quat_from_heading
 from sim.scenes.semantics import CATEGORIES, UNLABELED
 from sim.sensors.camera import finish_depth
 from vlnce.errors import ConfigError, MissingDependencyError, NavigationError
@@ -164,16 +164,13 @@ class HabitatSimulator(Simulator):
         # kinematic integration filtered by the navmesh, as habitat-lab's VelocityAction does
         # (VelocityControl.integrate_transform, then pathfinder.try_step)
         state = self.get_agent_state()
-        heading = heading_from_quat(state.rotation)
-        mid = heading + 0.5 * yaw_rate_rps * dt
-        fwd = np.array([-math.sin(mid), 0.0, -math.cos(mid)])
-        left = np.array([-math.cos(mid), 0.0, math.sin(mid)])
-        target = state.position + (fwd * forward_mps + left * left_mps) * dt
+        move, heading = planar_motion(heading_from_quat(state.rotation), forward_mps, left_mps, yaw_rate_rps, dt)
+        target = state.position + move
         end = np.asarray(self._sim.pathfinder.try_step(state.position.astype(np.float32), target.astype(np.float32)), np.float64)
         agent = self._sim.get_agent(0)
         new = self._hs.AgentState()
         new.position = end.astype(np.float32)
-        new.rotation = self._quaternion(heading + yaw_rate_rps * dt)
+        new.rotation = self._quaternion(heading)
         agent.set_state(new, reset_sensors=True)
         moved = float(np.linalg.norm((end - state.position)[[0, 2]]))
         return moved < float(np.linalg.norm((target - state.position)[[0, 2]])) - 1e-5
