@@ -28,6 +28,7 @@ import agents.nonlearning  # noqa: F401  (registers the baselines)
 from agents.base import AGENTS, EpisodeInfo
 from sim.actions import Action
 from sim.geometry import heading_from_quat
+from sim.tasks.measures import json_values
 from vlnce.errors import ConfigError, DatasetError, NavigationError
 from vlnce.fileio import atomic_write_bytes
 
@@ -74,7 +75,8 @@ def make_agent(name: str, checkpoint: str | None = None):
     return cls(checkpoint=checkpoint) if cls.takes_checkpoint else cls()
 
 
-def _episode_seed(seed: int, episode_id: str) -> list[int]:
+def episode_seed(seed: int, episode_id: str) -> list[int]:
+    """Seed of episode ``episode_id``'s random generator (the same wherever the agent runs)."""
     return [seed, int(episode_id)] if episode_id.isdigit() else [seed] + [ord(c) for c in episode_id]
 
 
@@ -115,7 +117,7 @@ class _Runner:
         gt = self.dataset.gt.get(ep.episode_id)
         obs = task.reset(ep, gt)
         obs["instruction"] = np.asarray(ep.instruction.instruction_tokens, np.int64)
-        rng = np.random.default_rng(_episode_seed(self.cfg.seed, ep.episode_id))
+        rng = np.random.default_rng(episode_seed(self.cfg.seed, ep.episode_id))
         privileged = None
         if self.agent.privileged:
             privileged = {"sim": task.sim, "goal": ep.goals[0].position,
@@ -137,7 +139,7 @@ class _Runner:
             poses.append(self._pose())
             if frames is not None:
                 frames.append(self._frame(obs, ep, poses))
-        metrics = {k: (round(v, 6) if np.isfinite(v) else None) for k, v in task.metrics().items()}
+        metrics = json_values(task.metrics())
         record = {"episode_id": ep.episode_id, "scene_id": ep.scene_id, "metrics": metrics,
                   "stopped": task.stop_called, "steps": len(actions), "actions": actions,
                   "trajectory": [[round(float(x), 4) for x in p] for p in poses]}

@@ -32,17 +32,13 @@ from geometry_msgs.msg import Twist
 from nav_msgs.msg import Odometry
 from rclpy.node import Node
 from rclpy.parameter import Parameter
-from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import CameraInfo, Image
 from std_msgs.msg import String
 
-from ros_bridge import frames, messages
+from ros_bridge import frames, messages, qos
 from ros_bridge.control import ActionExecutor, MotionConfig
 from sim.actions import Action
 
-SENSOR_QOS = QoSProfile(depth=1, reliability=ReliabilityPolicy.BEST_EFFORT)
-LATCHED_QOS = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
-EVENTS_QOS = QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE)
 
 
 @dataclass
@@ -106,14 +102,14 @@ class AgentNode(Node):
         self.sensors = self.agent.sensor_config() if self.agent.needs_observations else None
         self.executor_ = ActionExecutor(cfg.motion)
         self.pub_cmd = self.create_publisher(Twist, "/cmd_vel", 10)
-        self.pub_action = self.create_publisher(String, "/vlnce/action", EVENTS_QOS)
+        self.pub_action = self.create_publisher(String, "/vlnce/action", qos.EVENTS)
         self.pub_status = self.create_publisher(String, "/vlnce/agent_status", 10)
-        self.create_subscription(Image, "/camera/rgb/image_raw", self._on_rgb, SENSOR_QOS)
-        self.create_subscription(Image, "/camera/depth/image_raw", self._on_depth, SENSOR_QOS)
-        self.create_subscription(CameraInfo, "/camera/rgb/camera_info", self._on_info, SENSOR_QOS)
-        self.create_subscription(Odometry, "/odom", self._on_odom, SENSOR_QOS)
-        self.create_subscription(String, "/vlnce/instruction", self._on_instruction, LATCHED_QOS)
-        self.create_subscription(String, "/vlnce/episode", self._on_episode, LATCHED_QOS)
+        self.create_subscription(Image, "/camera/rgb/image_raw", self._on_rgb, qos.SENSOR_SUB)
+        self.create_subscription(Image, "/camera/depth/image_raw", self._on_depth, qos.SENSOR_SUB)
+        self.create_subscription(CameraInfo, "/camera/rgb/camera_info", self._on_info, qos.SENSOR_SUB)
+        self.create_subscription(Odometry, "/odom", self._on_odom, qos.SENSOR_SUB)
+        self.create_subscription(String, "/vlnce/instruction", self._on_instruction, qos.LATCHED)
+        self.create_subscription(String, "/vlnce/episode", self._on_episode, qos.LATCHED)
         self.create_timer(0.02, self._on_timer)  # sim time when use_sim_time
         from rclpy.clock import Clock, ClockType
 
@@ -170,6 +166,7 @@ class AgentNode(Node):
 
     def _maybe_start(self) -> None:
         from agents.base import EpisodeInfo
+        from agents.evaluation import episode_seed
 
         privileged = None
         if self.agent.privileged:
@@ -183,8 +180,8 @@ class AgentNode(Node):
                 self.view.odom = self.pose
             privileged = {"sim": self.view, "goal": info["goal"], "distractors": info.get("distractors", [])}
         episode_id = str(self.episode_info["episode_id"]) if self.episode_info else str(self.episodes_done)
-        seed = [self.cfg.seed, int(episode_id)] if episode_id.isdigit() else [self.cfg.seed]
-        self.agent.reset(EpisodeInfo(episode_id, self.instruction, np.random.default_rng(seed), privileged))
+        rng = np.random.default_rng(episode_seed(self.cfg.seed, episode_id))
+        self.agent.reset(EpisodeInfo(episode_id, self.instruction, rng, privileged))
         self.step = 0
         self.state = "deciding"
         self.ready_after = self._now()
@@ -241,11 +238,11 @@ class AgentNode(Node):
             else:
                 img = np.asarray(PILImage.fromarray(img.astype(np.float32), mode="F").resize((w, h), PILImage.NEAREST))
         if kind == "depth":
+            from sim.sensors.camera import finish_depth
+
             lo, hi = float(s.get("min_depth_m", 0.0)), float(s.get("max_depth_m", 10.0))
-            d = np.clip(np.nan_to_num(img, nan=0.0, posinf=hi, neginf=lo), lo, hi)
-            if s.get("normalize_depth", True):
-                d = (d - lo) / (hi - lo)
-            return d.astype(np.float32)[..., None]
+            # the clip inside maps +-inf to the range ends; NaN was already read as 0 (no return)
+            return finish_depth(np.nan_to_num(img, nan=0.0, posinf=hi, neginf=lo), lo, hi, s.get("normalize_depth", True))
         return np.array(img, dtype=np.uint8)  # a writable copy: torch warns on read-only buffers
 
     def _on_odom(self, msg: Odometry) -> None:

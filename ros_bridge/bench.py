@@ -52,13 +52,13 @@ def _publish(cfg: RosBenchConfig) -> None:
     from sensor_msgs.msg import Image, PointCloud2
 
     from ros_bridge import messages
-    from ros_bridge.sim_node import SENSOR_QOS
+    from ros_bridge.qos import SENSOR_PUB
 
     image, cloud = _messages(cfg)
     rclpy.init()
     node = rclpy.create_node("vlnce_bench_pub")
-    pubs = {"image": (node.create_publisher(Image, "/bench/image", SENSOR_QOS), image, cfg.image_rate_hz),
-            "cloud": (node.create_publisher(PointCloud2, "/bench/cloud", SENSOR_QOS), cloud, cfg.cloud_rate_hz)}
+    pubs = {"image": (node.create_publisher(Image, "/bench/image", SENSOR_PUB), image, cfg.image_rate_hz),
+            "cloud": (node.create_publisher(PointCloud2, "/bench/cloud", SENSOR_PUB), cloud, cfg.cloud_rate_hz)}
     deadline = time.monotonic() + 10.0
     while any(p.get_subscription_count() == 0 for p, _, _ in pubs.values()) and time.monotonic() < deadline:
         time.sleep(0.05)
@@ -85,7 +85,7 @@ def run_ros_benchmark(cfg: RosBenchConfig) -> dict:
     from sensor_msgs.msg import Image, PointCloud2
 
     from ros_bridge import messages
-    from ros_bridge.agent_node import SENSOR_QOS
+    from ros_bridge.qos import SENSOR_SUB
 
     image, cloud = _messages(cfg)
     baseline = {}
@@ -107,8 +107,8 @@ def run_ros_benchmark(cfg: RosBenchConfig) -> dict:
         return cb
 
     # the agent node's QoS: best-effort, depth 1 (a slow reader sees the newest frame)
-    node.create_subscription(Image, "/bench/image", on("image"), SENSOR_QOS)
-    node.create_subscription(PointCloud2, "/bench/cloud", on("cloud"), SENSOR_QOS)
+    node.create_subscription(Image, "/bench/image", on("image"), SENSOR_SUB)
+    node.create_subscription(PointCloud2, "/bench/cloud", on("cloud"), SENSOR_SUB)
     # the publisher inherits this process's DDS settings (dds.configure ran before rclpy)
     pub = subprocess.Popen([sys.executable, "-m", "ros_bridge.bench", "--publish", json.dumps(cfg.__dict__)],
                            stdout=subprocess.PIPE, text=True)

@@ -41,22 +41,18 @@ from pathlib import Path
 import numpy as np
 import rclpy
 from rclpy.node import Node
-from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
 from rosgraph_msgs.msg import Clock
 from geometry_msgs.msg import Twist
 from nav_msgs.msg import Odometry
 from sensor_msgs.msg import CameraInfo, Image, PointCloud2
 from std_msgs.msg import String
 
-from ros_bridge import frames, messages
+from ros_bridge import frames, messages, qos
 from sim.actions import Action
+from sim.tasks.measures import json_values
 
 log = logging.getLogger(__name__)
 
-SENSOR_QOS = QoSProfile(depth=2, reliability=ReliabilityPolicy.BEST_EFFORT)
-LATCHED_QOS = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
-EVENTS_QOS = QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE)
-CMD_QOS = QoSProfile(depth=10, reliability=ReliabilityPolicy.BEST_EFFORT)
 
 
 @dataclass
@@ -136,16 +132,16 @@ class SimulatorNode(Node):
         self._load_world()
         self.pub_clock = self.create_publisher(Clock, "/clock", 10)
         self.pub_odom = self.create_publisher(Odometry, "/odom", 10)
-        self.pub_rgb = self.create_publisher(Image, "/camera/rgb/image_raw", SENSOR_QOS)
-        self.pub_rgb_info = self.create_publisher(CameraInfo, "/camera/rgb/camera_info", SENSOR_QOS)
-        self.pub_depth = self.create_publisher(Image, "/camera/depth/image_raw", SENSOR_QOS)
-        self.pub_depth_info = self.create_publisher(CameraInfo, "/camera/depth/camera_info", SENSOR_QOS)
-        self.pub_lidar = self.create_publisher(PointCloud2, "/lidar/points", SENSOR_QOS) if cfg.lidar else None
-        self.pub_instruction = self.create_publisher(String, "/vlnce/instruction", LATCHED_QOS)
-        self.pub_episode = self.create_publisher(String, "/vlnce/episode", LATCHED_QOS)
-        self.pub_metrics = self.create_publisher(String, "/vlnce/metrics", LATCHED_QOS)
-        self.create_subscription(Twist, "/cmd_vel", self._on_cmd_vel, CMD_QOS)
-        self.create_subscription(String, "/vlnce/action", self._on_action, EVENTS_QOS)
+        self.pub_rgb = self.create_publisher(Image, "/camera/rgb/image_raw", qos.SENSOR_PUB)
+        self.pub_rgb_info = self.create_publisher(CameraInfo, "/camera/rgb/camera_info", qos.SENSOR_PUB)
+        self.pub_depth = self.create_publisher(Image, "/camera/depth/image_raw", qos.SENSOR_PUB)
+        self.pub_depth_info = self.create_publisher(CameraInfo, "/camera/depth/camera_info", qos.SENSOR_PUB)
+        self.pub_lidar = self.create_publisher(PointCloud2, "/lidar/points", qos.SENSOR_PUB) if cfg.lidar else None
+        self.pub_instruction = self.create_publisher(String, "/vlnce/instruction", qos.LATCHED)
+        self.pub_episode = self.create_publisher(String, "/vlnce/episode", qos.LATCHED)
+        self.pub_metrics = self.create_publisher(String, "/vlnce/metrics", qos.LATCHED)
+        self.create_subscription(Twist, "/cmd_vel", self._on_cmd_vel, qos.CMD_SUB)
+        self.create_subscription(String, "/vlnce/action", self._on_action, qos.EVENTS)
         self._setup_tf()
         self.finished = False
         self._next_camera = 0.0
@@ -224,7 +220,7 @@ class SimulatorNode(Node):
 
     def _finish_episode(self) -> None:
         task, robot = self.task, self.robot
-        metrics = {k: (round(v, 6) if np.isfinite(v) else None) for k, v in task.metrics().items()}
+        metrics = json_values(task.metrics())
         result = {"episode_id": task.episode.episode_id, "scene_id": task.episode.scene_id, "metrics": metrics,
                   "stopped": task.stop_called, "steps": task.steps, "actions": robot.actions,
                   "sim_time_s": round(robot.time_s, 4)}
@@ -315,7 +311,7 @@ class SimulatorNode(Node):
         tf_msg, stamped = mod
         self._tf = (tf_msg, stamped)
         self.pub_tf = self.create_publisher(tf_msg, "/tf", 10)
-        self.pub_tf_static = self.create_publisher(tf_msg, "/tf_static", LATCHED_QOS)
+        self.pub_tf_static = self.create_publisher(tf_msg, "/tf_static", qos.LATCHED)
         statics = []
         for child, mount, optical in self._sensor_mounts():
             statics.append(self._transform(0.0, "base_link", child, mount, (0.0, 0.0, 0.0, 1.0)))

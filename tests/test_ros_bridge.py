@@ -451,7 +451,7 @@ def test_agent_node_survives_bad_input_and_a_silent_robot(monkeypatch):
     from std_msgs.msg import String
 
     from ros_bridge import messages
-    from ros_bridge.agent_node import LATCHED_QOS
+    from ros_bridge.qos import LATCHED
 
     ckpt = REPO / "configs" / "agents" / "cma_best.pt"
     if not ckpt.is_file():
@@ -460,7 +460,7 @@ def test_agent_node_survives_bad_input_and_a_silent_robot(monkeypatch):
     rclpy.init()
     node = rclpy.create_node("bad_robot")
     try:
-        instr = node.create_publisher(String, "/vlnce/instruction", LATCHED_QOS)
+        instr = node.create_publisher(String, "/vlnce/instruction", LATCHED)
         rgb = node.create_publisher(Image, "/camera/rgb/image_raw", 10)
         depth = node.create_publisher(Image, "/camera/depth/image_raw", 10)
         odom = node.create_publisher(Odometry, "/odom", 10)

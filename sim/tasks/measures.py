@@ -67,6 +67,11 @@ class Measure:
 MEASURES: Registry = Registry("measure", base=Measure)
 
 
+def json_values(values: dict[str, float], digits: int = 6) -> dict[str, float | None]:
+    """Measure values for JSON files and messages: rounded, and None where not finite (JSON has no inf)."""
+    return {k: (round(v, digits) if np.isfinite(v) else None) for k, v in values.items()}
+
+
 def _register(cls):
     MEASURES.add(cls.uuid, cls)
     return cls
