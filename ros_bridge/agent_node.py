@@ -37,6 +37,7 @@ from std_msgs.msg import String
 
 from ros_bridge import frames, messages, qos
 from ros_bridge.control import ActionExecutor, MotionConfig
+from ros_bridge.node_logging import WarnOnce
 from sim.actions import Action
 
 
@@ -90,7 +91,7 @@ class PrivilegedView:
         self._sim.close()
 
 
-class AgentNode(Node):
+class AgentNode(WarnOnce, Node):
     """Thin ROS layer over an ``agents`` Agent and ``ros_bridge.control.ActionExecutor``."""
 
     def __init__(self, cfg: AgentNodeConfig) -> None:
@@ -125,17 +126,11 @@ class AgentNode(Node):
         self.control_dt = 0.02
         self.ready_after = math.inf
         self.last_data_wall = time.monotonic()
-        self._warned: set[str] = set()
         self.episodes_done = 0
         self.blocked_steps = 0
         self.get_logger().info(f"agent {cfg.agent!r} ready; waiting for an instruction on /vlnce/instruction")
 
     # --- helpers --------------------------------------------------------------------------------
-    def _warn_once(self, key: str, text: str) -> None:
-        if key not in self._warned:
-            self._warned.add(key)
-            self.get_logger().warning(text + " (further warnings of this kind are suppressed)")
-
     def _now(self) -> float:
         return self.get_clock().now().nanoseconds * 1e-9
 

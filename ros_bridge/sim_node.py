@@ -48,6 +48,7 @@ from sensor_msgs.msg import CameraInfo, Image, PointCloud2
 from std_msgs.msg import String
 
 from ros_bridge import frames, messages, qos
+from ros_bridge.node_logging import WarnOnce
 from sim.actions import Action
 from sim.tasks.measures import json_values
 
@@ -123,7 +124,7 @@ def _tf_module():
     return TFMessage, TransformStamped
 
 
-class SimulatorNode(Node):
+class SimulatorNode(WarnOnce, Node):
     """Thin ROS layer over ``sim.robot.SimulatedRobot`` and ``sim.tasks.vln.VLNCETask``."""
 
     def __init__(self, cfg: SimNodeConfig) -> None:
@@ -147,7 +148,6 @@ class SimulatorNode(Node):
         self._next_camera = 0.0
         self._next_lidar = 0.0
         self._done_at: float | None = None
-        self._warned: set[str] = set()
         self.results: list[dict] = []
         if self.episode_ids:
             self._start_episode(0)
@@ -231,11 +231,6 @@ class SimulatorNode(Node):
         self._done_at = robot.time_s
 
     # --- callbacks --------------------------------------------------------------------------
-    def _warn_once(self, key: str, text: str) -> None:
-        if key not in self._warned:
-            self._warned.add(key)
-            self.get_logger().warning(text + " (further warnings of this kind are suppressed)")
-
     def _on_cmd_vel(self, msg: Twist) -> None:
         warning = self.robot.command(msg.linear.x, msg.linear.y, msg.angular.z)
         if warning:

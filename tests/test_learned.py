@@ -9,7 +9,7 @@ import torch
 
 from agents.models import PolicyConfig, build_policy, load_policy, save_checkpoint
 from agents.models.encoders import ConvEncoder, attend
-from agents.training.logs import TrainingLog, crc32c, read_records
+from vlnce.tblog import TrainingLog, crc32c, read_records
 from agents.training.store import ChunkWriter, TrajectoryStore, inflection_coefficient, inflection_weights
 from agents.training.trainer import TrainConfig, dagger_beta
 from vlnce.cli.main import main

@@ -544,3 +544,64 @@ def test_sim_node_clamps_absurd_and_ignores_nonfinite_cmd_vel():
     assert max(speeds) == pytest.approx(0.4)  # odometry reports the (clamped) commanded velocity
     assert "clamped to 0.4 m/s" in out
     assert "not finite" in out and after.linear.x == 0.0 and after.angular.z == 0.0
+
+
+def test_perception_node_labels_clouds_keeps_headers_and_skips_bad_ones(tmp_path):
+    """lidar_seg over DDS: an organised cloud with NaN holes comes back labelled, same header and
+    layout, NaN points labelled 0; a cloud without z is logged and skipped, the node lives on."""
+    rclpy = pytest.importorskip("rclpy")
+    import time
+
+    import torch
+    from sensor_msgs.msg import PointCloud2
+
+    from perception.lidar.labels import SensorConfig, load_label_config
+    from perception.lidar.segmenter import save_segmenter
+    from perception.lidar.ssgv3 import ssgv3_21
+    from ros_bridge import messages
+    from ros_bridge.qos import SENSOR_SUB
+
+    labels = load_label_config("indoor")
+    labels.sensor = SensorConfig(22.5, -22.5, 8, 32, [2, 0, 0, 0, 0.4], [1.4, 1.7, 1.7, 0.5, 0.15])
+    torch.manual_seed(0)
+    ckpt = save_segmenter(tmp_path / "rand.pt", ssgv3_21(labels.num_classes, width=0.125), labels)
+    node_proc = _start(["ros", "perception", "--plugins", "lidar_seg", "--checkpoint", f"lidar_seg={ckpt}",
+                        "--device", "cpu"])
+    rclpy.init()
+    node = rclpy.create_node("cloud_source")
+    got = []
+    try:
+        pub = node.create_publisher(PointCloud2, "/lidar/points", 10)
+        node.create_subscription(PointCloud2, "/lidar/points_labeled", got.append, SENSOR_SUB)  # best-effort output
+        rng = np.random.default_rng(0)
+        xyz = rng.uniform(-5, 5, (4, 16, 3)).astype(np.float32)
+        valid = np.ones((4, 16), bool)
+        valid[1, 3] = valid[2, 9] = False
+        good = messages.pointcloud_msg(xyz, np.full((4, 16), 0.5, np.float32), np.zeros((4, 16)), valid, 12.5, "lidar_link")
+        bad = messages.pointcloud_msg(xyz, np.zeros((4, 16), np.float32), np.zeros((4, 16)), valid, 13.0, "lidar_link")
+        bad.fields = [f for f in bad.fields if f.name != "z"]
+        deadline = time.monotonic() + 30
+        while pub.get_subscription_count() == 0 and time.monotonic() < deadline:
+            rclpy.spin_once(node, timeout_sec=0.1)
+        deadline = time.monotonic() + 30
+        while not got and time.monotonic() < deadline:
+            pub.publish(bad)  # alone: the node's depth-1 queue would drop it for a newer cloud
+            rclpy.spin_once(node, timeout_sec=0.3)
+            pub.publish(good)
+            rclpy.spin_once(node, timeout_sec=0.3)
+        if not got:
+            node_proc.send_signal(__import__("signal").SIGINT)
+            pytest.fail("no labelled cloud arrived; node log:\n" + _stop(node_proc)[-3000:])
+        out = got[0]
+        assert out.header.frame_id == "lidar_link" and out.header.stamp == good.header.stamp
+        assert (out.height, out.width) == (4, 16)
+        rec = messages.pointcloud_fields(out, ("x", "y", "z", "intensity", "label"))
+        assert rec["label"][1, 3] == 0 and rec["label"][2, 9] == 0
+        assert set(np.unique(rec["label"][valid])) <= set(range(1, 14))
+        np.testing.assert_allclose(rec["x"][valid], xyz[..., 0][valid])
+        assert node_proc.poll() is None, "the perception node died"
+    finally:
+        node.destroy_node()
+        rclpy.shutdown()
+        log = _stop(node_proc)
+    assert "lacks field(s) z" in log and "message skipped" in log

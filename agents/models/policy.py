@@ -251,16 +251,11 @@ def save_checkpoint(path: str | Path, policy: VLNPolicy, vocab_words: list[str],
     Only tensors and plain Python values are stored, so it loads with ``weights_only=True``.
     Frozen pretrained parts (GloVe, EfficientNet) are stored too, so a checkpoint is self-contained.
     """
-    from vlnce.fileio import atomic_write_bytes
+    from vlnce.torchio import save_blob
 
-    for name, p in policy.state_dict().items():
-        if p.is_floating_point() and not torch.isfinite(p).all():
-            raise CheckpointError(f"refusing to write {path}: parameter {name} has NaN or inf values")
     blob = {"format": CHECKPOINT_FORMAT, "config": asdict(policy.cfg), "vocab": list(vocab_words),
             "state_dict": {k: v.detach().cpu() for k, v in policy.state_dict().items()}, **(extra or {})}
-    buf = io.BytesIO()
-    torch.save(blob, buf)
-    atomic_write_bytes(Path(path), buf.getvalue())
+    save_blob(path, blob)
 
 
 def read_checkpoint(path: str | Path) -> dict:
@@ -269,20 +264,9 @@ def read_checkpoint(path: str | Path) -> dict:
     Raises:
         CheckpointError: missing, unreadable or not a VLN-CE policy checkpoint.
     """
-    path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"checkpoint {path} does not exist")
-    try:
-        blob = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # torch raises many types for truncated or foreign files
-        raise CheckpointError(f"checkpoint {path} is corrupt or not a PyTorch file ({type(exc).__name__}: "
-                              f"{str(exc).splitlines()[0][:200]})") from None
-    if not isinstance(blob, dict) or blob.get("format") != CHECKPOINT_FORMAT:
-        raise CheckpointError(f"{path} is not a VLN-CE policy checkpoint (expected format {CHECKPOINT_FORMAT!r})")
-    for key in ("config", "vocab", "state_dict"):
-        if key not in blob:
-            raise CheckpointError(f"checkpoint {path} lacks {key!r}")
-    return blob
+    from vlnce.torchio import load_blob
+
+    return load_blob(path, CHECKPOINT_FORMAT, "VLN-CE policy checkpoint", ("config", "vocab", "state_dict"))
 
 
 def policy_from_state(cfg: PolicyConfig, state_dict: dict) -> VLNPolicy:

@@ -207,7 +207,7 @@ class Trainer:
         else:
             self.inflection_coef = float(self.cfg.inflection_coef)
         self._resume()
-        from agents.training.logs import TrainingLog
+        from vlnce.tblog import TrainingLog
         from agents.training.store import TrajectoryStore
 
         self.store = TrajectoryStore(self.out / "store")
@@ -409,7 +409,7 @@ class Trainer:
         return evaluate(ecfg, eval_dir, progress=self.progress)
 
     def _validate_and_keep_best(self, n: int) -> None:
-        from agents.training.logs import plot_curves
+        from vlnce.tblog import plot_curves
 
         stats = self.state.get("last_epoch_stats", {})
         res = self.validate()

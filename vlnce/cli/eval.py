@@ -17,17 +17,25 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=0, help="base seed of the agents' randomness")
     p.add_argument("--video", action="store_true", help="write per-episode videos")
     p.add_argument("--no-maps", action="store_true", help="skip the per-episode top-down PNGs")
+    p.add_argument("--plugins", default="", help="perception plugins to run on every observation (e.g. lidar_seg)")
+    p.add_argument("--plugin-checkpoint", action="append", default=[], metavar="PLUGIN=PATH",
+                   help="weights for a plugin (default: the plugin's shipped ones); repeatable")
     p.add_argument("--out", required=True, help="output directory (resumes if it holds episodes.jsonl)")
 
 
 def run(args) -> int:
     from agents.evaluation import EvalConfig, evaluate, format_table
+    from perception.registry import parse_checkpoint_options, parse_plugin_list
 
     cfg = EvalConfig(agent=args.agent, split=args.split, dataset=args.dataset, scenes_dir=args.scenes_dir,
                      episodes=args.episodes, workers=args.workers, video=args.video, maps=not args.no_maps,
-                     seed=args.seed, checkpoint=args.checkpoint, max_steps=args.max_steps)
+                     seed=args.seed, checkpoint=args.checkpoint, max_steps=args.max_steps,
+                     plugins=parse_plugin_list(args.plugins))
+    cfg.plugin_options = parse_checkpoint_options(cfg.plugins, args.plugin_checkpoint)
     results = evaluate(cfg, args.out)
     print(format_table([results]))
+    if results.get("perception"):
+        print("perception: " + ", ".join(f"{k}={v}" for k, v in results["perception"].items()))
     if results["errors"]:
         print(f"{results['errors']} episode(s) failed; first: {results['error_examples'][0]}")
     print(f"wrote {args.out}/episodes.jsonl, results.json, submission.json" + (", maps/" if cfg.maps else "")

@@ -47,6 +47,17 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     a.add_argument("--dataset", default="embedded", help="where privileged agents (oracle) find the episode's scene")
     a.add_argument("--network", action="store_true", help="let DDS use the network (default: loopback only)")
 
+    pc = sub.add_parser("perception", help="perception plugins as a node (e.g. /lidar/points -> /lidar/points_labeled)")
+    pc.add_argument("--plugins", default="lidar_seg", help="comma-separated plugin names (see `vlnce plugins`)")
+    pc.add_argument("--checkpoint", action="append", default=[], metavar="PLUGIN=PATH",
+                    help="weights for a plugin, e.g. lidar_seg=model.pt (repeatable)")
+    pc.add_argument("--points-topic", default="/lidar/points", help="PointCloud2 input")
+    pc.add_argument("--labeled-topic", default="/lidar/points_labeled", help="labelled PointCloud2 output")
+    pc.add_argument("--device", default="auto")
+    pc.add_argument("--half", action="store_true", help="float16 on CUDA")
+    pc.add_argument("--max-frames", type=int, default=0, help="exit after this many clouds (0: run until Ctrl-C)")
+    pc.add_argument("--network", action="store_true", help="let DDS use the network (default: loopback only)")
+
     r = sub.add_parser("record", help="record the bridge's topics to a rosbag2 file")
     r.add_argument("--out", required=True, help="bag directory to create")
     r.add_argument("--topics", default="", help="comma-separated topics (default: all the bridge's topics)")
@@ -86,6 +97,17 @@ def run(args) -> int:
         cfg = AgentNodeConfig(agent=args.agent, checkpoint=args.checkpoint, motion=motion.validate(),
                               max_steps=args.max_steps, use_sim_time=not args.wall_time, dataset=args.dataset)
         run_agent(cfg, episodes=args.episodes)
+        return 0
+    if args.ros_command == "perception":
+        from perception.registry import parse_checkpoint_options, parse_plugin_list
+        from ros_bridge.perception_node import PerceptionNodeConfig, run as run_perception
+
+        names = parse_plugin_list(args.plugins)
+        options = parse_checkpoint_options(names, args.checkpoint)
+        cfg = PerceptionNodeConfig(plugins=names, options=options, device=args.device, half=args.half,
+                                   topics={"pointcloud": args.points_topic, "point_labels": args.labeled_topic})
+        frames = run_perception(cfg, max_frames=args.max_frames)
+        print(f"processed {frames} clouds")
         return 0
     from ros_bridge.record import record
 

@@ -140,14 +140,19 @@ def read_history(log_dir: str | Path) -> list[dict]:
     return rows
 
 
-def plot_curves(log_dir: str | Path, out_png: str | Path) -> None:
-    """Training loss and validation metrics against optimisation step, as a PNG (Pillow only)."""
+AGENT_PANELS = (("train/loss", (200, 60, 40)), ("val/spl", (40, 120, 200)), ("val/success", (40, 160, 80)))
+
+
+def plot_curves(log_dir: str | Path, out_png: str | Path, panels=AGENT_PANELS) -> None:
+    """Scalars against optimisation step, one panel per (tag, RGB colour), as a PNG (Pillow only).
+
+    The default panels are a navigation agent's: training loss, validation SPL and success.
+    """
     from PIL import Image, ImageDraw
 
     from vlnce.fileio import atomic_path
 
     rows = read_history(log_dir)
-    panels = [("train/loss", (200, 60, 40)), ("val/spl", (40, 120, 200)), ("val/success", (40, 160, 80))]
     w, h, pad = 360, 240, 36
     img = Image.new("RGB", (w * len(panels), h), "white")
     draw = ImageDraw.Draw(img)
