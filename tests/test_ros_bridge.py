@@ -581,14 +581,17 @@ def test_perception_node_labels_clouds_keeps_headers_and_skips_bad_ones(tmp_path
         bad = messages.pointcloud_msg(xyz, np.zeros((4, 16), np.float32), np.zeros((4, 16)), valid, 13.0, "lidar_link")
         bad.fields = [f for f in bad.fields if f.name != "z"]
         deadline = time.monotonic() + 30
-        while pub.get_subscription_count() == 0 and time.monotonic() < deadline:
+        while (pub.get_subscription_count() == 0 or node.count_publishers("/lidar/points_labeled") == 0) \
+                and time.monotonic() < deadline:
             rclpy.spin_once(node, timeout_sec=0.1)
-        deadline = time.monotonic() + 30
-        while not got and time.monotonic() < deadline:
+        deadline = time.monotonic() + 60
+        rounds = 0
+        while (len(got) < 3 or rounds < 5) and time.monotonic() < deadline:
             pub.publish(bad)  # alone: the node's depth-1 queue would drop it for a newer cloud
-            rclpy.spin_once(node, timeout_sec=0.3)
+            rclpy.spin_once(node, timeout_sec=0.5)
             pub.publish(good)
-            rclpy.spin_once(node, timeout_sec=0.3)
+            rclpy.spin_once(node, timeout_sec=0.5)
+            rounds += 1
         if not got:
             node_proc.send_signal(__import__("signal").SIGINT)
             pytest.fail("no labelled cloud arrived; node log:\n" + _stop(node_proc)[-3000:])

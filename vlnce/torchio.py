@@ -9,7 +9,7 @@ from __future__ import annotations
 import io
 from pathlib import Path
 
-from vlnce.errors import CheckpointError
+from vlnce.errors import CheckpointError, ConfigError
 
 
 def save_blob(path: str | Path, blob: dict, state_key: str = "state_dict") -> Path:
@@ -59,3 +59,17 @@ def load_blob(path: str | Path, expected_format: str, what: str, required: tuple
         if key not in blob:
             raise CheckpointError(f"checkpoint {path} lacks {key!r}")
     return blob
+
+
+def resolve_device(name: str = "auto"):
+    """"auto" -> CUDA when available, else CPU; "cuda" without CUDA is a ConfigError."""
+    import torch
+
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if str(name).startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError(f"device {name!r} was asked for but CUDA is not available")
+    try:
+        return torch.device(name)
+    except RuntimeError:
+        raise ConfigError(f"unknown device {name!r} (expected auto, cpu, cuda or cuda:N)") from None

@@ -131,13 +131,9 @@ def dagger_beta(p: float, iteration: int) -> float:
 
 
 def _device(name: str):
-    import torch
+    from vlnce.torchio import resolve_device
 
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise ConfigError("--device cuda was asked for but CUDA is not available")
-    return torch.device(name)
+    return resolve_device(name)
 
 
 def hardware() -> str:

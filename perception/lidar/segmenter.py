@@ -16,20 +16,9 @@ from perception.lidar.labels import LabelConfig
 from perception.lidar.projection import Projection, project
 from perception.lidar.ssgv3 import SqueezeSegV3, SSGV3Config
 from vlnce.errors import CheckpointError, ConfigError
+from vlnce.torchio import resolve_device
 
 CHECKPOINT_FORMAT = "vlnce-lidarseg-v1"
-
-
-def resolve_device(name: str = "auto") -> torch.device:
-    """"auto" -> CUDA when available, else CPU; "cuda" without CUDA is a ConfigError."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if str(name).startswith("cuda") and not torch.cuda.is_available():
-        raise ConfigError(f"device {name!r} was asked for but CUDA is not available")
-    try:
-        return torch.device(name)
-    except RuntimeError:
-        raise ConfigError(f"unknown device {name!r} (expected auto, cpu, cuda or cuda:N)") from None
 
 
 def save_segmenter(path: str | Path, model: SqueezeSegV3, labels: LabelConfig, extra: dict | None = None,

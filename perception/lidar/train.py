@@ -22,9 +22,10 @@ import torch
 
 from perception.lidar.data import RangeImageDataset, load_dataset_config
 from perception.lidar.metrics import IoUEvaluator
-from perception.lidar.segmenter import model_from_blob, read_segmenter_checkpoint, resolve_device, save_segmenter
+from perception.lidar.segmenter import model_from_blob, read_segmenter_checkpoint, save_segmenter
 from perception.lidar.ssgv3 import SqueezeSegV3, SSGV3Config, multilayer_loss
 from vlnce.errors import ConfigError, TrainingError
+from vlnce.torchio import resolve_device
 
 log = logging.getLogger(__name__)
 

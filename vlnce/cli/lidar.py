@@ -74,6 +74,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     s.add_argument("--extent", type=float, default=10.0, help="bird's-eye half-width, metres")
     s.add_argument("--out", required=True, help="PNG to write")
 
+    x = sub.add_parser("export", help="a float16, weights-only copy of a checkpoint for shipping")
+    x.add_argument("checkpoint")
+    x.add_argument("--out", required=True)
+    x.add_argument("--command", default="", help="the command that trained it, stored in the file")
+
     b = sub.add_parser("bench", help="SSGV3-21 scans/s at 64x512 and 64x2048 (CPU, and CUDA when present)")
     b.add_argument("--json", action="store_true")
     b.add_argument("--width", type=float, default=1.0)
@@ -157,6 +162,18 @@ def run(args) -> int:
         return 0
     if cmd == "show":
         return _show(args)
+    if cmd == "export":
+        from pathlib import Path
+
+        from perception.lidar.segmenter import model_from_blob, read_segmenter_checkpoint, save_segmenter
+
+        blob = read_segmenter_checkpoint(args.checkpoint)
+        model, labels = model_from_blob(blob, args.checkpoint)
+        meta = {"command": args.command, "epoch": int(blob.get("epoch", 0)),
+                "best_val_miou_2d": float(blob.get("best_miou", -1.0)), "source": Path(args.checkpoint).name}
+        out = save_segmenter(args.out, model, labels, {"meta": meta}, half=True)
+        print(f"wrote {out} ({out.stat().st_size / 1e6:.2f} MB)")
+        return 0
     from perception.lidar.bench import LidarBenchConfig, run_lidar_benchmark
 
     res = run_lidar_benchmark(LidarBenchConfig(width=args.width, cpu_iters=args.cpu_iters, cuda_iters=args.cuda_iters),
