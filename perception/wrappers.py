@@ -87,7 +87,7 @@ class PluginScores:
 
         self.plugins = plugins
         self.frames, self.seconds = 0, 0.0
-        self.evals = {p.name: IoUEvaluator(len(p.classes), [0]) for p in plugins
+        self.evals = {p.name: (p, IoUEvaluator(len(p.classes), [0])) for p in plugins
                       if hasattr(p, "ground_truth_labels") and hasattr(p, "classes")}
 
     def observe(self, observation: dict) -> dict:
@@ -97,14 +97,13 @@ class PluginScores:
         obs = run_plugins(observation, self.plugins)
         self.seconds += time.perf_counter() - t0
         self.frames += 1
-        for name, ev in self.evals.items():
-            plugin = next(p for p in self.plugins if p.name == name)
+        for name, (plugin, ev) in self.evals.items():
             valid = obs["lidar"][..., 3] > 0
             ev.add(obs[f"{name}/labels"][valid], plugin.ground_truth_labels(obs["lidar"][..., 5][valid]))
         return obs
 
     def summary(self) -> dict:
         out = {"frames": self.frames, "mean_ms": round(1000 * self.seconds / max(self.frames, 1), 2)}
-        for name, ev in self.evals.items():
+        for name, (_, ev) in self.evals.items():
             out[f"{name}/miou"] = round(ev.iou()[0], 4)
         return out

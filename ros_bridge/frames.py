@@ -18,10 +18,10 @@ import math
 
 import numpy as np
 
-from sim.geometry import wrap_angle
+from sim.geometry import HABITAT_TO_REP103, wrap_angle
 
 #: ROS world axes expressed in Habitat world axes: ``p_ros = HABITAT_TO_ROS @ p_habitat``
-HABITAT_TO_ROS = np.array([[0.0, 0.0, -1.0], [-1.0, 0.0, 0.0], [0.0, 1.0, 0.0]])
+HABITAT_TO_ROS = HABITAT_TO_REP103
 #: base_link (x fwd, y left, z up) -> camera optical (x right, y down, z fwd): ``p_opt = BASE_TO_OPTICAL @ p_base``
 BASE_TO_OPTICAL = np.array([[0.0, -1.0, 0.0], [0.0, 0.0, -1.0], [1.0, 0.0, 0.0]])
 

@@ -8,6 +8,9 @@ import numpy as np
 
 UP = np.array([0.0, 1.0, 0.0])
 FORWARD = np.array([0.0, 0.0, -1.0])
+#: REP-103 world axes (x = heading-0 forward, y left, z up) in Habitat world axes:
+#: ``p_rep103 = HABITAT_TO_REP103 @ p_habitat``, i.e. x = -z_h, y = -x_h, z = y_h
+HABITAT_TO_REP103 = np.array([[0.0, 0.0, -1.0], [-1.0, 0.0, 0.0], [0.0, 1.0, 0.0]])
 
 
 def quat_from_heading(heading_rad: float) -> np.ndarray:

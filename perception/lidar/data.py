@@ -2,10 +2,11 @@
 
 ``make_dataset`` scans procedural houses of the embedded simulator: one sequence per house,
 ``sequences/NN/velodyne/*.bin`` + ``labels/*.label`` (raw ids = the simulator's semantic
-categories, instance ids in the upper 16 bits) + ``poses.txt`` (KITTI 3x4 sensor-to-world rows,
-REP-103 world: x east, y north, z up). Houses are split into train / valid / test, so held-out
-houses are never seen in training. ``dataset.yaml`` describes the whole set: the indoor label map,
-the sensor, input statistics and class frequencies of the training split.
+categories, instance ids in the upper 16 bits) + ``poses.txt`` (KITTI 3x4 sensor-to-world rows in
+the REP-103 world of ``sim.geometry.HABITAT_TO_REP103``, the frame the ROS bridge publishes).
+Houses are split into train / valid / test, so held-out houses are never seen in training.
+``dataset.yaml`` describes the whole set: the indoor label map, the sensor, input statistics and
+class frequencies of the training split.
 """
 
 from __future__ import annotations
@@ -80,7 +81,6 @@ def make_dataset(out: str | Path, cfg: MakeDataConfig, progress: bool = True) ->
 
     from sim.backends.embedded import EmbeddedSimulator
     from sim.config import LidarConfig, SimulatorConfig
-    from sim.geometry import heading_matrix
 
     cfg.validate()
     out = Path(out)
@@ -114,7 +114,7 @@ def make_dataset(out: str | Path, cfg: MakeDataConfig, progress: bool = True) ->
             cloud = np.concatenate([pts["xyz"], pts["intensity"][:, None]], axis=1)
             write_scan(seq_dir / "velodyne" / f"{j:06d}.bin", cloud)
             write_labels(seq_dir / "labels" / f"{j:06d}.label", pack_labels(pts["label"], pts["instance"]))
-            poses.append(_sensor_pose(pos, heading, cfg.mount_height_m, heading_matrix))
+            poses.append(_sensor_pose(pos, heading, cfg.mount_height_m))
             bar.update(1)
         atomic_write_bytes(seq_dir / "poses.txt", "".join(" ".join(f"{v:.6f}" for v in p.ravel()) + "\n"
                                                           for p in poses).encode())
@@ -133,14 +133,14 @@ def make_dataset(out: str | Path, cfg: MakeDataConfig, progress: bool = True) ->
             "means": means, "stds": stds}
 
 
-def _sensor_pose(position, heading: float, mount: float, heading_matrix) -> np.ndarray:
+def _sensor_pose(position, heading: float, mount: float) -> np.ndarray:
+    """3x4 sensor-to-world pose in the REP-103 world frame."""
+    from sim.geometry import HABITAT_TO_REP103, heading_matrix
     from sim.sensors.lidar import SENSOR_TO_AGENT
 
     rot = heading_matrix(heading) @ SENSOR_TO_AGENT  # sensor axes in the Habitat world
     origin = np.asarray(position, np.float64) + np.array([0.0, mount, 0.0])
-    # Habitat world (x right, y up, -z forward) -> REP-103 world (x, -z, y)
-    h2r = np.array([[1, 0, 0], [0, 0, -1], [0, 1, 0]], dtype=np.float64)
-    return np.concatenate([h2r @ rot, (h2r @ origin)[:, None]], axis=1)
+    return np.concatenate([HABITAT_TO_REP103 @ rot, (HABITAT_TO_REP103 @ origin)[:, None]], axis=1)
 
 
 def input_statistics(root: Path, sequences: list[str], sensor: SensorConfig, max_scans: int = 400):
@@ -153,7 +153,7 @@ def input_statistics(root: Path, sequences: list[str], sensor: SensorConfig, max
     for scan_path, label_path in pairs[::step]:
         pts = read_scan(scan_path)
         p = project(pts, sensor, warn=False)
-        img = np.concatenate([p.range[None], np.moveaxis(p.xyz, -1, 0), p.remission[None]])[:, p.mask]
+        img = p.channels()[:, p.mask]
         sums += img.sum(axis=1)
         sq += (img.astype(np.float64) ** 2).sum(axis=1)
         count += img.shape[1]

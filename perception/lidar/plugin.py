@@ -45,6 +45,7 @@ class LidarSegmentationPlugin(PerceptionPlugin):
         self.segmenter = LidarSegmenter.from_checkpoint(path, device, half, KNNConfig() if knn else None)
         self.classes = list(self.segmenter.labels.names)
         self.colors = self.segmenter.labels.colors
+        self._lut = self.segmenter.labels.lut()  # built once: ground_truth_labels runs every frame
 
     def lidar_config(self) -> dict:
         """The simulator LiDAR matching the model's sensor (beams, columns, field of view)."""
@@ -54,7 +55,7 @@ class LidarSegmentationPlugin(PerceptionPlugin):
 
     def ground_truth_labels(self, raw: np.ndarray) -> np.ndarray:
         """Training ids of raw semantic ids (the simulator's categories for the indoor model)."""
-        return self.segmenter.labels.map_labels(np.asarray(raw).astype(np.int64))
+        return self._lut[np.asarray(raw).astype(np.int64) & 0xFFFF]
 
     def to(self, device: str) -> "LidarSegmentationPlugin":
         self.segmenter.to(device)

@@ -67,9 +67,13 @@ class Projection:
         out[k] = np.asarray(label_image)[self.py[k], self.px[k]]
         return out
 
+    def channels(self) -> np.ndarray:
+        """(5, H, W) float32 raw input channels: range, x, y, z, remission (-1 where empty)."""
+        return np.concatenate([self.range[None], np.moveaxis(self.xyz, -1, 0), self.remission[None]], axis=0)
+
     def network_input(self, sensor: SensorConfig) -> np.ndarray:
         """(5, H, W) float32: (range, x, y, z, remission) normalised, exactly 0 at empty pixels."""
-        img = np.concatenate([self.range[None], np.moveaxis(self.xyz, -1, 0), self.remission[None]], axis=0)
+        img = self.channels()
         mean = np.asarray(sensor.means, np.float32)[:, None, None]
         std = np.asarray(sensor.stds, np.float32)[:, None, None]
         return ((img - mean) / std * self.mask[None]).astype(np.float32)
