@@ -17,18 +17,25 @@ def evaluate_split(seg: LidarSegmenter, root, split: str, labels=None, batch_siz
                    max_scans: int | None = None, progress: bool = True) -> dict:
     """Scores of ``seg`` on ``split`` of the dataset at ``root`` (labels: the dataset's config,
     default the segmenter's own, whose sensor block is used for projection)."""
-    from tqdm import tqdm
-
     labels = labels or seg.labels
     if labels.names != seg.labels.names:
         from vlnce.errors import ConfigError
 
         raise ConfigError(f"the checkpoint's classes {seg.labels.names} differ from the dataset's {labels.names}")
-    ds = RangeImageDataset(root, split, labels, max_scans=max_scans)
+    return evaluate_dataset(seg, RangeImageDataset(root, split, labels, max_scans=max_scans), split, batch_size, progress)
+
+
+def evaluate_dataset(seg: LidarSegmenter, ds: RangeImageDataset, split: str = "", batch_size: int = 8,
+                     progress: bool = True) -> dict:
+    """Scores of ``seg`` on the scans of ``ds`` (see ``evaluate_split``); also the trainer's validation."""
+    from tqdm import tqdm
+
+    labels = ds.labels
     ev3, ev2 = IoUEvaluator(labels.num_classes, labels.ignore), IoUEvaluator(labels.num_classes, labels.ignore)
     t0 = time.perf_counter()
     infer_s = 0.0
-    for start in tqdm(range(0, len(ds), batch_size), desc=f"evaluating {split}", unit="batch", disable=not progress):
+    for start in tqdm(range(0, len(ds), batch_size), desc=f"evaluating {split}", unit="batch", disable=not progress,
+                      leave=False):
         loaded = [ds.load(i) for i in range(start, min(start + batch_size, len(ds)))]
         projs = [project(pts, seg.sensor, warn=False) for pts, _ in loaded]
         t1 = time.perf_counter()
@@ -39,7 +46,8 @@ def evaluate_split(seg: LidarSegmenter, root, split: str, labels=None, batch_siz
             ev3.add(seg.labels_from_image(p, img), gt)
     s3, s2 = ev3.summary(labels.names), ev2.summary(labels.names)
     return {"split": split, "scans": len(ds), "miou": s3["miou"], "accuracy": s3["accuracy"], "iou": s3["iou"],
-            "absent": s3["absent"], "points": s3["points"], "miou_2d": s2["miou"], "knn": seg.knn is not None,
+            "absent": s3["absent"], "points": s3["points"], "miou_2d": s2["miou"], "accuracy_2d": s2["accuracy"],
+            "knn": seg.knn is not None,
             "semantics": s3["semantics"], "confusion": ev3.conf.tolist(), "classes": labels.names,
             "seconds": round(time.perf_counter() - t0, 2), "inference_scans_per_s": round(len(ds) / max(infer_s, 1e-9), 2)}
 

@@ -21,8 +21,8 @@ import numpy as np
 import torch
 
 from perception.lidar.data import RangeImageDataset, load_dataset_config
-from perception.lidar.metrics import IoUEvaluator
-from perception.lidar.segmenter import model_from_blob, read_segmenter_checkpoint, save_segmenter
+from perception.lidar.evaluation import evaluate_dataset
+from perception.lidar.segmenter import LidarSegmenter, model_from_blob, read_segmenter_checkpoint, save_segmenter
 from perception.lidar.ssgv3 import SqueezeSegV3, SSGV3Config, multilayer_loss
 from vlnce.errors import ConfigError, TrainingError
 from vlnce.torchio import resolve_device
@@ -90,8 +90,8 @@ def lr_at(cfg: LidarTrainConfig, step: int, steps_per_epoch: int) -> float:
     return cfg.lr * cfg.lr_decay ** ((step - warm) / steps_per_epoch)
 
 
-def _batches(n: int, batch_size: int, rng: np.random.Generator | None):
-    order = rng.permutation(n) if rng is not None else np.arange(n)
+def _batches(n: int, batch_size: int, rng: np.random.Generator):
+    order = rng.permutation(n)
     for i in range(0, n, batch_size):
         yield order[i:i + batch_size]
 
@@ -100,21 +100,6 @@ def _stack(ds: RangeImageDataset, idx) -> tuple[torch.Tensor, torch.Tensor]:
     items = [ds[int(i)] for i in idx]
     return (torch.from_numpy(np.stack([it[0] for it in items])),
             torch.from_numpy(np.stack([it[1] for it in items])))
-
-
-@torch.inference_mode()
-def evaluate_images(model: SqueezeSegV3, ds: RangeImageDataset, device: torch.device, batch_size: int = 8,
-                    progress: bool = False) -> IoUEvaluator:
-    """mIoU on the range images (the paper's ablation protocol and model selection)."""
-    from tqdm import tqdm
-
-    ev = IoUEvaluator(ds.labels.num_classes, ds.labels.ignore)
-    model.eval()
-    for idx in tqdm(list(_batches(len(ds), batch_size, None)), desc="validating", disable=not progress, leave=False):
-        x, y = _stack(ds, idx)
-        pred = model(x.to(device)).argmax(1).cpu().numpy()
-        ev.add(pred, y.numpy())
-    return ev
 
 
 class LidarTrainer:
@@ -215,9 +200,10 @@ class LidarTrainer:
                 self.seconds += time.perf_counter() - t0
                 row = {"train/loss": float(np.mean(running)), "train/epoch_seconds": time.perf_counter() - t0}
                 if len(self.val_ds):
-                    ev = evaluate_images(self.model, self.val_ds, self.device, cfg.batch_size, progress)
-                    miou, _ = ev.iou()
-                    row.update({"val/miou": miou, "val/accuracy": ev.accuracy()})
+                    seg = LidarSegmenter(self.model, self.labels, self.device)  # puts the model in eval mode
+                    res = evaluate_dataset(seg, self.val_ds, "valid", cfg.batch_size, progress)
+                    miou = res["miou_2d"]  # on the range image, as the paper selects models
+                    row.update({"val/miou": miou, "val/accuracy": res["accuracy_2d"]})
                     if miou > self.best:
                         self.best = miou
                         self._save("best.pt", with_state=False)
