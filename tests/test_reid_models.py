@@ -42,8 +42,8 @@ def test_grid_sample_equals_crop_and_interpolate():
     x = torch.randn(4, 3, 16, 12)
     win = torch.tensor([[0, 0, 16, 12], [2, 3, 9, 7], [5, 1, 11, 6], [8, 4, 8, 8]])
     out = crop_resample(x, win, (8, 6))
-    for i, (t, l, h, w) in enumerate(win.tolist()):
-        ref = F.interpolate(x[i:i + 1, :, t:t + h, l:l + w], size=(8, 6), mode="bilinear", align_corners=False)
+    for i, (t, left, h, w) in enumerate(win.tolist()):
+        ref = F.interpolate(x[i:i + 1, :, t:t + h, left:left + w], size=(8, 6), mode="bilinear", align_corners=False)
         assert torch.allclose(out[i:i + 1], ref, atol=1e-5)
 
 

@@ -1,0 +1,97 @@
+"""Dataset readers: layouts, naming rules, relabelling and clear errors on bad files."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from perception.reid.datasets import load_image, read_cub200, read_cuhk03_np, read_market1501, read_msmt17
+from vlnce.errors import DatasetError
+
+
+def _jpg(path, colour=(200, 30, 30)):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.new("RGB", (8, 16), colour).save(path)
+
+
+def _market(root):
+    for name in ["0002_c1s1_000451_03.jpg", "0002_c2s1_000301_01.jpg", "0007_c3s1_000001_01.jpg",
+                 "0007_c1s2_000001_01.jpg"]:
+        _jpg(root / "bounding_box_train" / name)
+    for name in ["0000_c1s1_000001_01.jpg", "-1_c1s1_000001_01.jpg", "0003_c2s1_000001_01.jpg",
+                 "0003_c6s1_000001_01.jpg"]:
+        _jpg(root / "bounding_box_test" / name)
+    _jpg(root / "query" / "0003_c1s1_000002_01.jpg")
+
+
+def test_market1501_layout(tmp_path):
+    root = tmp_path / "market1501" / "Market-1501-v15.09.15"
+    _market(root)
+    data = read_market1501(tmp_path)
+    assert [(it.pid, it.camid, it.label) for it in data.train] == [(2, 0, 0), (2, 1, 0), (7, 0, 1), (7, 2, 1)]
+    # junk (-1) dropped, distractor (0) kept, cameras 0-based
+    assert sorted((it.pid, it.camid) for it in data.gallery) == [(0, 0), (3, 1), (3, 5)]
+    assert data.summary()["query"] == {"images": 1, "ids": 1, "cameras": 1}
+    assert data.num_train_ids == 2
+
+
+def test_bad_names_and_layouts(tmp_path):
+    _market(tmp_path)
+    _jpg(tmp_path / "query" / "person3_camera1.jpg")
+    with pytest.raises(DatasetError, match="person3_camera1.jpg: file name does not follow"):
+        read_market1501(tmp_path)
+    with pytest.raises(DatasetError, match="does not hold bounding_box_train"):
+        read_market1501(tmp_path / "nowhere")
+
+
+def test_cuhk03_and_msmt17(tmp_path):
+    _market(tmp_path / "cuhk03-np" / "detected")
+    assert len(read_cuhk03_np(tmp_path, "detected").train) == 4
+    with pytest.raises(DatasetError, match="labeled' or 'detected"):
+        read_cuhk03_np(tmp_path, "raw")
+    base = tmp_path / "MSMT17_V2"
+    (base / "train").mkdir(parents=True)
+    (base / "test").mkdir()
+    (base / "list_train.txt").write_text("0000/0000_000_01_0303morning_0015_0.jpg 0\n"
+                                         "0001/0001_003_15_0303noon_0001_1.jpg 1\n")
+    (base / "list_val.txt").write_text("0001/0001_004_02_0303noon_0002_1.jpg 1\n")
+    (base / "list_query.txt").write_text("0005/0005_000_07_0113morning_0001_0.jpg 5\n")
+    (base / "list_gallery.txt").write_text("0005/0005_001_08_0113morning_0002_0.jpg 5\n")
+    data = read_msmt17(tmp_path)
+    assert [(it.pid, it.camid, it.label) for it in data.train] == [(0, 0, 0), (1, 14, 1), (1, 1, 1)]
+    assert data.query[0].path == base / "test" / "0005/0005_000_07_0113morning_0001_0.jpg"
+    (base / "list_query.txt").write_text("0005/0005_000_07_0113morning_0001_0.jpg\n")
+    with pytest.raises(DatasetError, match=r"list_query.txt:1: expected 'relative/path.jpg PID'"):
+        read_msmt17(tmp_path)
+
+
+def test_cub200(tmp_path):
+    base = tmp_path / "CUB_200_2011"
+    base.mkdir()
+    (base / "images.txt").write_text("1 001.Black_footed_Albatross/a.jpg\n2 002.Laysan_Albatross/b.jpg\n"
+                                     "3 002.Laysan_Albatross/c.jpg\n")
+    (base / "image_class_labels.txt").write_text("1 1\n2 2\n3 2\n")
+    (base / "train_test_split.txt").write_text("1 1\n2 1\n3 0\n")
+    data = read_cub200(tmp_path)
+    assert [it.label for it in data.train] == [0, 1] and [it.label for it in data.test] == [1]
+    (base / "train_test_split.txt").write_text("1 1\n2 1\n")
+    with pytest.raises(DatasetError, match="image 3"):
+        read_cub200(tmp_path)
+
+
+def test_load_image_errors(tmp_path):
+    good = tmp_path / "0001_c1s1_0_00.jpg"
+    _jpg(good, (10, 20, 30))
+    img = load_image(good, size=(32, 16))
+    assert img.shape == (32, 16, 3) and img.dtype == np.uint8
+    truncated = tmp_path / "trunc.jpg"
+    Image.new("RGB", (64, 64), (1, 2, 3)).save(tmp_path / "big.jpg")
+    truncated.write_bytes((tmp_path / "big.jpg").read_bytes()[:300])
+    with pytest.raises(DatasetError, match="trunc.jpg"):
+        load_image(truncated)
+    (tmp_path / "text.jpg").write_text("not an image")
+    with pytest.raises(DatasetError, match="text.jpg"):
+        load_image(tmp_path / "text.jpg")
+    with pytest.raises(DatasetError, match="does not exist"):
+        load_image(tmp_path / "missing.jpg")
