@@ -95,3 +95,33 @@ def test_load_image_errors(tmp_path):
         load_image(tmp_path / "text.jpg")
     with pytest.raises(DatasetError, match="does not exist"):
         load_image(tmp_path / "missing.jpg")
+
+
+def test_make_data_writes_a_market_layout(tmp_path):
+    from perception.reid.datasets import read_market1501
+    from perception.reid.evaluation import evaluate_rank
+    from vlnce.cli.main import main
+
+    out = tmp_path / "reid"
+    assert main(["reid", "make-data", "--out", str(out), "--identities", "6", "--cameras", "3",
+                 "--cameras-per-identity", "2", "--shots-per-camera", "2", "--height", "64", "--width", "32"]) == 0
+    data = read_market1501(out)
+    train_ids = {it.pid for it in data.train}
+    test_ids = {it.pid for it in data.gallery}
+    assert train_ids == {1, 2, 3} and {it.pid for it in data.query} <= test_ids <= {4, 5, 6}
+    assert not train_ids & test_ids
+    img = load_image(data.query[0].path)
+    assert img.shape == (64, 32, 3) and img.std() > 5  # not a blank frame
+    # Every query has its identity in the gallery under another camera: nothing is skipped.
+    q = data.query
+    g = data.gallery
+    dist = np.random.default_rng(0).random((len(q), len(g)))
+    m = evaluate_rank(dist, [i.pid for i in q], [i.pid for i in g], [i.camid for i in q], [i.camid for i in g])
+    assert m.num_skipped == 0
+    # The same command renders the same images.
+    again = tmp_path / "again"
+    main(["reid", "make-data", "--out", str(again), "--identities", "6", "--cameras", "3",
+          "--cameras-per-identity", "2", "--shots-per-camera", "2", "--height", "64", "--width", "32"])
+    first = sorted(p.name for p in (out / "query").iterdir())
+    assert first == sorted(p.name for p in (again / "query").iterdir())
+    assert (out / "query" / first[0]).read_bytes() == (again / "query" / first[0]).read_bytes()
