@@ -49,11 +49,10 @@ def crop_windows(x: torch.Tensor, k: float, dsr=(0.5, 0.5)) -> torch.Tensor:
         total = conf.sum((1, 2)).clamp_min(1e-12)
         rate_h = adaptive_rate(conf.sum(2) / total[:, None], k, dsr[0])
         rate_w = adaptive_rate(conf.sum(1) / total[:, None], k, dsr[1])
-        min_h, min_w = round(h * dsr[0]), round(w * dsr[1])
         out = torch.empty(n, 4, dtype=torch.long)
         for i in range(n):
-            ch = int(min(max(round(h * rate_h[i].item()), min_h), h))
-            cw = int(min(max(round(w * rate_w[i].item()), min_w), w))
+            # rates lie in [dsr, 1], so the crop is at least the output size and at most the map
+            ch, cw = round(h * rate_h[i].item()), round(w * rate_w[i].item())
             kernel = torch.outer(_gaussian(ch, conf.device, conf.dtype), _gaussian(cw, conf.device, conf.dtype))
             score = F.conv2d(conf[i][None, None], kernel[None, None])[0, 0]
             idx = int(torch.argmax(score.flatten()).item())  # first maximum: deterministic

@@ -43,7 +43,8 @@ class Recipe:
 
     Attributes:
         model: "baseline" or "rmg"; options: keyword arguments of the model class.
-        margin, metric: the triplet loss; ce_reduction: "sum" (RMG sums its 14 CE terms) or "mean".
+        margin, metric: the triplet loss; reduction: how the CE terms and the triplet terms are each
+            combined, "sum" (RMG sums its 14 CE and 2 triplet terms) or "mean".
         label_smoothing: ID cross-entropy smoothing (no paper uses it; 0).
     """
 
@@ -54,15 +55,15 @@ class Recipe:
     metric: str = "euclidean"
     ce_weight: float = 1.0
     triplet_weight: float = 1.0
-    ce_reduction: str = "mean"
+    reduction: str = "mean"
     label_smoothing: float = 0.0
     flip_test: bool = False
 
     def loss(self, out: models.ReidOutput, labels: torch.Tensor) -> tuple[torch.Tensor, dict]:
         ce_terms = torch.stack([losses.id_cross_entropy(lg, labels, self.label_smoothing) for lg in out.logits])
         tri_terms = torch.stack([losses.triplet_batch_hard(t, labels, self.margin, self.metric) for t in out.triplet])
-        ce = ce_terms.sum() if self.ce_reduction == "sum" else ce_terms.mean()
-        tri = tri_terms.sum() if self.ce_reduction == "sum" else tri_terms.mean()
+        combine = torch.sum if self.reduction == "sum" else torch.mean
+        ce, tri = combine(ce_terms), combine(tri_terms)
         total = self.ce_weight * ce + self.triplet_weight * tri
         return total, {"ce": float(ce.detach()), "triplet": float(tri.detach())}
 
@@ -73,9 +74,9 @@ RECIPES.add("baseline", Recipe("baseline", "baseline", {"pool": "avg"}, margin=0
 RECIPES.add("baseline_gmp", Recipe("baseline_gmp", "baseline", {"pool": "max"}, margin=0.6))
 # RMGL (specs 2.4): sum of CE per 256-d feature + a triplet (Euclidean, margin 0.6) per branch.
 RECIPES.add("rmg", Recipe("rmg", "rmg", {"stripes": (2, 3), "rp": True, "abp": True}, margin=0.6,
-                          ce_reduction="sum", flip_test=True))
+                          reduction="sum", flip_test=True))
 RECIPES.add("rmg_no_rp", Recipe("rmg_no_rp", "rmg", {"stripes": (2, 3), "rp": False, "abp": True}, margin=0.6,
-                                ce_reduction="sum", flip_test=True))
+                                reduction="sum", flip_test=True))
 
 MODELS = {"baseline": models.GlobalBaseline, "rmg": models.RMG}
 

@@ -13,12 +13,6 @@ from __future__ import annotations
 import numpy as np
 
 
-def _reciprocal_set(initial_rank: np.ndarray, i: int, k: int) -> np.ndarray:
-    forward = initial_rank[i, : k + 1]
-    backward = initial_rank[forward, : k + 1]
-    return forward[np.any(backward == i, axis=1)]
-
-
 def k_reciprocal_rerank(q_g, q_q, g_g, k1: int = 20, k2: int = 6, lambda_value: float = 0.3) -> np.ndarray:
     """Re-ranked (Q, G) distances.
 
@@ -45,13 +39,15 @@ def k_reciprocal_rerank(q_g, q_q, g_g, k1: int = 20, k2: int = 6, lambda_value: 
     k1 = min(k1, n - 1)
     initial_rank = np.argsort(original, axis=1, kind="stable")
 
+    # The paper's k nearest exclude the point itself; k_reciprocal_sets counts it, hence k + 1.
+    sets = k_reciprocal_sets(original, k1 + 1)
+    half_sets = k_reciprocal_sets(original, max(int(round(k1 / 2)), 1) + 1)
     v = np.zeros((n, n), dtype=np.float64)
-    half = max(int(round(k1 / 2)), 1)
     for i in range(n):
-        expanded = _reciprocal_set(initial_rank, i, k1)
+        expanded = sets[i]
         base = set(expanded.tolist())
-        for cand in expanded:
-            cand_set = _reciprocal_set(initial_rank, int(cand), half)
+        for cand in sets[i]:
+            cand_set = half_sets[int(cand)]
             if len(base.intersection(cand_set.tolist())) > 2.0 / 3.0 * len(cand_set):
                 expanded = np.append(expanded, cand_set)
         expanded = np.unique(expanded)

@@ -119,23 +119,21 @@ def load_backbone_weights(model: nn.Module, path: str | Path) -> None:
         raise CheckpointError(f"backbone weights {path} do not fit: missing {missing[:5]}, unexpected {unexpected[:5]}")
 
 
-def resnet50(width: float = 1.0, last_stride: int = 1, weights=None) -> ResNet:
-    model = ResNet((3, 4, 6, 3), width, last_stride)
+def _build(layers, width: float, last_stride: int, weights) -> ResNet:
+    model = ResNet(layers, width, last_stride)
     if weights:
         load_backbone_weights(model, weights)
     return model
+
+
+def resnet50(width: float = 1.0, last_stride: int = 1, weights=None) -> ResNet:
+    return _build((3, 4, 6, 3), width, last_stride, weights)
 
 
 def resnet101(width: float = 1.0, last_stride: int = 1, weights=None) -> ResNet:
-    model = ResNet((3, 4, 23, 3), width, last_stride)
-    if weights:
-        load_backbone_weights(model, weights)
-    return model
+    return _build((3, 4, 23, 3), width, last_stride, weights)
 
 
 def resnet26(width: float = 1.0, last_stride: int = 1, weights=None) -> ResNet:
     """Two bottlenecks per stage: the CPU-sized member of the family."""
-    model = ResNet((2, 2, 2, 2), width, last_stride)
-    if weights:
-        load_backbone_weights(model, weights)
-    return model
+    return _build((2, 2, 2, 2), width, last_stride, weights)

@@ -214,8 +214,9 @@ def make_reid_dataset(out, cfg: ReidDataConfig | None = None, progress=None) -> 
     n_train = cfg.identities // 2
     counts = {name: 0 for name in folders}
     frame = 0
-    for pid in range(1, cfg.identities + 1):
-        who = sample_identity(pid, cfg.seed)
+    people = [sample_identity(pid, cfg.seed) for pid in range(1, cfg.identities + 1)]
+    for who in people:
+        pid = who.pid
         cams = sorted(rng.choice(cfg.cameras, cfg.cameras_per_identity, replace=False).tolist())
         query_cams = set(rng.choice(cams, 2, replace=False).tolist()) if pid > n_train else set()
         for cam in cams:
@@ -233,6 +234,6 @@ def make_reid_dataset(out, cfg: ReidDataConfig | None = None, progress=None) -> 
         if progress is not None:
             progress(pid, cfg.identities)
     summary = {"config": asdict(cfg), "images": counts, "train_ids": n_train, "test_ids": cfg.identities - n_train,
-               "identities": [asdict(sample_identity(p, cfg.seed)) for p in range(1, cfg.identities + 1)]}
+               "identities": [asdict(who) for who in people]}
     (out / "dataset.json").write_text(json.dumps(summary, indent=1))
     return summary
