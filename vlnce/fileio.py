@@ -50,3 +50,12 @@ def default_cache_dir() -> Path:
     xdg = os.environ.get("XDG_CACHE_HOME")
     base = Path(xdg).expanduser() if xdg else Path.home() / ".cache"
     return base / "vlnce"
+
+
+def save_png(img, path: str | os.PathLike) -> Path:
+    """Write an (H, W, 3) uint8 array as a PNG, atomically."""
+    import imageio.v3 as iio
+
+    with atomic_path(path) as tmp:
+        iio.imwrite(tmp, img, extension=".png")
+    return Path(path)

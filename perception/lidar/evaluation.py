@@ -56,7 +56,7 @@ def confusion_png(conf: np.ndarray, names: list[str], path, ignore=(0,)) -> None
     """Row-normalised confusion matrix (rows: ground truth, columns: prediction) as a PNG."""
     from PIL import Image, ImageDraw
 
-    from perception.lidar.viz import save_png
+    from vlnce.fileio import save_png
 
     conf = np.asarray(conf, np.float64).T  # stored as [pred, gt]; draw ground truth as rows
     keep = [c for c in range(len(names)) if c not in ignore]

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 
 import numpy as np
 
@@ -86,13 +85,3 @@ def scan_figure(points: np.ndarray, proj: Projection, point_labels: np.ndarray, 
                                               if reference is not None else "   (rows: range, labels; bird's-eye)"),
                              fill=(0, 0, 0))
     return np.asarray(img)
-
-
-def save_png(img: np.ndarray, path: str | Path) -> Path:
-    import imageio.v3 as iio
-
-    from vlnce.fileio import atomic_path
-
-    with atomic_path(path) as tmp:
-        iio.imwrite(tmp, img)
-    return Path(path)

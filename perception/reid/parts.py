@@ -19,10 +19,14 @@ from torch import nn
 def receptive_partition(x: torch.Tensor, n_s: int, stages: Callable[[torch.Tensor], torch.Tensor]) -> list[torch.Tensor]:
     """RMG's receptive partition: split (N, C, H, W) into n_s horizontal parts, run them through
     ``stages`` as one batch (weights shared with the original path), and return the n_s output maps.
-    No stripe sees beyond its border (zero padding at the cut).
+    No stripe sees beyond its border (zero padding at the cut). When the height does not divide by
+    n_s (e.g. 32 rows at 128 x 64 input, n_s = 3) the first parts get one row more and each part
+    runs on its own.
     """
+    if not 1 <= n_s <= x.shape[2]:
+        raise ValueError(f"cannot cut {x.shape[2]} rows into n_s={n_s} parts")
     if x.shape[2] % n_s:
-        raise ValueError(f"receptive partition needs the height {x.shape[2]} divisible by n_s={n_s}")
+        return [stages(piece) for piece in torch.tensor_split(x, n_s, dim=2)]
     parts = torch.cat(torch.chunk(x, n_s, dim=2), dim=0)
     return list(torch.chunk(stages(parts), n_s, dim=0))
 

@@ -188,7 +188,8 @@ def _show(args) -> int:
     from perception.lidar.labels import load_label_config
     from perception.lidar.projection import project
     from perception.lidar.semantickitti import read_labels, read_scan, scan_files
-    from perception.lidar.viz import save_png, scan_figure
+    from perception.lidar.viz import scan_figure
+    from vlnce.fileio import save_png
     from vlnce.errors import ConfigError
 
     pts = read_scan(args.input)
