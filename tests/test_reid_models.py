@@ -113,6 +113,10 @@ def test_receptive_partition():
     x.grad = None
     stages(x)[:, :, 4:8].sum().backward()  # the original path sees across the cut
     assert x.grad.abs().sum((0, 1, 3))[3] > 0
+    uneven = parts.receptive_partition(torch.randn(2, 3, 14, 5), 3, stages)  # 14 rows: 5 + 5 + 4
+    assert [o.shape[2] for o in uneven] == [5, 5, 4]
+    with pytest.raises(ValueError, match="cannot cut 4 rows"):
+        parts.receptive_partition(torch.randn(1, 3, 4, 5), 5, stages)
     bn = torch.nn.BatchNorm2d(3, momentum=1.0)
     bn(torch.cat(torch.chunk(x.detach(), 3, dim=2), 0))
     assert torch.allclose(bn.running_mean, x.detach().mean((0, 2, 3)), atol=1e-6)
@@ -248,3 +252,128 @@ def test_tiny_end_to_end_overfit():
 def test_resnet_rejects_bad_options():
     with pytest.raises(ValueError, match="last_stride"):
         ResNet(last_stride=3)
+
+
+def test_air_net_shapes_and_untied_experts():
+    model = build_model("air", num_classes=6, backbone="resnet50", width=0.125)
+    assert model.embedding_dim == 3 * 256
+    assert model.appearance is not model.interaction
+    assert model.appearance[0].conv1.weight.data_ptr() != model.interaction[0].conv1.weight.data_ptr()
+    x = torch.rand(4, 3, 96, 48)
+    assert model.trunk(model.normalise(x)).shape[2:] == (6, 3)
+    out = model.train()(x)
+    assert len(out.logits) == 3 and [t.shape for t in out.triplet] == [(4, 256)] * 3
+    # the attention-pooled descriptor is W_v^T (X u): check it against the formula on the map
+    xi = model.interaction(model.trunk(model.normalise(x)))
+    flat = xi.flatten(2)
+    u = torch.einsum("nct,c->nt", flat, model.attention.w_u.weight[0])
+    expected = (model.attention.w_v.weight @ torch.einsum("nct,nt->nc", flat, u).T).T
+    torch.testing.assert_close(model.descriptors(x)[2], expected, rtol=1e-4, atol=1e-4)
+    loss, parts_ = RECIPES.get("air").loss(out, torch.tensor([0, 0, 1, 1]))
+    assert set(parts_) == {"ce", "triplet"} and torch.isfinite(loss)
+    assert model.eval()(x).shape == (4, 768)
+
+
+def test_api_pairs_are_nearest_same_and_other_class():
+    from perception.reid.apinet import construct_pairs
+
+    f = torch.tensor([[0.0], [1.0], [5.0], [5.5], [9.0], [20.0]])
+    y = torch.tensor([0, 0, 1, 1, 0, 1])
+    anchors, partners = construct_pairs(f, y)
+    assert anchors.tolist() == [0, 1, 2, 3, 4, 5] * 2
+    assert partners[:6].tolist() == [1, 0, 3, 2, 1, 3]  # nearest same class, never itself
+    assert partners[6:].tolist() == [2, 2, 1, 4, 3, 4]  # nearest other class (ties: lower index)
+    with pytest.raises(ValueError, match="at least two images per class"):
+        construct_pairs(f[:3], torch.tensor([0, 0, 1]))
+
+
+def test_api_net_gates_and_losses():
+    torch.manual_seed(0)
+    model = build_model("apinet", num_classes=5, backbone="resnet26", width=0.125)
+    x, y = torch.rand(6, 3, 64, 32), torch.tensor([0, 0, 1, 1, 2, 2])
+    x1, x2 = torch.randn(3, 256), torch.randn(3, 256)
+    model.eval()  # no dropout in f_m
+    x1s, x2s, x1o, x2o = model.interact(x1, x2)
+    xm = model.mutual(torch.cat([x1, x2], 1))
+    torch.testing.assert_close(x1o, x1 + x1 * torch.sigmoid(xm * x2))
+    torch.testing.assert_close(x2s, x2 + x2 * torch.sigmoid(xm * x2))
+    out = model.train()(x, y)
+    logits = out.extras["pair_logits"]
+    assert len(logits) == 4 and all(lg.shape == (12, 5) and lab.shape == (12,) for lg, lab in logits)
+    p_self, p_other = out.extras["api_scores"]
+    assert p_self.shape == p_other.shape == (24,) and torch.all((p_self > 0) & (p_self < 1))
+    loss, parts_ = RECIPES.get("apinet").loss(out, y)
+    assert set(parts_) == {"ce", "rank"}
+    assert parts_["rank"] == pytest.approx(torch.relu(p_other - p_self + 0.05).mean().item(), rel=1e-5)
+    with pytest.raises(ValueError, match="needs the batch labels"):
+        model(x)
+    assert model.eval()(x).shape == (6, 256)  # the head is unloaded at test
+
+
+def test_msgn_arp_stage_and_shapes():
+    from perception.reid.msgn import arp_stage
+
+    model = build_model("msgn", num_classes=5, backbone="resnet50", width=0.125)
+    low = model.trunk(model.normalise(torch.rand(2, 3, 224, 224)))
+    assert low.shape[2:] == (28, 28)
+    assert model.global_view(low).shape[2:] == (7, 7)  # strided layer3 and layer4
+    assert model.local_view(low).shape[2:] == (14, 14)  # ARP then stride-1 layer4
+    # with the whole map as the crop ARP is 2x2 average pooling, so the stage equals the strided
+    # stage with its first block at stride 1 on the pooled input
+    stage = model.global_view[0]
+    wide = arp_stage(stage, k=1e6).eval()
+    x = torch.rand(1, stage[0].conv1.in_channels, 8, 8)
+    with torch.no_grad():
+        ref = wide[1](torch.nn.functional.avg_pool2d(x, 2))
+        torch.testing.assert_close(wide(x), ref, rtol=1e-4, atol=1e-5)
+    assert stage[0].conv2.stride == (2, 2)  # the copy, not the original, was changed
+    out = model.train()(torch.rand(4, 3, 64, 32))
+    assert out.logits[0].shape == (4, 5) and out.triplet[0].shape == (4, 512)
+
+
+def test_gasm_saliency_sums_to_one_and_aux_losses():
+    from perception.reid.gasm import FLIP_JOINTS, JOINTS, frobenius_loss, saliency
+
+    torch.manual_seed(0)
+    s = saliency(torch.randn(2, 1, 6, 3), torch.randn(2, 13, 6, 3))
+    assert s.shape == (2, 1, 6, 3) and torch.allclose(s.sum((2, 3)), torch.ones(2, 1)) and (s >= 0).all()
+    # where the mask is confidently off and no joint fires, the product fusion gives no weight
+    m = torch.full((1, 1, 4, 2), -20.0)
+    m[..., 0, 0] = 20.0
+    p = torch.full((1, 13, 4, 2), -20.0)
+    p[:, 0, 0, 0] = 20.0
+    prod = saliency(m, p, "product")
+    assert prod[0, 0, 0, 0] == pytest.approx(1.0, abs=1e-6)
+    assert [JOINTS[i] for i in FLIP_JOINTS][1:3] == ["r_shoulder", "l_shoulder"]
+    assert sorted(FLIP_JOINTS) == list(range(13))
+    # Frobenius (not squared) with the target area-averaged to the prediction's size
+    pred, target = torch.zeros(1, 1, 2, 2), torch.ones(1, 1, 4, 4)
+    assert frobenius_loss(pred, target).item() == pytest.approx(2.0)
+    model = build_model("gasm", num_classes=4, backbone="resnet26", width=0.125)
+    x, y = torch.rand(4, 3, 64, 32), torch.tensor([0, 0, 1, 1])
+    out = model.train()(x, y)
+    assert out.extras["mask"].shape == (4, 1, 4, 2) and out.extras["pose"].shape == (4, 13, 4, 2)
+    recipe = RECIPES.get("gasm")
+    _, without = recipe.loss(out, y)
+    _, with_targets = recipe.loss(out, y, {"mask": torch.ones(4, 1, 64, 32), "pose": torch.zeros(4, 13, 64, 32)})
+    assert "mask" not in without and {"mask", "pose"} <= set(with_targets)
+
+
+def test_adtc_is_triplet_only():
+    model = build_model("adtc", num_classes=4, backbone="resnet26", width=0.125)
+    out = model.train()(torch.rand(4, 3, 64, 32))
+    loss, parts_ = RECIPES.get("adtc").loss(out, torch.tensor([0, 0, 1, 1]))
+    assert set(parts_) == {"triplet"}
+    assert model.eval()(torch.rand(2, 3, 64, 32)).shape == (2, model.embedding_dim)
+
+
+def test_every_recipe_builds_trains_and_describes():
+    x, y = torch.rand(4, 3, 64, 32), torch.tensor([0, 0, 1, 1])
+    for name in RECIPES.names():
+        model = build_model(name, num_classes=3, backbone="resnet26", width=0.125)
+        loss, _ = RECIPES.get(name).loss(model.train()(x, y), y)
+        loss.backward()
+        assert torch.isfinite(loss), name
+        emb = model.eval()(x)
+        assert emb.shape == (4, model.embedding_dim), name
+        assert RECIPES.get(name).describe()["loss"], name

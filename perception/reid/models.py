@@ -1,7 +1,7 @@
 """Re-ID models composed from the library's parts: a global-pooling baseline and RMG.
 
 Every model takes float images in [0, 1], (N, 3, H, W), and normalises them itself (so exported
-models are never normalised twice). In training mode ``forward`` returns a ``ReidOutput`` (the
+models are never normalised twice). In training mode ``forward(x, labels)`` returns a ``ReidOutput`` (the
 logits of every classifier and the features each triplet loss sees); in eval mode it returns the
 (N, embedding_dim) descriptor used for retrieval.
 """
@@ -76,7 +76,7 @@ class GlobalBaseline(nn.Module):
         self.embedding_dim = backbone.channels[-1]
         self.neck = BNNeck(self.embedding_dim, num_classes)
 
-    def forward(self, x: torch.Tensor):
+    def forward(self, x: torch.Tensor, labels: torch.Tensor | None = None):
         f = parts.global_pool(self.backbone(self.normalise(x)), self.pool)
         b, logits = self.neck(f)
         if not self.training:
@@ -148,7 +148,7 @@ class RMG(nn.Module):
             feats += [whole] + stripe
         return feats
 
-    def forward(self, x: torch.Tensor):
+    def forward(self, x: torch.Tensor, labels: torch.Tensor | None = None):
         trunk = self.stem(self.normalise(x))
         logits, triplet, reduced = [], [], []
         for b in range(len(self.stripes)):
