@@ -53,6 +53,7 @@ setup(
     entry_points={
         "console_scripts": ["vlnce=vlnce.cli.main:console"],
         # perception plugins: ours are declared exactly as a third party would declare theirs
-        "vlnce.perception": ["lidar_seg = perception.lidar.plugin:LidarSegmentationPlugin"],
+        "vlnce.perception": ["lidar_seg = perception.lidar.plugin:LidarSegmentationPlugin",
+                             "reid = perception.reid.plugin:ReidPlugin"],
     },
 )

@@ -1,9 +1,18 @@
 """Attach perception plugins to Gymnasium environments as an observation wrapper.
 
-Each plugin's inputs are read from the observation by kind: a ``pointcloud`` input comes from the
-organised ``lidar`` observation (beams, columns, 6: x, y, z, range, intensity, label), using the
-returns with range > 0. Outputs are added under ``"<plugin>/<output>"``; ``point_labels`` go back
-into the organised layout, (beams, columns) int32 with 0 where there was no return.
+Each plugin's inputs are read from the observation by kind:
+
+- ``pointcloud``: the organised ``lidar`` observation (beams, columns, 6: x, y, z, range,
+  intensity, label), using the returns with range > 0;
+- ``image``: the ``rgb`` observation;
+- ``boxes``: person boxes from the simulator's instance and semantic masks (``instance=True`` and
+  ``semantic=True``), in ``rgb`` pixels, at most ``max_boxes`` (largest first).
+
+Outputs are added under ``"<plugin>/<output>"``: ``point_labels`` go back into the organised
+layout, (beams, columns) int32 with 0 where there was no return; per-box outputs are padded to
+``max_boxes`` rows (``embeddings`` (max_boxes, D) float32 with zero rows, ``identities``
+(max_boxes,) int64 with 0), and ``"<plugin>/boxes"`` (max_boxes, 4) float32 says which box each
+row belongs to.
 """
 
 from __future__ import annotations
@@ -15,11 +24,56 @@ from gymnasium import spaces
 from perception.base import PerceptionPlugin
 from vlnce.errors import ConfigError
 
+READABLE = ("pointcloud", "image", "boxes")
+
 
 def lidar_points(obs_lidar: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(N, 4) points (x, y, z, intensity) of the returns and the (beams, columns) mask they came from."""
     valid = obs_lidar[..., 3] > 0
     return np.concatenate([obs_lidar[valid][:, :3], obs_lidar[valid][:, 4:5]], axis=1).astype(np.float32), valid
+
+
+def _nearest(img: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    if img.shape[:2] == shape:
+        return img
+    rows = (np.arange(shape[0]) * img.shape[0] // shape[0])
+    cols = (np.arange(shape[1]) * img.shape[1] // shape[1])
+    return img[rows[:, None], cols[None, :]]
+
+
+def instance_boxes(instance: np.ndarray, keep: np.ndarray | None = None, out_shape: tuple[int, int] | None = None,
+                   min_pixels: int = 30, max_boxes: int = 16) -> np.ndarray:
+    """(M, 4) float32 boxes (x0, y0, x1, y1, exclusive ends) of the instances, largest first.
+
+    Args:
+        instance: (H, W) instance ids (0 = none).
+        keep: (H, W) bool, the pixels that count (e.g. the person class); None counts every pixel.
+        out_shape: (H, W) of the image the boxes are for (scaled from the instance image).
+        min_pixels: smallest visible area of an instance, in instance-image pixels.
+    """
+    inst = np.asarray(instance)
+    counted = inst > 0 if keep is None else (inst > 0) & keep
+    ids, counts = np.unique(inst[counted], return_counts=True)
+    ok = counts >= min_pixels
+    ids, counts = ids[ok], counts[ok]
+    order = np.lexsort((ids, -counts))[:max_boxes]
+    sy, sx = (1.0, 1.0) if out_shape is None else (out_shape[0] / inst.shape[0], out_shape[1] / inst.shape[1])
+    boxes = np.zeros((len(order), 4), np.float32)
+    for k, i in enumerate(ids[order]):
+        ys, xs = np.nonzero((inst == i) & counted)
+        boxes[k] = (xs.min() * sx, ys.min() * sy, (xs.max() + 1) * sx, (ys.max() + 1) * sy)
+    return boxes
+
+
+def person_boxes(instance: np.ndarray, semantic: np.ndarray, out_shape: tuple[int, int] | None = None,
+                 min_pixels: int = 30, max_boxes: int = 16) -> np.ndarray:
+    """``instance_boxes`` of the simulator's person instances; ``semantic`` (category ids) may have
+    another resolution (resampled to the instance image, nearest)."""
+    from sim.scenes.semantics import PERSON
+
+    inst = np.asarray(instance)
+    sem = _nearest(np.asarray(semantic).reshape(np.asarray(semantic).shape[:2]), inst.shape[:2])
+    return instance_boxes(inst, sem == PERSON, out_shape, min_pixels, max_boxes)
 
 
 class PerceptionObservation(gym.ObservationWrapper):
@@ -28,53 +82,93 @@ class PerceptionObservation(gym.ObservationWrapper):
     Args:
         env: an environment with a Dict observation space holding what the plugins need.
         plugins: plugin instances, run in order on every observation.
+        max_boxes: rows of the per-box outputs.
+
+    Plugins with a ``reset()`` (e.g. the re-ID gallery) are reset with the environment.
 
     Raises:
         ConfigError: a plugin needs an input kind the environment does not provide.
     """
 
-    def __init__(self, env: gym.Env, plugins: list[PerceptionPlugin]) -> None:
+    def __init__(self, env: gym.Env, plugins: list[PerceptionPlugin], max_boxes: int = 16) -> None:
         super().__init__(env)
         space = env.observation_space
         if not isinstance(space, spaces.Dict):
             raise ConfigError("perception plugins attach to environments with Dict observations")
         self.plugins = list(plugins)
+        self.max_boxes = int(max_boxes)
         entries = dict(space.spaces)
+        needs = {"pointcloud": (("lidar",), "enable the LiDAR: lidar=True or simulator.lidar.enabled=true"),
+                 "image": (("rgb",), "enable an rgb sensor"),
+                 "boxes": (("rgb", "instance", "semantic"), "make the environment with instance=True, semantic=True")}
         for p in self.plugins:
             for port_name, port in p.inputs.items():
-                if port.kind == "pointcloud" and "lidar" not in entries:
-                    raise ConfigError(f"plugin {p.name!r} needs a point cloud but the environment has no 'lidar' "
-                                      "observation (enable the LiDAR: lidar=True or simulator.lidar.enabled=true)")
-                if port.kind not in ("pointcloud",):
+                if port.kind not in READABLE:
                     raise ConfigError(f"plugin {p.name!r} input {port_name!r} of kind {port.kind!r} cannot be read "
-                                      "from environment observations yet")
+                                      f"from environment observations (readable kinds: {READABLE})")
+                keys, how = needs[port.kind]
+                missing = [k for k in keys if k not in entries]
+                if missing:
+                    raise ConfigError(f"plugin {p.name!r} input {port_name!r} ({port.kind}) needs the observation(s) "
+                                      f"{missing}: {how}")
             for out_name, port in p.outputs.items():
                 key = f"{p.name}/{out_name}"
                 if port.kind == "point_labels":
                     beams, cols = entries["lidar"].shape[:2]
                     entries[key] = spaces.Box(0, np.iinfo(np.int32).max, (beams, cols), np.int32)
+                elif port.kind == "embeddings":
+                    dim = getattr(p, "embedding_dim", None)
+                    if not dim:
+                        raise ConfigError(f"plugin {p.name!r} outputs embeddings but has no embedding_dim attribute")
+                    entries[key] = spaces.Box(-1.0, 1.0, (self.max_boxes, int(dim)), np.float32)
+                elif port.kind == "identities":
+                    entries[key] = spaces.Box(0, np.iinfo(np.int64).max, (self.max_boxes,), np.int64)
                 else:
                     raise ConfigError(f"plugin {p.name!r} output {out_name!r} of kind {port.kind!r} cannot be added "
                                       "to environment observations yet")
+            if any(port.kind == "boxes" for port in p.inputs.values()):
+                entries[f"{p.name}/boxes"] = spaces.Box(0.0, np.inf, (self.max_boxes, 4), np.float32)
         self.observation_space = spaces.Dict(entries)
 
+    def reset(self, *, seed=None, options=None):
+        for p in self.plugins:
+            if hasattr(p, "reset"):
+                p.reset()
+        return super().reset(seed=seed, options=options)
+
     def observation(self, observation: dict) -> dict:
-        return run_plugins(observation, self.plugins)
+        return run_plugins(observation, self.plugins, self.max_boxes)
 
 
-def run_plugins(observation: dict, plugins: list[PerceptionPlugin]) -> dict:
+def run_plugins(observation: dict, plugins: list[PerceptionPlugin], max_boxes: int = 16) -> dict:
     """A copy of ``observation`` with every plugin's outputs added (see the module docstring)."""
     obs = dict(observation)
     for p in plugins:
-        batch, mask = {}, None
-        for port_name in p.inputs:  # pointcloud inputs, checked when the wrapper was built
-            pts, mask = lidar_points(obs["lidar"])
-            batch[port_name] = [pts]
+        batch, mask, boxes = {}, None, None
+        for port_name, port in p.inputs.items():  # kinds checked when the wrapper was built
+            if port.kind == "pointcloud":
+                pts, mask = lidar_points(obs["lidar"])
+                batch[port_name] = [pts]
+            elif port.kind == "image":
+                batch[port_name] = [obs["rgb"][..., :3]]
+            else:
+                boxes = person_boxes(obs["instance"], obs["semantic"], obs["rgb"].shape[:2], max_boxes=max_boxes)
+                batch[port_name] = [boxes]
         result = p(batch)
-        for out_name in p.outputs:  # point_labels
-            img = np.zeros(mask.shape, np.int32)
-            img[mask] = result[out_name][0]
-            obs[f"{p.name}/{out_name}"] = img
+        for out_name, port in p.outputs.items():
+            value = result[out_name][0]
+            if port.kind == "point_labels":
+                img = np.zeros(mask.shape, np.int32)
+                img[mask] = value
+                obs[f"{p.name}/{out_name}"] = img
+            else:
+                padded = np.zeros((max_boxes,) + value.shape[1:], value.dtype)
+                padded[:len(value)] = value[:max_boxes]
+                obs[f"{p.name}/{out_name}"] = padded
+        if boxes is not None:
+            padded = np.zeros((max_boxes, 4), np.float32)
+            padded[:len(boxes)] = boxes
+            obs[f"{p.name}/boxes"] = padded
     return obs
 
 

@@ -21,7 +21,8 @@ from ros_bridge.frames import yaw_from_quaternion, yaw_quaternion
 
 # encoding -> (dtype, channels)
 IMAGE_ENCODINGS = {"rgb8": (np.uint8, 3), "bgr8": (np.uint8, 3), "rgba8": (np.uint8, 4), "bgra8": (np.uint8, 4),
-                   "mono8": (np.uint8, 1), "32FC1": (np.float32, 1), "16UC1": (np.uint16, 1), "mono16": (np.uint16, 1)}
+                   "mono8": (np.uint8, 1), "32FC1": (np.float32, 1), "16UC1": (np.uint16, 1), "mono16": (np.uint16, 1),
+                   "32SC1": (np.int32, 1)}
 _POINTFIELD_DTYPES = {PointField.INT8: "i1", PointField.UINT8: "u1", PointField.INT16: "i2", PointField.UINT16: "u2",
                       PointField.INT32: "i4", PointField.UINT32: "u4", PointField.FLOAT32: "f4", PointField.FLOAT64: "f8"}
 #: the LiDAR cloud layout we publish (point_step 20 bytes)
@@ -100,6 +101,11 @@ def image_from_msg(msg: Image, allowed: tuple[str, ...]) -> np.ndarray:
 def rgb_from_msg(msg: Image) -> np.ndarray:
     """(H, W, 3) uint8 RGB from rgb8, bgr8, rgba8, bgra8 or mono8."""
     return image_from_msg(msg, ("rgb8", "bgr8", "rgba8", "bgra8", "mono8"))
+
+
+def instances_from_msg(msg: Image) -> np.ndarray:
+    """(H, W) int64 instance ids (0 = background) from 32SC1 or 16UC1."""
+    return image_from_msg(msg, ("32SC1", "16UC1")).astype(np.int64)
 
 
 def depth_from_msg(msg: Image) -> tuple[np.ndarray, int]:

@@ -9,6 +9,16 @@ each output with the input's header (stamp and frame unchanged):
                   input's layout (organised clouds stay organised) with x, y, z, intensity
                   (float32) and label (uint32; 0 where the input point was NaN)
 
+Plugins that take an image and person boxes (``reid``) read two topics and pair them by stamp:
+
+    image         sensor_msgs/Image in (default /camera/rgb/image_raw; rgb8, bgr8, rgba8, bgra8, mono8)
+    boxes         sensor_msgs/Image in (default /camera/person_instances; 32SC1 or 16UC1 person
+                  instance ids, 0 = background, at any resolution: boxes are scaled to the image)
+    identities    std_msgs/String out (default /reid/identities, reliable): JSON
+                  {"stamp": s, "frame_id": ..., "people": [{"identity": n, "box": [x0, y0, x1, y1]}]}
+
+(No detection message type is available as a pip wheel, hence instance images in and JSON out.)
+
 Bad messages (missing fields, wrong sizes) are logged once per kind and skipped; the node keeps
 running. The model code is plain library code: this file only converts messages at the edge.
 """
@@ -22,14 +32,15 @@ from dataclasses import dataclass, field
 import numpy as np
 import rclpy
 from rclpy.node import Node
-from sensor_msgs.msg import PointCloud2
+from sensor_msgs.msg import Image, PointCloud2
 from std_msgs.msg import String
 
 from perception.base import PerceptionPlugin
 from ros_bridge import messages, qos
 from ros_bridge.node_logging import WarnOnce
 
-DEFAULT_TOPICS = {"pointcloud": "/lidar/points", "point_labels": "/lidar/points_labeled"}
+DEFAULT_TOPICS = {"pointcloud": "/lidar/points", "point_labels": "/lidar/points_labeled",
+                  "image": "/camera/rgb/image_raw", "boxes": "/camera/person_instances", "identities": "/reid/identities"}
 
 
 @dataclass
@@ -87,20 +98,70 @@ class PerceptionNode(WarnOnce, Node):
         self.cfg, self.plugins = cfg, plugins
         self.frames, self.skipped, self.seconds = 0, 0, 0.0
         self.pub_status = self.create_publisher(String, "/vlnce/perception_status", qos.EVENTS)
-        self._outputs = {}
+        self._outputs, self._cloud_plugins, self._box_plugins = {}, [], []
         for p in plugins:
             kinds = {port.kind for port in p.inputs.values()}
-            if kinds != {"pointcloud"}:
+            if kinds == {"pointcloud"}:
+                self._cloud_plugins.append(p)
+                self._outputs[p.name] = self.create_publisher(PointCloud2, cfg.topic("point_labels"), qos.SENSOR_PUB)
+            elif kinds == {"image", "boxes"}:
+                self._box_plugins.append(p)
+                self._outputs[p.name] = self.create_publisher(String, cfg.topic("identities"), qos.EVENTS)
+            else:
                 raise ValueError(f"plugin {p.name!r} needs inputs of kinds {sorted(kinds)}; the ROS node converts "
-                                 "pointcloud inputs so far")
+                                 "a pointcloud, or an image with person boxes")
             for out_name, port in p.outputs.items():
-                if port.kind != "point_labels":
+                if port.kind not in ("point_labels", "identities", "embeddings"):
                     raise ValueError(f"plugin {p.name!r} output {out_name!r} of kind {port.kind!r} has no ROS "
                                      "conversion yet")
-                self._outputs[p.name] = self.create_publisher(PointCloud2, cfg.topic("point_labels"), qos.SENSOR_PUB)
-        topic = cfg.topic("pointcloud")
-        self.create_subscription(PointCloud2, topic, self._on_cloud, qos.SENSOR_SUB)
-        self.get_logger().info(f"running {', '.join(p.name for p in plugins)} on {topic} -> {cfg.topic('point_labels')}")
+        if self._cloud_plugins:
+            topic = cfg.topic("pointcloud")
+            self.create_subscription(PointCloud2, topic, self._on_cloud, qos.SENSOR_SUB)
+            self.get_logger().info(f"running {', '.join(p.name for p in self._cloud_plugins)} on {topic} -> "
+                                   f"{cfg.topic('point_labels')}")
+        if self._box_plugins:
+            # keep a few of each so an image and its instance mask pair up whichever comes first
+            self._pending: dict[str, dict] = {"image": {}, "boxes": {}}
+            self.create_subscription(Image, cfg.topic("image"), lambda m: self._on_pair("image", m), qos.SENSOR_SUB)
+            self.create_subscription(Image, cfg.topic("boxes"), lambda m: self._on_pair("boxes", m), qos.SENSOR_SUB)
+            self.get_logger().info(f"running {', '.join(p.name for p in self._box_plugins)} on {cfg.topic('image')} + "
+                                   f"{cfg.topic('boxes')} -> {cfg.topic('identities')}")
+
+    def _on_pair(self, kind: str, msg: Image) -> None:
+        key = (msg.header.stamp.sec, msg.header.stamp.nanosec)
+        pending = self._pending[kind]
+        pending[key] = msg
+        while len(pending) > 5:
+            pending.pop(min(pending))
+        other = self._pending["boxes" if kind == "image" else "image"]
+        if key not in other:
+            return
+        image_msg = msg if kind == "image" else other.pop(key)
+        mask_msg = msg if kind == "boxes" else other.pop(key)
+        pending.pop(key, None)
+        self._on_image(image_msg, mask_msg)
+
+    def _on_image(self, image_msg: Image, mask_msg: Image) -> None:
+        from perception.wrappers import instance_boxes
+
+        try:
+            image = messages.rgb_from_msg(image_msg)
+            instances = messages.instances_from_msg(mask_msg)
+        except messages.BadMessage as exc:
+            self.skipped += 1
+            self._warn_once(f"bad_image:{exc}", f"{exc}; image skipped")
+            return
+        boxes = instance_boxes(instances, out_shape=image.shape[:2])
+        t0 = time.perf_counter()
+        for p in self._box_plugins:
+            result = p({"image": [image], "boxes": [boxes]})
+            people = [{"identity": int(i), "box": [round(float(v), 1) for v in b]}
+                      for i, b in zip(result["identities"][0], boxes) if i > 0]
+            self._outputs[p.name].publish(String(data=json.dumps(
+                {"stamp": messages.to_seconds(image_msg.header.stamp), "frame_id": image_msg.header.frame_id,
+                 "people": people})))
+        self.seconds += time.perf_counter() - t0
+        self.frames += 1
 
     def _on_cloud(self, msg: PointCloud2) -> None:
         topic = self.cfg.topic("pointcloud")
@@ -115,7 +176,7 @@ class PerceptionNode(WarnOnce, Node):
         if not finite.any():
             self._warn_once("empty", f"{topic}: a cloud without finite points; published with every label 0")
         t0 = time.perf_counter()
-        for p in self.plugins:
+        for p in self._cloud_plugins:
             labels = np.zeros(pts.shape[0], np.uint32)
             if finite.any():
                 try:
@@ -134,7 +195,7 @@ class PerceptionNode(WarnOnce, Node):
 
 
 def run(cfg: PerceptionNodeConfig, max_frames: int = 0) -> int:
-    """Build the plugins, then spin until Ctrl-C (or ``max_frames`` clouds); returns clouds processed."""
+    """Build the plugins, then spin until Ctrl-C (or ``max_frames`` frames); returns frames processed."""
     from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 
     from perception.registry import make_plugin
@@ -150,7 +211,7 @@ def run(cfg: PerceptionNodeConfig, max_frames: int = 0) -> int:
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
     finally:
-        node.get_logger().info(f"processed {node.frames} clouds, skipped {node.skipped}")
+        node.get_logger().info(f"processed {node.frames} frames, skipped {node.skipped}")
         node.destroy_node()
         if rclpy.ok():
             rclpy.shutdown()

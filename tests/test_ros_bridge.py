@@ -608,3 +608,69 @@ def test_perception_node_labels_clouds_keeps_headers_and_skips_bad_ones(tmp_path
         rclpy.shutdown()
         log = _stop(node_proc)
     assert "lacks field(s) z" in log and "message skipped" in log
+
+
+def test_perception_node_reid_pairs_images_with_instances_and_keeps_identities(tmp_path):
+    """reid over DDS: an image and a person-instance image with the same stamp make one JSON
+    message; two people keep their identities when the next frame shows them swapped."""
+    rclpy = pytest.importorskip("rclpy")
+    import json
+    import time
+
+    import torch
+    from sensor_msgs.msg import Image
+    from std_msgs.msg import String
+
+    from perception.reid.embedder import ModelSpec, save_reid_model
+    from perception.reid.registry import build_model
+    from ros_bridge import messages
+
+    torch.manual_seed(0)
+    ckpt = save_reid_model(tmp_path / "reid.pt", build_model("baseline", 3, "resnet26", 0.125),
+                           ModelSpec("baseline", "resnet26", 0.125, 3, (64, 32)))
+    node_proc = _start(["ros", "perception", "--plugins", "reid", "--checkpoint", f"reid={ckpt}", "--device", "cpu"])
+    rclpy.init()
+    node = rclpy.create_node("camera_source")
+    got = []
+    rng = np.random.default_rng(0)
+    person_a = rng.integers(0, 255, (40, 20, 3), dtype=np.uint8)
+    person_b = np.zeros((40, 20, 3), np.uint8)
+    person_b[:20] = (200, 30, 30)
+
+    def frame(left, right, t):
+        img = np.full((48, 60, 3), 90, np.uint8)
+        img[4:44, 5:25], img[4:44, 35:55] = left, right
+        inst = np.zeros((24, 30), np.int32)  # half resolution: boxes are scaled to the image
+        inst[2:22, 2:13], inst[2:22, 17:28] = 3, 8
+        return (messages.image_msg(img, "rgb8", t, "camera_rgb_optical_frame"),
+                messages.image_msg(inst, "32SC1", t, "camera_rgb_optical_frame"))
+
+    try:
+        pub_img = node.create_publisher(Image, "/camera/rgb/image_raw", 10)
+        pub_inst = node.create_publisher(Image, "/camera/person_instances", 10)
+        node.create_subscription(String, "/reid/identities", got.append, 10)
+        deadline = time.monotonic() + 30
+        while (pub_img.get_subscription_count() == 0 or pub_inst.get_subscription_count() == 0
+               or node.count_publishers("/reid/identities") == 0) and time.monotonic() < deadline:
+            rclpy.spin_once(node, timeout_sec=0.1)
+        for t, (left, right) in ((1.0, (person_a, person_b)), (2.0, (person_b, person_a))):
+            img, inst = frame(left, right, t)
+            n = len(got)
+            deadline = time.monotonic() + 30
+            while len(got) == n and time.monotonic() < deadline:
+                pub_inst.publish(inst)  # the mask first: the node must wait for its image
+                rclpy.spin_once(node, timeout_sec=0.2)
+                pub_img.publish(img)
+                rclpy.spin_once(node, timeout_sec=0.5)
+        if len(got) < 2:
+            pytest.fail("no identities arrived; node log:\n" + _stop(node_proc)[-3000:])
+        first, second = (json.loads(m.data) for m in got[:2])
+        assert first["stamp"] == 1.0 and first["frame_id"] == "camera_rgb_optical_frame"
+        assert [p["box"] for p in first["people"]] == [[4.0, 4.0, 26.0, 44.0], [34.0, 4.0, 56.0, 44.0]]
+        ids_1 = [p["identity"] for p in first["people"]]
+        ids_2 = [p["identity"] for p in second["people"]]
+        assert len(set(ids_1)) == 2 and ids_2 == ids_1[::-1]
+    finally:
+        node.destroy_node()
+        rclpy.shutdown()
+        _stop(node_proc)

@@ -369,3 +369,37 @@ def test_an_agent_returning_an_invalid_action_fails_only_that_episode(bench, tmp
     res = _eval(bench, "random", tmp_path, episodes=2)
     assert res["episodes"] == 0 and res["errors"] == 2
     assert "agent 'random' returned invalid action 9" in res["error_examples"][0]
+
+
+def test_reid_plugin_attaches_to_the_environment(bench, tmp_path):
+    """The reid plugin reads rgb + person boxes from the simulator's instance and semantic masks;
+    per-box outputs are padded rows, and the gallery is reset with the environment."""
+    import torch
+
+    from perception.reid.embedder import ModelSpec, save_reid_model
+    from perception.reid.plugin import ReidPlugin
+    from perception.reid.registry import build_model
+    from perception.wrappers import PerceptionObservation, person_boxes
+    from vlnce.errors import ConfigError
+
+    torch.manual_seed(0)
+    ckpt = save_reid_model(tmp_path / "reid.pt", build_model("baseline", 3, "resnet26", 0.125),
+                           ModelSpec("baseline", "resnet26", 0.125, 3, (64, 32)))
+    plugin = ReidPlugin(checkpoint=str(ckpt), device="cpu")
+    with pytest.raises(ConfigError, match="instance=True, semantic=True"):
+        PerceptionObservation(gymnasium.make("sim:VLNCE-v0", **_env_kwargs(bench)), [plugin])
+    base = gymnasium.make("sim:VLNCE-v0", **_env_kwargs(bench, instance=True, semantic=True))
+    env = PerceptionObservation(base, [plugin], max_boxes=4)
+    obs, _ = env.reset(seed=0)
+    assert obs["instance"].shape == obs["rgb"].shape[:2]
+    for step in range(6):
+        for key in ("reid/embeddings", "reid/identities", "reid/boxes"):
+            assert env.observation_space[key].contains(obs[key]), key
+        boxes = person_boxes(obs["instance"], obs["semantic"], obs["rgb"].shape[:2], max_boxes=4)
+        np.testing.assert_array_equal(obs["reid/boxes"][:len(boxes)], boxes)
+        has_box = obs["reid/boxes"][:, 2] > obs["reid/boxes"][:, 0]
+        assert ((obs["reid/identities"] > 0) <= has_box).all()
+        assert np.allclose(np.linalg.norm(obs["reid/embeddings"][obs["reid/identities"] > 0], axis=1), 1.0, atol=1e-4)
+        obs, *_ = env.step(2)  # turn left: look around the room
+    env.reset(seed=0)
+    assert plugin.gallery.frame <= 1  # reset with the environment

@@ -39,6 +39,7 @@ class VLNCEEnv(gymnasium.Env):
     | depth | (256, 256, 1) float32 | planar depth, normalised to [0, 1] over 0-10 m |
     | instruction | (200,) int64 | instruction token ids (0 = padding) in the dataset's vocabulary |
     | semantic | (H, W) int32 | category ids (with ``semantic=True``) |
+    | instance | (H, W) int32 | object instance ids, at the colour image's size (with ``instance=True``) |
     | lidar | (64, 2048, 6) float32 | x, y, z, range, intensity, label (with ``lidar=True``) |
     | pose | (4,) float32 | x, y, z in metres and heading in radians (with ``pose=True``) |
 
@@ -57,7 +58,7 @@ class VLNCEEnv(gymnasium.Env):
     holds the VLN-CE metrics (``distance_to_goal``, ``success``, ``spl``, ``ndtw``, ...).
 
     ## Arguments
-    ``split``, ``dataset`` ("embedded" or a R2R_VLNCE directory), ``scenes_dir``, ``semantic``,
+    ``split``, ``dataset`` ("embedded" or a R2R_VLNCE directory), ``scenes_dir``, ``semantic``, ``instance``,
     ``lidar``, ``pose``, ``reward``, ``shuffle``, ``episode_shard`` ((index, count) for vector
     envs), ``sim_overrides``, ``render_mode`` ("rgb_array").
 
@@ -68,7 +69,7 @@ class VLNCEEnv(gymnasium.Env):
     metadata = {"render_modes": ["rgb_array"], "render_fps": 10}
 
     def __init__(self, split: str = "val_unseen", dataset: str = "embedded", scenes_dir: str | None = None,
-                 semantic: bool = False, lidar: bool = False, pose: bool = False, reward: str = "none",
+                 semantic: bool = False, instance: bool = False, lidar: bool = False, pose: bool = False, reward: str = "none",
                  shuffle: bool = False, episode_shard: tuple[int, int] = (0, 1), sim_overrides=None,
                  max_episode_steps: int = 500, render_mode: str | None = None) -> None:
         if reward not in REWARD_TYPES:
@@ -97,6 +98,12 @@ class VLNCEEnv(gymnasium.Env):
             depth = next((s for s in sim_cfg.sensors.values() if s.type == "depth"), None)
             w, h = (depth.width_px, depth.height_px) if depth else (256, 256)
             sim_cfg.sensors["semantic"] = CameraSensorConfig(type="semantic", width_px=w, height_px=h)
+        if instance and not any(s.type == "instance" for s in sim_cfg.sensors.values()):
+            from sim.config import CameraSensorConfig
+
+            rgb = next((s for s in sim_cfg.sensors.values() if s.type == "rgb"), None)
+            w, h = (rgb.width_px, rgb.height_px) if rgb else (224, 224)
+            sim_cfg.sensors["instance"] = CameraSensorConfig(type="instance", width_px=w, height_px=h)
         sim_cfg.lidar.enabled = bool(lidar) or sim_cfg.lidar.enabled
         self.task = VLNCETask(sim_cfg, TaskConfig(max_episode_steps=max_episode_steps), scenes_dir)
         entries = dict(observation_space_for(sim_cfg, _LidarShape(sim_cfg) if sim_cfg.lidar.enabled else None).spaces)

@@ -53,6 +53,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                     help="weights for a plugin, e.g. lidar_seg=model.pt (repeatable)")
     pc.add_argument("--points-topic", default="/lidar/points", help="PointCloud2 input")
     pc.add_argument("--labeled-topic", default="/lidar/points_labeled", help="labelled PointCloud2 output")
+    pc.add_argument("--image-topic", default="/camera/rgb/image_raw", help="Image input of image plugins (reid)")
+    pc.add_argument("--instances-topic", default="/camera/person_instances",
+                    help="person instance-id Image (32SC1/16UC1) paired with --image-topic by stamp")
+    pc.add_argument("--identities-topic", default="/reid/identities", help="String (JSON) output of reid")
     pc.add_argument("--device", default="auto")
     pc.add_argument("--half", action="store_true", help="float16 on CUDA")
     pc.add_argument("--max-frames", type=int, default=0, help="exit after this many clouds (0: run until Ctrl-C)")
@@ -105,9 +109,11 @@ def run(args) -> int:
         names = parse_plugin_list(args.plugins)
         options = parse_checkpoint_options(names, args.checkpoint)
         cfg = PerceptionNodeConfig(plugins=names, options=options, device=args.device, half=args.half,
-                                   topics={"pointcloud": args.points_topic, "point_labels": args.labeled_topic})
+                                   topics={"pointcloud": args.points_topic, "point_labels": args.labeled_topic,
+                                           "image": args.image_topic, "boxes": args.instances_topic,
+                                           "identities": args.identities_topic})
         frames = run_perception(cfg, max_frames=args.max_frames)
-        print(f"processed {frames} clouds")
+        print(f"processed {frames} frames")
         return 0
     from ros_bridge.record import record
 
