@@ -389,7 +389,7 @@ def test_lidar_plugin_attaches_to_the_environment(tmp_path):
     valid = obs["lidar"][..., 3] > 0
     assert (labels[~valid] == 0).all() and valid.any()
     assert set(np.unique(labels[valid])) <= set(range(1, 14)) | {0}
-    with pytest.raises(ConfigError, match="no 'lidar' observation"):
+    with pytest.raises(ConfigError, match=r"needs the observation\(s\) \['lidar'\]: enable the LiDAR"):
         PerceptionObservation(_LidarEnv(sim, lidar=False), [plugin])
 
 
