@@ -57,6 +57,20 @@ class PerceptionPlugin(abc.ABC):
     def __init__(self, device: str = "auto", half: bool = False) -> None:
         self.device_name, self.half = device, half
 
+    def resolve_checkpoint(self, checkpoint: str | None, default, train_command: str):
+        """``checkpoint`` or the shipped ``default`` as a Path.
+
+        Raises:
+            ConfigError: the file does not exist (naming the command that trains one).
+        """
+        from pathlib import Path
+
+        path = Path(checkpoint) if checkpoint else Path(default)
+        if not path.is_file():
+            raise ConfigError(f"{self.name}: checkpoint {path} not found; train one with `{train_command}` and pass "
+                              "checkpoint=PATH")
+        return path
+
     @abc.abstractmethod
     def to(self, device: str) -> "PerceptionPlugin":
         """Move the model to ``device`` ("auto" = CUDA when available) and return self."""

@@ -6,10 +6,11 @@ ratio is SAC's cost on this machine. On CUDA also float16 + channels_last, and t
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
 
 import torch
+
+from perception.timing import throughput
 
 from perception.lidar.ssgv3 import ssgv3_21
 
@@ -22,18 +23,6 @@ class LidarBenchConfig:
     cpu_iters: int = 3
     cuda_iters: int = 50
     compile: bool = True
-
-
-def _rate(model, x, iters: int, sync) -> float:
-    with torch.inference_mode():
-        model(x)  # warm-up (cudnn autotune, compile)
-        model(x)
-        sync()
-        t0 = time.perf_counter()
-        for _ in range(iters):
-            model(x)
-        sync()
-    return iters * x.shape[0] / (time.perf_counter() - t0)
 
 
 def run_lidar_benchmark(cfg: LidarBenchConfig, progress: bool = True) -> dict:
@@ -54,15 +43,15 @@ def run_lidar_benchmark(cfg: LidarBenchConfig, progress: bool = True) -> dict:
             row = {"device": dev, "size": f"{h}x{w}"}
             base = ssgv3_21(20, conv="none", width=cfg.width).eval().to(dev)
             sac = ssgv3_21(20, conv="ISK", width=cfg.width).eval().to(dev)
-            row["plain_conv_fp32_scans_per_s"] = round(_rate(base, x, iters, sync), 2)
-            row["sac_isk_fp32_scans_per_s"] = round(_rate(sac, x, iters, sync), 2)
+            row["plain_conv_fp32_scans_per_s"] = round(throughput(base, x, iters, sync), 2)
+            row["sac_isk_fp32_scans_per_s"] = round(throughput(sac, x, iters, sync), 2)
             if dev == "cuda":
                 half = sac.half().to(memory_format=torch.channels_last)
                 xh = x.half().contiguous(memory_format=torch.channels_last)
-                row["sac_isk_fp16_channels_last_scans_per_s"] = round(_rate(half, xh, iters, sync), 2)
+                row["sac_isk_fp16_channels_last_scans_per_s"] = round(throughput(half, xh, iters, sync), 2)
                 if cfg.compile:
                     try:
-                        row["sac_isk_fp16_compiled_scans_per_s"] = round(_rate(torch.compile(half), xh, iters, sync), 2)
+                        row["sac_isk_fp16_compiled_scans_per_s"] = round(throughput(torch.compile(half), xh, iters, sync), 2)
                     except Exception as exc:  # compilation needs a toolchain; report, don't fail
                         row["compile_error"] = f"{type(exc).__name__}: {str(exc)[:200]}"
             row["sac_to_plain_ratio"] = round(row["sac_isk_fp32_scans_per_s"] / row["plain_conv_fp32_scans_per_s"], 3)

@@ -9,7 +9,6 @@ import numpy as np
 from perception.base import PerceptionPlugin, Port
 from perception.lidar.knn import KNNConfig
 from perception.lidar.segmenter import LidarSegmenter
-from vlnce.errors import ConfigError
 
 #: the checkpoint shipped with the project (trained on simulated indoor houses; see the README)
 DEFAULT_CHECKPOINT = "perception/lidar_seg_indoor.pt"
@@ -37,10 +36,7 @@ class LidarSegmentationPlugin(PerceptionPlugin):
 
     def __init__(self, checkpoint: str | None = None, knn: bool = False, device: str = "auto", half: bool = False) -> None:
         super().__init__(device, half)
-        path = Path(checkpoint) if checkpoint else default_checkpoint()
-        if not path.is_file():
-            raise ConfigError(f"lidar_seg: checkpoint {path} not found; train one with `vlnce lidar train` and pass "
-                              "checkpoint=PATH")
+        path = self.resolve_checkpoint(checkpoint, default_checkpoint(), "vlnce lidar train")
         self.checkpoint = path
         self.segmenter = LidarSegmenter.from_checkpoint(path, device, half, KNNConfig() if knn else None)
         self.classes = list(self.segmenter.labels.names)

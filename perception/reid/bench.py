@@ -7,10 +7,11 @@ passes (what retrieval pays). On CUDA also float16.
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass, field
 
 import torch
+
+from perception.timing import throughput
 
 
 @dataclass
@@ -23,17 +24,6 @@ class ReidBenchConfig:
     cpu_iters: int = 2
     cuda_iters: int = 30
     extra: dict = field(default_factory=dict)
-
-
-def _rate(embed, x, iters: int, sync) -> float:
-    with torch.inference_mode():
-        embed(x)  # warm-up (cudnn autotune)
-        sync()
-        t0 = time.perf_counter()
-        for _ in range(iters):
-            embed(x)
-        sync()
-    return iters * x.shape[0] / (time.perf_counter() - t0)
 
 
 def run_reid_benchmark(cfg: ReidBenchConfig, progress: bool = True) -> dict:
@@ -65,10 +55,10 @@ def run_reid_benchmark(cfg: ReidBenchConfig, progress: bool = True) -> dict:
 
             row = {"device": dev, "recipe": name, "embedding_dim": int(model.embedding_dim),
                    "params_m": round(sum(p.numel() for p in model.parameters()) / 1e6, 2),
-                   "fp32_images_per_s": round(_rate(embed, x, iters, sync), 1)}
+                   "fp32_images_per_s": round(throughput(embed, x, iters, sync), 1)}
             if dev == "cuda":
                 half = model.half()
-                row["fp16_images_per_s"] = round(_rate(lambda inp, m=half, flip=recipe.flip_test:
+                row["fp16_images_per_s"] = round(throughput(lambda inp, m=half, flip=recipe.flip_test:
                                                        m(inp) + m(inp.flip(-1)) if flip else m(inp), x.half(), iters, sync), 1)
             base = base or row["fp32_images_per_s"]
             row["ratio_to_baseline"] = round(row["fp32_images_per_s"] / base, 3)

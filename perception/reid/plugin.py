@@ -9,7 +9,6 @@ import numpy as np
 from perception.base import PerceptionPlugin, Port
 from perception.reid.embedder import ReidEmbedder
 from perception.reid.gallery import IdentityGallery
-from vlnce.errors import ConfigError
 
 #: the model shipped with the project (trained on ``vlnce reid make-data`` people; see the README)
 DEFAULT_CHECKPOINT = "perception/reid_sim.pt"
@@ -74,10 +73,7 @@ class ReidPlugin(PerceptionPlugin):
     def __init__(self, checkpoint: str | None = None, threshold: float = 0.55, momentum: float = 0.8,
                  max_age: int = 0, device: str = "auto", half: bool = False) -> None:
         super().__init__(device, half)
-        path = Path(checkpoint) if checkpoint else default_checkpoint()
-        if not path.is_file():
-            raise ConfigError(f"reid: checkpoint {path} not found; train one with `vlnce reid train` and pass "
-                              "checkpoint=PATH")
+        path = self.resolve_checkpoint(checkpoint, default_checkpoint(), "vlnce reid train")
         self.checkpoint = path
         self.embedder = ReidEmbedder.from_checkpoint(path, device, half)
         self.embedding_dim = self.embedder.embedding_dim
