@@ -71,8 +71,8 @@ def person_boxes(instance: np.ndarray, semantic: np.ndarray, out_shape: tuple[in
     another resolution (resampled to the instance image, nearest)."""
     from sim.scenes.semantics import PERSON
 
-    inst = np.asarray(instance)
-    sem = _nearest(np.asarray(semantic).reshape(np.asarray(semantic).shape[:2]), inst.shape[:2])
+    inst, sem = np.asarray(instance), np.asarray(semantic)
+    sem = _nearest(sem.reshape(sem.shape[:2]), inst.shape[:2])  # (H, W, 1) sensors too
     return instance_boxes(inst, sem == PERSON, out_shape, min_pixels, max_boxes)
 
 

@@ -136,10 +136,9 @@ class PerceptionNode(WarnOnce, Node):
         other = self._pending["boxes" if kind == "image" else "image"]
         if key not in other:
             return
-        image_msg = msg if kind == "image" else other.pop(key)
-        mask_msg = msg if kind == "boxes" else other.pop(key)
-        pending.pop(key, None)
-        self._on_image(image_msg, mask_msg)
+        partner = other.pop(key)
+        pending.pop(key)
+        self._on_image(*((msg, partner) if kind == "image" else (partner, msg)))
 
     def _on_image(self, image_msg: Image, mask_msg: Image) -> None:
         from perception.wrappers import instance_boxes

@@ -181,6 +181,19 @@ def read_cub200(root) -> ClassificationDataset:
 READERS = {"market1501": read_market1501, "cuhk03_np": read_cuhk03_np, "msmt17": read_msmt17}
 
 
+def read_dataset(layout: str, root) -> ReidDataset:
+    """Read ``root`` with the reader of ``layout`` (a key of ``READERS``).
+
+    Raises:
+        ConfigError: an unknown layout, naming the known ones.
+    """
+    from vlnce.errors import ConfigError
+
+    if layout not in READERS:
+        raise ConfigError(f"unknown dataset layout {layout!r}; known: {sorted(READERS)}")
+    return READERS[layout](root)
+
+
 def load_image(path, size: tuple[int, int] | None = None) -> np.ndarray:
     """Read an RGB image as (H, W, 3) uint8, resized (bilinear) to ``size`` = (H, W) when given.
 

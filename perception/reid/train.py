@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from perception.reid.datasets import READERS, ReidDataset
+from perception.reid.datasets import ReidDataset, read_dataset
 from perception.reid.embedder import ModelSpec, ReidEmbedder, evaluate_embedder, load_items, model_from_blob
 from perception.reid.embedder import read_reid_checkpoint, save_reid_model
 from perception.reid.sampler import PKSampler
@@ -86,8 +86,6 @@ class ReidTrainConfig:
 
         RECIPES.get(self.recipe)
         BACKBONES.get(self.backbone)
-        if self.dataset not in READERS:
-            raise ConfigError(f"unknown dataset layout {self.dataset!r}; known: {sorted(READERS)}")
         if self.epochs < 1 or self.p < 2 or self.k < 2:
             raise ConfigError(f"need epochs >= 1, P >= 2, K >= 2; got {self.epochs}, {self.p}, {self.k}")
         if self.height < 32 or self.width_px < 16:
@@ -118,7 +116,7 @@ class ReidTrainer:
             torch.set_num_threads(cfg.threads)
         torch.manual_seed(cfg.seed)
         self.device = resolve_device(cfg.device)
-        self.data: ReidDataset = READERS[cfg.dataset](data)
+        self.data: ReidDataset = read_dataset(cfg.dataset, data)
         if not self.data.train:
             raise ConfigError(f"{data}: the training split has no images")
         size = (cfg.height, cfg.width_px)

@@ -131,13 +131,10 @@ def run(args) -> int:
 def _eval(args) -> int:
     from pathlib import Path
 
-    from perception.reid.datasets import READERS
+    from perception.reid.datasets import read_dataset
     from perception.reid.embedder import ReidEmbedder, evaluate_embedder
-    from vlnce.errors import ConfigError
 
-    if args.dataset not in READERS:
-        raise ConfigError(f"unknown dataset layout {args.dataset!r}; known: {sorted(READERS)}")
-    data = READERS[args.dataset](args.data)
+    data = read_dataset(args.dataset, args.data)
     embedder = ReidEmbedder.from_checkpoint(args.checkpoint, args.device)
     metrics, dist = evaluate_embedder(embedder, data, rerank=args.rerank)
     res = {"checkpoint": str(args.checkpoint), "data": str(args.data), "rerank": args.rerank,
