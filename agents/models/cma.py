@@ -36,12 +36,18 @@ class CMAPolicy(VLNPolicy):
                                      cfg.hidden)
         self.state_size = 2 * cfg.hidden
 
+    def encode_instruction(self, tokens: torch.Tensor):
+        """(states, final, mask, keys): the instruction's attention keys W_K s_i are projected
+        once per episode rather than at every step (they were a third of a training step's FLOPs)."""
+        states, final, mask = super().encode_instruction(tokens)
+        return states, final, mask, self.instruction_attn.key(states)
+
     def step(self, instruction, visual, prev_action, state):
-        states, _, mask = instruction
+        states, _, mask, keys = instruction
         h_attn, h_a = state.chunk(2, dim=1)
         a_prev = self.prev_action_embedding(prev_action.long() + 1)
         h_attn = self.visual_gru(torch.cat([visual["rgb"], visual["depth"], a_prev], 1), h_attn)
-        s_hat, alpha_s = self.instruction_attn(states, h_attn, mask)
+        s_hat, alpha_s = self.instruction_attn(states, h_attn, mask, keys)
         v_hat, alpha_v = self.rgb_attn(visual["rgb_grid"], s_hat)
         d_hat, alpha_d = self.depth_attn(visual["depth_grid"], s_hat)
         h_a = self.action_gru(torch.cat([s_hat, v_hat, d_hat, a_prev, h_attn], 1), h_a)

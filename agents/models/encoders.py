@@ -143,5 +143,6 @@ class Attention(nn.Module):
         super().__init__()
         self.key = nn.Linear(value_dim, query_dim, bias=False)
 
-    def forward(self, values, query, mask=None):
-        return attend(values, self.key(values), query, mask)
+    def forward(self, values, query, mask=None, keys=None):
+        """``keys``: W_K values computed beforehand (values that stay fixed over an episode)."""
+        return attend(values, self.key(values) if keys is None else keys, query, mask)
