@@ -125,3 +125,57 @@ def test_make_data_writes_a_market_layout(tmp_path):
     first = sorted(p.name for p in (out / "query").iterdir())
     assert first == sorted(p.name for p in (again / "query").iterdir())
     assert (out / "query" / first[0]).read_bytes() == (again / "query" / first[0]).read_bytes()
+
+
+def test_make_data_writes_gasm_teacher_maps(tmp_path):
+    from perception.reid.datasets import read_market1501
+    from perception.reid.gasm import JOINTS
+    from perception.reid.simdata import read_teacher_maps
+    from vlnce.cli.main import main
+    from vlnce.errors import ConfigError
+
+    out = tmp_path / "reid"
+    assert main(["reid", "make-data", "--out", str(out), "--identities", "4", "--cameras", "2",
+                 "--cameras-per-identity", "2", "--shots-per-camera", "2", "--height", "64", "--width", "32"]) == 0
+    items = read_market1501(out).train
+    names = [it.path.name for it in items]
+    for it in items[:4]:
+        with np.load(out / "teacher" / f"{it.path.stem}.npz", allow_pickle=False) as z:
+            mask, joints = z["mask"], z["joints"]
+        img = load_image(it.path).astype(float)
+        assert mask.shape == (64, 32) and joints.shape == (len(JOINTS), 3)
+        assert 0.05 < mask.mean() < 0.9  # a person, not the whole frame
+        seen = joints[:, 2] > 0
+        assert seen.sum() >= 6
+        # The crop is aimed at the person: joints land on the person's own pixels, the head
+        # above the ankles.
+        cols, rows = joints[seen, 0].astype(int), joints[seen, 1].astype(int)
+        near = [mask[max(r - 2, 0):r + 3, max(c - 2, 0):c + 3].any() for r, c in zip(rows, cols)]
+        assert np.mean(near) >= 0.8
+        if joints[0, 2] and joints[11, 2]:
+            assert joints[0, 1] < joints[11, 1]
+        assert img.std() > 5
+    maps = read_teacher_maps(out, names, (32, 16))  # read at half size
+    assert maps.shape == (len(names), 14, 32, 16) and maps.dtype == np.uint8
+    assert maps[:, 0].max() == 255 and maps[:, 1:].max() > 200
+    (out / "teacher" / f"{items[0].path.stem}.npz").write_bytes(b"garbage")
+    with pytest.raises(ConfigError, match="unreadable teacher map"):
+        read_teacher_maps(out, names[:1], (32, 16))
+    with pytest.raises(ConfigError, match="no teacher/ folder"):
+        read_teacher_maps(tmp_path, names[:1], (32, 16))
+
+
+def test_joint_heatmaps_peak_at_the_joint_and_skip_hidden_ones():
+    from perception.reid.simdata import joint_heatmaps
+
+    joints = np.zeros((13, 3), np.float32)
+    joints[0] = (4.5, 2.5, 1)  # the centre of pixel (row 2, column 4)
+    joints[1] = (1.0, 1.0, 0)  # hidden
+    joints[2] = (9.0, 5.0, 1)  # stored at twice the output size
+    maps = joint_heatmaps(joints, (8, 8), scale=(0.5, 0.5), sigma=0.1)
+    assert np.unravel_index(maps[0].argmax(), (8, 8)) == (1, 2)  # (2.5, 4.5) * 0.5 -> pixel (1, 2)
+    assert maps[1].max() == 0.0
+    assert np.unravel_index(maps[2].argmax(), (8, 8)) == (2, 4)
+    # Gaussian: one sigma (0.8 px) away the value is exp(-1/2) of the peak.
+    g = joint_heatmaps(np.array([[0.5, 0.5, 1]] + [[0, 0, 0]] * 12, np.float32), (10, 10), sigma=0.08)
+    assert g[0, 0, 0] == pytest.approx(1.0) and g[0, 0, 1] == pytest.approx(np.exp(-1 / (2 * 0.8 ** 2)), rel=1e-5)

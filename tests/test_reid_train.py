@@ -160,10 +160,10 @@ def _rendered_people(n_people=3, frames=4, seed=5):
     for view in views:
         crops = []
         for who in people:
-            img = None
-            while img is None:
-                img = view.shoot(who, rng, (128, 64))
-            crops.append(img)
+            shot = None
+            while shot is None:
+                shot = view.shoot(who, rng, (128, 64))
+            crops.append(shot[0])
         out.append(crops)
     return out
 
@@ -220,3 +220,34 @@ def test_embed_export_and_bench_commands(tiny_set, tmp_path, capsys):
     rows = {r["recipe"]: r for r in res["results"] if r["device"] == "cpu"}
     assert rows["baseline"]["ratio_to_baseline"] == 1.0 and rows["rmg"]["fp32_images_per_s"] > 0
     assert rows["rmg"]["embedding_dim"] == 14 * 256
+
+
+def test_gasm_trains_on_teacher_maps_moved_with_the_image(tiny_set, tmp_path):
+    from perception.reid.gasm import FLIP_JOINTS
+    from perception.reid.train import ReidTrainer
+    from perception.reid.transforms import RSA
+
+    trainer = ReidTrainer(tiny_set, tmp_path / "gasm", _cfg(recipe="gasm", augment="flip", epochs=1))
+    assert trainer.teacher is not None and trainer.teacher.shape[1:] == (14, 64, 32)
+    # Flipping mirrors the mask and swaps left and right joints: with flip forced both ways, the
+    # flipped targets are the mirrored, joint-permuted unflipped ones.
+    seen = {}
+    for seed in range(12):
+        x, t = trainer._augment([0], np.random.default_rng(seed))
+        seen[bool(torch.equal(x[0], trainer.train_images[0].float() / 255))] = (x, t)
+    (x0, t0), (x1, t1) = seen[True], seen[False]
+    torch.testing.assert_close(x1, x0.flip(-1))
+    torch.testing.assert_close(t1["mask"], t0["mask"].flip(-1))
+    torch.testing.assert_close(t1["pose"], t0["pose"].flip(-1)[:, list(FLIP_JOINTS)])
+    assert t0["mask"].max() == 1.0 and t0["pose"].shape == (1, 13, 64, 32)
+    # The teacher terms enter the loss, and RSA fills the shifted-out area of the maps with 0.
+    trainer.rsa = RSA(p_c=0.0)
+    _, t = trainer._augment(list(range(4)), np.random.default_rng(3))
+    assert float(t["mask"].mean()) < float(trainer.teacher[:4, 0].float().mean() / 255)
+    idx = [i for c in (0, 1) for i in (trainer.labels == c).nonzero().flatten()[:2].tolist()]
+    x, t = trainer._augment(idx, np.random.default_rng(0))
+    y = trainer.labels[idx]
+    trainer.model.train()
+    _, parts = trainer.recipe.loss(trainer.model(x, y), y, t)
+    assert parts["mask"] > 0 and parts["pose"] > 0
+    trainer.train(progress=False)

@@ -11,7 +11,9 @@ box, like a detector's.
 
 Files: ``{pid:04d}_c{cam}s1_{frame:06d}_{shot:02d}.jpg`` in ``bounding_box_train`` (training
 identities), ``query`` (one image per test identity and camera, two cameras per identity) and
-``bounding_box_test`` (the rest of the test images).
+``bounding_box_test`` (the rest of the test images). ``teacher/{image stem}.npz`` holds each
+image's exact GASM teacher maps (person mask and 13 joints; ``read_teacher_maps``), outside the
+Market-1501 folders so that the layout's readers are unaffected.
 """
 
 from __future__ import annotations
@@ -38,6 +40,7 @@ CLOTH = [(200, 40, 40), (40, 70, 170), (40, 130, 60), (230, 200, 60), (240, 240,
          (130, 60, 150), (240, 130, 40), (120, 80, 50), (90, 160, 200), (200, 120, 150), (100, 100, 110)]
 PATTERNS = ["flat", "stripes_horizontal", "stripes_vertical", "dots"]
 ACCESSORIES = ["none", "backpack", "cap", "bag"]
+TEACHER_DIR = "teacher"
 
 
 @dataclass(frozen=True)
@@ -96,6 +99,22 @@ def person_parts(who: Identity) -> list[tuple]:
     elif who.accessory == "bag":
         parts.append((shapes.box((r + 0.12, leg - 0.05, 0), (0.08, 0.3, 0.3)), who.accessory_color, "flat"))
     return parts
+
+
+def person_joints(who: Identity) -> np.ndarray:
+    """(13, 3) joint positions of ``person_parts``' body in the same frame (facing +z, so the
+    person's left is +x), in GASM's order (``gasm.JOINTS``): head, shoulders, elbows, wrists, hips,
+    knees, ankles, left before right."""
+    h, b = who.height, who.build
+    leg, head_r = 0.47 * h, 0.065 * h
+    torso = h - leg - 2 * head_r
+    arm_x, arm_y, arm_len = 0.16 * b + 0.045, leg + 0.05 * h, torso * 0.9
+    hip_x = 0.08 * b
+    pts = [(0.0, leg + torso + head_r, 0.0)]
+    for y, x in ((arm_y + arm_len, arm_x), (arm_y + 0.5 * arm_len, arm_x), (arm_y, arm_x),
+                 (leg, hip_x), (0.5 * leg, hip_x), (0.06, hip_x)):
+        pts += [(x, y, 0.0), (-x, y, 0.0)]
+    return np.asarray(pts)
 
 
 def person_scene(who: Identity, x: float, z: float, yaw: float) -> Scene:
@@ -168,8 +187,12 @@ class _CameraView:
         t, prim = self.caster.cast(np.asarray([a], np.float32), np.asarray([d / length], np.float32))
         return prim[0] < 0 or t[0] >= length - 0.05
 
-    def shoot(self, who: Identity, rng: np.random.Generator, size: tuple[int, int]) -> np.ndarray | None:
-        """Render ``who`` near this camera's spot; None when the person is hidden or off the floor."""
+    def shoot(self, who: Identity, rng: np.random.Generator, size: tuple[int, int]) -> tuple | None:
+        """Render ``who`` near this camera's spot: (rgb (H, W, 3) uint8, teacher) or None when the
+        person is hidden or off the floor. ``teacher`` holds GASM's exact supervision: ``mask``
+        (H, W) uint8, 1 where the person is visible, and ``joints`` (13, 3) float32 of (x, y)
+        pixel coordinates (pixel i spans [i, i + 1)) and 1 where the joint is in the frame and not
+        hidden by the house."""
         for _ in range(20):
             offset = rng.uniform(-0.8, 0.8, 2)
             x, z = self.spot[0] + offset[0], self.spot[2] + offset[1]
@@ -196,7 +219,18 @@ class _CameraView:
             return None  # mostly occluded: a detector would not have fired
         rgb = np.where(visible[..., None], mine["rgb"], house["rgb"]).astype(np.float32)
         rgb *= self.gain * rng.uniform(0.9, 1.1) * self.cast
-        return np.clip(rgb + rng.normal(0, 3.0, rgb.shape), 0, 255).astype(np.uint8)
+        rgb = np.clip(rgb + rng.normal(0, 3.0, rgb.shape), 0, 255).astype(np.uint8)
+        # joints into the camera frame (x right, y up, looking down -z), then onto the image
+        cam = (shapes.transform(person_joints(who), yaw, (x, 0.0, z)) - self.eye) @ rot
+        ahead = -cam[:, 2]
+        px = w / 2 + camera.focal_px * cam[:, 0] / np.maximum(ahead, 1e-6)
+        py = h / 2 - camera.focal_px * cam[:, 1] / np.maximum(ahead, 1e-6)
+        seen = (ahead > 0) & (px >= 0) & (px < w) & (py >= 0) & (py < h)
+        col, row = np.clip(px.astype(int), 0, w - 1), np.clip(py.astype(int), 0, h - 1)
+        wall = house["depth"][row, col]
+        seen &= (wall == 0) | (wall > ahead - 0.05)
+        joints = np.stack([px, py, seen], 1).astype(np.float32)
+        return rgb, {"mask": visible.astype(np.uint8), "joints": joints}
 
 
 def make_reid_dataset(out, cfg: ReidDataConfig | None = None, progress=None) -> dict:
@@ -207,7 +241,8 @@ def make_reid_dataset(out, cfg: ReidDataConfig | None = None, progress=None) -> 
     cfg.validate()
     out = Path(out)
     folders = {name: out / name for name in ("bounding_box_train", "query", "bounding_box_test")}
-    for folder in folders.values():
+    teacher_dir = out / TEACHER_DIR
+    for folder in (*folders.values(), teacher_dir):
         folder.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(cfg.seed)
     views = [_CameraView(c, cfg, rng) for c in range(cfg.cameras)]
@@ -222,7 +257,7 @@ def make_reid_dataset(out, cfg: ReidDataConfig | None = None, progress=None) -> 
         for cam in cams:
             shots = [views[cam].shoot(who, rng, (cfg.height_px, cfg.width_px)) for _ in range(cfg.shots_per_camera)]
             shots = [s for s in shots if s is not None]
-            for i, img in enumerate(shots):
+            for i, (img, teacher) in enumerate(shots):
                 frame += 1
                 if pid <= n_train:
                     split = "bounding_box_train"
@@ -230,6 +265,7 @@ def make_reid_dataset(out, cfg: ReidDataConfig | None = None, progress=None) -> 
                     split = "query" if (cam in query_cams and i == 0) else "bounding_box_test"
                 name = f"{pid:04d}_c{cam + 1}s1_{frame:06d}_{i:02d}.jpg"
                 Image.fromarray(img).save(folders[split] / name, quality=92)
+                np.savez_compressed(teacher_dir / f"{name[:-4]}.npz", **teacher)
                 counts[split] += 1
         if progress is not None:
             progress(pid, cfg.identities)
@@ -237,3 +273,50 @@ def make_reid_dataset(out, cfg: ReidDataConfig | None = None, progress=None) -> 
                "identities": [asdict(who) for who in people]}
     (out / "dataset.json").write_text(json.dumps(summary, indent=1))
     return summary
+
+
+def joint_heatmaps(joints: np.ndarray, size: tuple[int, int], scale: tuple[float, float] = (1.0, 1.0),
+                   sigma: float = 0.03) -> np.ndarray:
+    """(13, 3) joints (x px, y px, visible) -> (13, H, W) float32 Gaussian heatmaps with peak 1,
+    zero for hidden joints. ``scale`` maps stored pixel coordinates to ``size`` (y, x factors);
+    ``sigma`` is a fraction of the output height."""
+    h, w = size
+    ys, xs = np.arange(h) + 0.5, np.arange(w) + 0.5
+    px, py = joints[:, 0] * scale[1], joints[:, 1] * scale[0]
+    s2 = 2 * (sigma * h) ** 2
+    gx = np.exp(-((xs[None] - px[:, None]) ** 2) / s2)
+    gy = np.exp(-((ys[None] - py[:, None]) ** 2) / s2)
+    return (gy[:, :, None] * gx[:, None, :] * (joints[:, 2] > 0)[:, None, None]).astype(np.float32)
+
+
+def read_teacher_maps(root, names: list[str], size: tuple[int, int]) -> np.ndarray:
+    """GASM teacher maps of the images ``names`` (file names) of a ``make_reid_dataset`` folder:
+    (N, 14, H, W) uint8 at ``size`` = (H, W), the person mask then the 13 joint heatmaps, scaled to
+    0-255 so that they travel through the image augmentations as extra channels.
+
+    Raises:
+        ConfigError: the folder has no teacher maps, or one is missing or unreadable.
+    """
+    import torch
+    import torch.nn.functional as F
+
+    folder = Path(root) / TEACHER_DIR
+    if not folder.is_dir():
+        raise ConfigError(f"{root} has no {TEACHER_DIR}/ folder of GASM teacher maps (datasets from "
+                          "`vlnce reid make-data` have one); train without them or regenerate the data")
+    out = np.zeros((len(names), 14, *size), np.uint8)
+    for i, name in enumerate(names):
+        path = folder / f"{Path(name).stem}.npz"
+        try:
+            with np.load(path, allow_pickle=False) as z:
+                mask, joints = z["mask"], z["joints"]
+        except (OSError, KeyError, ValueError) as exc:
+            raise ConfigError(f"{path}: unreadable teacher map ({exc}); expected an npz with 'mask' (H, W) "
+                              "and 'joints' (13, 3)") from None
+        if mask.ndim != 2 or joints.shape != (13, 3):
+            raise ConfigError(f"{path}: mask {mask.shape} / joints {joints.shape}; expected (H, W) and (13, 3)")
+        m = torch.from_numpy(mask.astype(np.float32))[None, None]
+        out[i, 0] = (F.interpolate(m, size=size, mode="area")[0, 0].numpy() * 255).round().astype(np.uint8)
+        scale = (size[0] / mask.shape[0], size[1] / mask.shape[1])
+        out[i, 1:] = (joint_heatmaps(joints, size, scale) * 255).round().astype(np.uint8)
+    return out

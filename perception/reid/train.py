@@ -27,7 +27,7 @@ from perception.reid.datasets import ReidDataset, read_dataset
 from perception.reid.embedder import ModelSpec, ReidEmbedder, evaluate_embedder, load_items, model_from_blob
 from perception.reid.embedder import read_reid_checkpoint, save_reid_model
 from perception.reid.sampler import PKSampler
-from perception.reid.transforms import RSA, random_erasing, random_flip
+from perception.reid.transforms import RSA, random_erasing
 from vlnce.errors import ConfigError, TrainingError
 from vlnce.torchio import resolve_device
 
@@ -135,6 +135,18 @@ class ReidTrainer:
             self._resume(last)
         log.info("decoding %d training images", len(self.data.train))
         self.train_images = load_items(self.data.train, size)
+        # GASM's teacher maps ride along as extra channels so that every augmentation moves them
+        # with the pixels; without them (real datasets) the recipe trains without its map losses
+        self.teacher = None
+        if self.recipe.mask_weight or self.recipe.pose_weight:
+            from perception.reid.simdata import TEACHER_DIR, read_teacher_maps
+
+            if (Path(data) / TEACHER_DIR).is_dir():
+                maps = read_teacher_maps(data, [it.path.name for it in self.data.train], size)
+                self.teacher = torch.from_numpy(maps)
+            else:
+                log.warning("%s has no %s/ maps: %s trains without its mask and pose losses", data, TEACHER_DIR,
+                            cfg.recipe)
         self._eval_images: tuple[torch.Tensor, torch.Tensor] | None = None
         self.rsa = RSA() if cfg.augment == "rsa" else None
 
@@ -162,18 +174,29 @@ class ReidTrainer:
                 extra["pseudo_labels"] = self.labels
         save_reid_model(self.out / name, self.model, self.spec, extra)
 
-    def _augment(self, idx: list[int], rng: np.random.Generator) -> torch.Tensor:
+    def _augment(self, idx: list[int], rng: np.random.Generator) -> tuple[torch.Tensor, dict | None]:
+        """Augmented images (B, 3, H, W) in [0, 1] and, with teacher maps, GASM's targets
+        {"mask": (B, 1, H, W), "pose": (B, 13, H, W)} moved by the same shifts and flips."""
+        from perception.reid.gasm import FLIP_JOINTS
+
         out = []
         for i in idx:
             img = self.train_images[i]
+            if self.teacher is not None:
+                img = torch.cat([img, self.teacher[i]])
             if self.rsa is not None:
-                img = self.rsa(img, rng)
-            if self.cfg.augment != "none":
-                img = random_flip(img, rng)
-            if self.cfg.erasing:
-                img = random_erasing(img, rng, self.cfg.erasing)
+                img = self.rsa(img, rng, image_channels=3)
+            if self.cfg.augment != "none" and rng.random() < 0.5:
+                img = img.flip(-1)
+                if self.teacher is not None:  # a mirrored left wrist is a right wrist
+                    img = torch.cat([img[:4], img[4:][list(FLIP_JOINTS)]])
+            if self.cfg.erasing:  # an occluder: the teacher maps stay as they were
+                img = torch.cat([random_erasing(img[:3], rng, self.cfg.erasing), img[3:]])
             out.append(img)
-        return torch.stack(out).float() / 255.0
+        batch = torch.stack(out).float() / 255.0
+        if self.teacher is None:
+            return batch, None
+        return batch[:, :3], {"mask": batch[:, 3:4], "pose": batch[:, 4:]}
 
     def embedder(self) -> ReidEmbedder:
         return ReidEmbedder(self.model, self.spec, self.device)  # puts the model in eval mode
@@ -232,9 +255,11 @@ class ReidTrainer:
                     lr = lr_at(cfg, self.step, steps_per_epoch)
                     for g in self.opt.param_groups:
                         g["lr"] = lr
-                    x = self._augment(idx, rng).to(self.device)
-                    y = self.labels[idx].to(self.device)
-                    loss, parts = self.recipe.loss(self.model(x, y), y)
+                    x, targets = self._augment(idx, rng)
+                    x, y = x.to(self.device), self.labels[idx].to(self.device)
+                    if targets is not None:
+                        targets = {k: v.to(self.device) for k, v in targets.items()}
+                    loss, parts = self.recipe.loss(self.model(x, y), y, targets)
                     if not torch.isfinite(loss):
                         raise TrainingError(f"the loss became {loss.item()} at step {self.step} (epoch {self.epoch + 1}); "
                                             f"{self.out / 'last.pt'} keeps the last good weights; try a lower --lr")

@@ -1,4 +1,5 @@
-"""Training-time image transforms for re-ID: RMG's random shifting augmentation, flip, erasing.
+"""Training-time image transforms for re-ID: RMG's random shifting augmentation and random erasing
+(the trainer flips, because flipping GASM's joint maps also swaps left and right).
 
 Images are torch tensors (C, H, W), float in [0, 1] or uint8. Every transform takes a
 ``numpy.random.Generator`` so a seeded run repeats exactly.
@@ -61,7 +62,9 @@ class RSA:
         y, x = int(rng.integers(0, h - ph + 1)), int(rng.integers(0, w - pw + 1))
         return dict(r_c=r_c, r_h=r_h, r_w=r_w, crop=(top, left, ch, cw), size=(ph, pw), at=(y, x))
 
-    def __call__(self, img: torch.Tensor, rng: np.random.Generator) -> torch.Tensor:
+    def __call__(self, img: torch.Tensor, rng: np.random.Generator, image_channels: int | None = None) -> torch.Tensor:
+        """Shift ``img``; channels from ``image_channels`` on (label maps that travel with the
+        image, such as GASM's teacher maps) are filled with 0 instead of grey."""
         if img.ndim != 3:
             raise ValueError(f"RSA expects a (C, H, W) image, got shape {tuple(img.shape)}")
         h, w = img.shape[-2:]
@@ -72,14 +75,11 @@ class RSA:
         patch = _resize(img[:, top:top + ch, left:left + cw], *params["size"])
         fill = 127 if img.dtype == torch.uint8 else 0.5
         out = torch.full_like(img, fill)
+        if image_channels is not None:
+            out[image_channels:] = 0
         y, x = params["at"]
         out[:, y:y + patch.shape[1], x:x + patch.shape[2]] = patch
         return out
-
-
-def random_flip(img: torch.Tensor, rng: np.random.Generator, p: float = 0.5) -> torch.Tensor:
-    """Horizontal flip with probability p."""
-    return img.flip(-1) if rng.random() < p else img
 
 
 def random_erasing(img: torch.Tensor, rng: np.random.Generator, p: float = 0.5, area=(0.02, 0.4),
