@@ -74,20 +74,29 @@ def sample_identity(pid: int, seed: int) -> Identity:
                     accessory_color=_colour(rng, CLOTH))
 
 
-def person_parts(who: Identity) -> list[tuple]:
-    """(geometry, colour, pattern) parts of a standing person facing +z, feet at the origin."""
+def _body(who: Identity) -> tuple[float, ...]:
+    """The proportions shared by the body's geometry and its joints, in metres: leg length, head
+    radius, torso length, torso radius, arm axis offset from the centre line, arm bottom height,
+    arm length, leg axis offset."""
     h, b = who.height, who.build
     leg, head_r = 0.47 * h, 0.065 * h
     torso = h - leg - 2 * head_r
     r = 0.16 * b
+    return leg, head_r, torso, r, r + 0.045, leg + 0.05 * h, torso * 0.9, 0.08 * b
+
+
+def person_parts(who: Identity) -> list[tuple]:
+    """(geometry, colour, pattern) parts of a standing person facing +z, feet at the origin."""
+    b = who.build
+    leg, head_r, torso, r, arm_x, arm_y, arm_len, hip_x = _body(who)
     parts = [
-        (shapes.cylinder((-0.08 * b, 0.06, 0), 0.065 * b, leg - 0.06, 8), who.trousers, "flat"),
-        (shapes.cylinder((0.08 * b, 0.06, 0), 0.065 * b, leg - 0.06, 8), who.trousers, "flat"),
-        (shapes.box((-0.08 * b, 0.03, 0.03), (0.11, 0.06, 0.24)), who.shoes, "flat"),
-        (shapes.box((0.08 * b, 0.03, 0.03), (0.11, 0.06, 0.24)), who.shoes, "flat"),
+        (shapes.cylinder((-hip_x, 0.06, 0), 0.065 * b, leg - 0.06, 8), who.trousers, "flat"),
+        (shapes.cylinder((hip_x, 0.06, 0), 0.065 * b, leg - 0.06, 8), who.trousers, "flat"),
+        (shapes.box((-hip_x, 0.03, 0.03), (0.11, 0.06, 0.24)), who.shoes, "flat"),
+        (shapes.box((hip_x, 0.03, 0.03), (0.11, 0.06, 0.24)), who.shoes, "flat"),
         (shapes.cylinder((0, leg, 0), r, torso, 12), who.shirt, who.shirt_pattern),
-        (shapes.cylinder((-r - 0.045, leg + 0.05 * h, 0), 0.045, torso * 0.9, 6), who.shirt, "flat"),
-        (shapes.cylinder((r + 0.045, leg + 0.05 * h, 0), 0.045, torso * 0.9, 6), who.shirt, "flat"),
+        (shapes.cylinder((-arm_x, arm_y, 0), 0.045, arm_len, 6), who.shirt, "flat"),
+        (shapes.cylinder((arm_x, arm_y, 0), 0.045, arm_len, 6), who.shirt, "flat"),
         (shapes.sphere((0, leg + torso + head_r, 0), head_r), who.skin, "flat"),
         (shapes.sphere((0, leg + torso + head_r * 1.25, -0.01), head_r * 0.95), who.hair, "flat"),
     ]
@@ -105,11 +114,7 @@ def person_joints(who: Identity) -> np.ndarray:
     """(13, 3) joint positions of ``person_parts``' body in the same frame (facing +z, so the
     person's left is +x), in GASM's order (``gasm.JOINTS``): head, shoulders, elbows, wrists, hips,
     knees, ankles, left before right."""
-    h, b = who.height, who.build
-    leg, head_r = 0.47 * h, 0.065 * h
-    torso = h - leg - 2 * head_r
-    arm_x, arm_y, arm_len = 0.16 * b + 0.045, leg + 0.05 * h, torso * 0.9
-    hip_x = 0.08 * b
+    leg, head_r, torso, _, arm_x, arm_y, arm_len, hip_x = _body(who)
     pts = [(0.0, leg + torso + head_r, 0.0)]
     for y, x in ((arm_y + arm_len, arm_x), (arm_y + 0.5 * arm_len, arm_x), (arm_y, arm_x),
                  (leg, hip_x), (0.5 * leg, hip_x), (0.06, hip_x)):
