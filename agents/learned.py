@@ -30,6 +30,7 @@ class LearnedAgent(Agent):
         self.device = torch.device(device)
         self.last_extras: dict = {}
         self.last_progress: float | None = None
+        self.last_logits: torch.Tensor | None = None  # (4,) action logits of the last act()
 
     def sensor_config(self) -> dict:
         return self.policy.cfg.sensors()
@@ -46,6 +47,7 @@ class LearnedAgent(Agent):
         logits, progress, self.state, self.last_extras = self.policy.act(
             self.instruction, *self.policy.frame_inputs(observations), self.prev_action, self.state)
         self.last_progress = None if progress is None else float(progress[0])
+        self.last_logits = logits[0].float()
         action = int(logits[0].argmax())
         self.prev_action = torch.tensor([action], device=self.device)
         return action
