@@ -160,22 +160,16 @@ def topk_accuracy(logits, labels, ks=(1, 5)) -> dict[int, float]:
 
 
 def pairwise_distance(a, b, metric: str = "euclidean") -> np.ndarray:
-    """(len(a), len(b)) distances between feature rows.
+    """(len(a), len(b)) float64 distances between feature rows (the losses' formulas, on arrays).
 
     metric: "euclidean", "sq_euclidean" or "cosine" (1 - cosine similarity).
     """
+    import torch
+
+    from perception.reid.losses import feature_distance
+
     a = np.asarray(a, dtype=np.float64)
     b = np.asarray(b, dtype=np.float64)
     if a.ndim != 2 or b.ndim != 2 or a.shape[1] != b.shape[1]:
         raise ValueError(f"features must be (N, D) with the same D, got {a.shape} and {b.shape}")
-    if metric == "cosine":
-        an = a / np.maximum(np.linalg.norm(a, axis=1, keepdims=True), 1e-12)
-        bn = b / np.maximum(np.linalg.norm(b, axis=1, keepdims=True), 1e-12)
-        return 1.0 - an @ bn.T
-    sq = (a * a).sum(1)[:, None] + (b * b).sum(1)[None, :] - 2.0 * a @ b.T
-    sq = np.maximum(sq, 0.0)
-    if metric == "sq_euclidean":
-        return sq
-    if metric == "euclidean":
-        return np.sqrt(sq)
-    raise ValueError(f"metric must be 'euclidean', 'sq_euclidean' or 'cosine', got {metric!r}")
+    return feature_distance(torch.from_numpy(a), torch.from_numpy(b), metric, eps=0.0).numpy()

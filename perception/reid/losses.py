@@ -8,19 +8,21 @@ import torch.nn.functional as F
 METRICS = ("euclidean", "sq_euclidean", "cosine")
 
 
-def feature_distance(x: torch.Tensor, y: torch.Tensor, metric: str = "euclidean") -> torch.Tensor:
+def feature_distance(x: torch.Tensor, y: torch.Tensor, metric: str = "euclidean", eps: float = 1e-12) -> torch.Tensor:
     """(N, M) distances between rows of x (N, D) and y (M, D).
 
-    Euclidean is clamped at 1e-12 before the square root so the gradient at zero stays finite.
+    metric: "euclidean", "sq_euclidean" or "cosine" (1 - cosine similarity). Euclidean squares
+    are floored at ``eps`` before the square root so that the gradient at zero stays finite (0:
+    exact zeros, for evaluation).
     """
     if metric == "cosine":
-        return 1.0 - F.normalize(x, dim=1) @ F.normalize(y, dim=1).t()
+        return 1.0 - F.normalize(x, dim=1, eps=1e-12) @ F.normalize(y, dim=1, eps=1e-12).t()
     sq = (x * x).sum(1, keepdim=True) + (y * y).sum(1)[None, :] - 2.0 * x @ y.t()
     sq = sq.clamp_min(0.0)
     if metric == "sq_euclidean":
         return sq
     if metric == "euclidean":
-        return sq.clamp_min(1e-12).sqrt()
+        return sq.clamp_min(eps).sqrt()
     raise ValueError(f"metric must be one of {METRICS}, got {metric!r}")
 
 
