@@ -313,14 +313,15 @@ def _run_pair(tmp_path, dataset, episode, agent_args, sim_args=(), timeout=240):
     return json.loads(results.read_text())[0], (tmp_path / "sim.log").read_text(), (tmp_path / "agent.log").read_text()
 
 
-def _in_process(tmp_path, dataset, episode, agent, checkpoint=None, max_steps=500):
+def _in_process(tmp_path, dataset, agent, checkpoint=None, max_steps=500, name=None):
+    """Every val_unseen episode's record, run in this process: {episode id: record}."""
     from agents.evaluation import EvalConfig, evaluate, read_episode_log
 
     cfg = EvalConfig(agent=agent, split="val_unseen", dataset=str(dataset), checkpoint=checkpoint, maps=False,
                      max_steps=max_steps)
-    out = tmp_path / f"inproc_{agent}"
+    out = tmp_path / (name or f"inproc_{agent}")
     evaluate(cfg, out, progress=False)
-    return read_episode_log(out / "episodes.jsonl")[episode]
+    return read_episode_log(out / "episodes.jsonl")
 
 
 def _shortest_episode(dataset):
@@ -335,7 +336,7 @@ def test_oracle_episode_over_ros_matches_in_process(bench, tmp_path):
     episode = _shortest_episode(data)
     got, sim_out, _ = _run_pair(tmp_path, data, episode, ["--agent", "oracle", "--linear-speed", "0.5", "--angular-speed", "90"],
                                 ["--rgb-size", "32", "--depth-size", "32", "--real-time-factor", "2"])
-    want = _in_process(tmp_path, data, episode, "oracle")
+    want = _in_process(tmp_path, data, "oracle")[episode]
     # closed-loop motion lands each step within 0.01 mm / 0.001 deg, so on an idle machine the
     # action sequences and metrics are identical; the tolerances leave room for a busy one, where
     # late commands overshoot by millimetres and can change a later turn
@@ -360,7 +361,6 @@ def _decisive_episode(tmp_path, dataset, checkpoint, max_steps, monkeypatch):
       camera-mount bug) it takes different actions within the step limit. On episodes where it
       turns on the spot whatever it sees, a broken image path would go unnoticed.
     """
-    from agents.evaluation import EvalConfig, evaluate, read_episode_log
     from agents.learned import LearnedAgent
 
     gaps: dict[str, list[float]] = {}
@@ -384,10 +384,7 @@ def _decisive_episode(tmp_path, dataset, checkpoint, max_steps, monkeypatch):
     monkeypatch.setattr(LearnedAgent, "act", act_and_track)
     records = []
     for flip in (False, True):
-        cfg = EvalConfig(agent="cma", split="val_unseen", dataset=str(dataset), checkpoint=checkpoint, maps=False,
-                         max_steps=max_steps)
-        evaluate(cfg, tmp_path / f"inproc_flip{int(flip)}", progress=False)
-        records.append(read_episode_log(tmp_path / f"inproc_flip{int(flip)}" / "episodes.jsonl"))
+        records.append(_in_process(tmp_path, dataset, "cma", checkpoint, max_steps, name=f"inproc_flip{int(flip)}"))
         if not flip:
             clear = {e: min(g) for e, g in gaps.items()}
     monkeypatch.undo()
