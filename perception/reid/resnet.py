@@ -19,19 +19,19 @@ class Bottleneck(nn.Module):
 
     expansion = 4
 
-    def __init__(self, in_ch: int, planes: int, stride: int = 1) -> None:
+    def __init__(self, in_ch: int, planes: int, stride: int = 1, norm_layer=nn.BatchNorm2d) -> None:
         super().__init__()
         out = planes * self.expansion
         self.conv1 = nn.Conv2d(in_ch, planes, 1, bias=False)
-        self.bn1 = nn.BatchNorm2d(planes)
+        self.bn1 = norm_layer(planes)
         self.conv2 = nn.Conv2d(planes, planes, 3, stride=stride, padding=1, bias=False)
-        self.bn2 = nn.BatchNorm2d(planes)
+        self.bn2 = norm_layer(planes)
         self.conv3 = nn.Conv2d(planes, out, 1, bias=False)
-        self.bn3 = nn.BatchNorm2d(out)
+        self.bn3 = norm_layer(out)
         self.relu = nn.ReLU(inplace=True)
         self.downsample = None
         if stride != 1 or in_ch != out:
-            self.downsample = nn.Sequential(nn.Conv2d(in_ch, out, 1, stride=stride, bias=False), nn.BatchNorm2d(out))
+            self.downsample = nn.Sequential(nn.Conv2d(in_ch, out, 1, stride=stride, bias=False), norm_layer(out))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         y = self.relu(self.bn1(self.conv1(x)))
@@ -47,11 +47,13 @@ class ResNet(nn.Module):
         layers: blocks per stage ((3, 4, 6, 3) is ResNet-50).
         width: channel multiplier (1.0 gives 256-512-1024-2048 stage outputs).
         last_stride: stride of ``layer4`` (1 keeps 1/16 resolution, the re-ID convention).
+        norm_layer: normalisation module built from a channel count (BatchNorm2d; the detector
+            passes a GroupNorm, whose statistics do not mix the images of a small batch).
 
     Shapes: (N, 3, H, W) -> (N, channels[3], H/16, W/16) with last stride 1.
     """
 
-    def __init__(self, layers=(3, 4, 6, 3), width: float = 1.0, last_stride: int = 1) -> None:
+    def __init__(self, layers=(3, 4, 6, 3), width: float = 1.0, last_stride: int = 1, norm_layer=nn.BatchNorm2d) -> None:
         super().__init__()
         if last_stride not in (1, 2):
             raise ValueError(f"last_stride must be 1 or 2, got {last_stride}")
@@ -61,16 +63,16 @@ class ResNet(nn.Module):
         self.layers = tuple(layers)
         self.last_stride = last_stride
         self.conv1 = nn.Conv2d(3, base, 7, stride=2, padding=3, bias=False)
-        self.bn1 = nn.BatchNorm2d(base)
+        self.bn1 = norm_layer(base)
         self.relu = nn.ReLU(inplace=True)
         self.maxpool = nn.MaxPool2d(3, stride=2, padding=1)
         in_ch = base
         self.channels = []
         for i, (blocks, stride) in enumerate(zip(self.layers, (1, 2, 2, last_stride)), start=1):
             planes = base * 2 ** (i - 1)
-            stage = [Bottleneck(in_ch, planes, stride)]
+            stage = [Bottleneck(in_ch, planes, stride, norm_layer)]
             in_ch = planes * Bottleneck.expansion
-            stage += [Bottleneck(in_ch, planes) for _ in range(blocks - 1)]
+            stage += [Bottleneck(in_ch, planes, norm_layer=norm_layer) for _ in range(blocks - 1)]
             setattr(self, f"layer{i}", nn.Sequential(*stage))
             self.channels.append(in_ch)
         for m in self.modules():
