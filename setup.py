@@ -56,6 +56,7 @@ setup(
         "console_scripts": ["vlnce=vlnce.cli.main:console"],
         # perception plugins: ours are declared exactly as a third party would declare theirs
         "vlnce.perception": ["lidar_seg = perception.lidar.plugin:LidarSegmentationPlugin",
-                             "reid = perception.reid.plugin:ReidPlugin"],
+                             "reid = perception.reid.plugin:ReidPlugin",
+                             "detection = perception.detection.plugin:DetectionPlugin"],
     },
 )

@@ -21,7 +21,7 @@ import numpy as np
 from vlnce.errors import ConfigError
 
 #: data kinds the attach points know how to convert
-KINDS = ("pointcloud", "point_labels", "image", "boxes", "embeddings", "identities")
+KINDS = ("pointcloud", "point_labels", "image", "boxes", "classes", "scores", "embeddings", "identities")
 
 
 @dataclass(frozen=True)

@@ -22,7 +22,9 @@ log = logging.getLogger(__name__)
 
 GROUP = "vlnce.perception"
 #: built-in plugins: name -> "module:Class" (mirrors setup.py's entry points)
-BUILTINS = {"lidar_seg": "perception.lidar.plugin:LidarSegmentationPlugin"}
+BUILTINS = {"lidar_seg": "perception.lidar.plugin:LidarSegmentationPlugin",
+            "reid": "perception.reid.plugin:ReidPlugin",
+            "detection": "perception.detection.plugin:DetectionPlugin"}
 
 
 class _Spec:

@@ -5,14 +5,17 @@ Each plugin's inputs are read from the observation by kind:
 - ``pointcloud``: the organised ``lidar`` observation (beams, columns, 6: x, y, z, range,
   intensity, label), using the returns with range > 0;
 - ``image``: the ``rgb`` observation;
-- ``boxes``: person boxes from the simulator's instance and semantic masks (``instance=True`` and
-  ``semantic=True``), in ``rgb`` pixels, at most ``max_boxes`` (largest first).
+- ``boxes``: person boxes, in ``rgb`` pixels, at most ``max_boxes``: those of the ``person``
+  class from an earlier plugin that detects people (``detection`` before ``reid``), or else the
+  simulator's ground truth from its instance and semantic masks (``instance=True`` and
+  ``semantic=True``; largest first).
 
 Outputs are added under ``"<plugin>/<output>"``: ``point_labels`` go back into the organised
 layout, (beams, columns) int32 with 0 where there was no return; per-box outputs are padded to
-``max_boxes`` rows (``embeddings`` (max_boxes, D) float32 with zero rows, ``identities``
-(max_boxes,) int64 with 0), and ``"<plugin>/boxes"`` (max_boxes, 4) float32 says which box each
-row belongs to.
+``max_boxes`` rows (``embeddings`` (max_boxes, D) float32 with zero rows, ``identities``,
+``classes`` (max_boxes,) int64 with 0, ``scores`` (max_boxes,) float32 with 0, ``boxes``
+(max_boxes, 4) float32 with zero rows), and for plugins that take boxes ``"<plugin>/boxes"`` says
+which box each row belongs to.
 """
 
 from __future__ import annotations
@@ -101,8 +104,13 @@ class PerceptionObservation(gym.ObservationWrapper):
         needs = {"pointcloud": (("lidar",), "enable the LiDAR: lidar=True or simulator.lidar.enabled=true"),
                  "image": (("rgb",), "enable an rgb sensor"),
                  "boxes": (("rgb", "instance", "semantic"), "make the environment with instance=True, semantic=True")}
+        detector_before = False
         for p in self.plugins:
             for port_name, port in p.inputs.items():
+                if port.kind == "boxes" and detector_before:
+                    if "rgb" not in entries:
+                        raise ConfigError(f"plugin {p.name!r} input {port_name!r} (boxes) needs the observation rgb")
+                    continue
                 if port.kind not in READABLE:
                     raise ConfigError(f"plugin {p.name!r} input {port_name!r} of kind {port.kind!r} cannot be read "
                                       f"from environment observations (readable kinds: {READABLE})")
@@ -121,13 +129,18 @@ class PerceptionObservation(gym.ObservationWrapper):
                     if not dim:
                         raise ConfigError(f"plugin {p.name!r} outputs embeddings but has no embedding_dim attribute")
                     entries[key] = spaces.Box(-1.0, 1.0, (self.max_boxes, int(dim)), np.float32)
-                elif port.kind == "identities":
+                elif port.kind in ("identities", "classes"):
                     entries[key] = spaces.Box(0, np.iinfo(np.int64).max, (self.max_boxes,), np.int64)
+                elif port.kind == "scores":
+                    entries[key] = spaces.Box(0.0, 1.0, (self.max_boxes,), np.float32)
+                elif port.kind == "boxes":
+                    entries[key] = spaces.Box(0.0, np.inf, (self.max_boxes, 4), np.float32)
                 else:
                     raise ConfigError(f"plugin {p.name!r} output {out_name!r} of kind {port.kind!r} cannot be added "
                                       "to environment observations yet")
             if any(port.kind == "boxes" for port in p.inputs.values()):
                 entries[f"{p.name}/boxes"] = spaces.Box(0.0, np.inf, (self.max_boxes, 4), np.float32)
+            detector_before = detector_before or _detects_people(p)
         self.observation_space = spaces.Dict(entries)
 
     def reset(self, *, seed=None, options=None):
@@ -140,9 +153,25 @@ class PerceptionObservation(gym.ObservationWrapper):
         return run_plugins(observation, self.plugins, self.max_boxes)
 
 
+def _detects_people(plugin: PerceptionPlugin) -> bool:
+    kinds = {port.kind for port in plugin.outputs.values()}
+    return {"boxes", "classes"} <= kinds and getattr(plugin, "class_index", lambda name: 0)("person") > 0
+
+
+def detected_people(plugin: PerceptionPlugin, result: dict, max_boxes: int) -> np.ndarray:
+    """(M, 4) boxes of a detector's first sample whose class is ``person``, best score first."""
+    names = {port.kind: name for name, port in plugin.outputs.items()}
+    boxes, classes = result[names["boxes"]][0], result[names["classes"]][0]
+    keep = np.nonzero(classes == plugin.class_index("person"))[0]
+    if "scores" in names:
+        keep = keep[np.argsort(-result[names["scores"]][0][keep], kind="stable")]
+    return np.asarray(boxes[keep[:max_boxes]], np.float32).reshape(-1, 4)
+
+
 def run_plugins(observation: dict, plugins: list[PerceptionPlugin], max_boxes: int = 16) -> dict:
     """A copy of ``observation`` with every plugin's outputs added (see the module docstring)."""
     obs = dict(observation)
+    people = None  # person boxes of an earlier detector, which later plugins use instead of ground truth
     for p in plugins:
         batch, mask, boxes = {}, None, None
         for port_name, port in p.inputs.items():  # kinds checked when the wrapper was built
@@ -151,10 +180,15 @@ def run_plugins(observation: dict, plugins: list[PerceptionPlugin], max_boxes: i
                 batch[port_name] = [pts]
             elif port.kind == "image":
                 batch[port_name] = [obs["rgb"][..., :3]]
+            elif people is not None:
+                boxes = people
+                batch[port_name] = [boxes]
             else:
                 boxes = person_boxes(obs["instance"], obs["semantic"], obs["rgb"].shape[:2], max_boxes=max_boxes)
                 batch[port_name] = [boxes]
         result = p(batch)
+        if _detects_people(p):
+            people = detected_people(p, result, max_boxes)
         for out_name, port in p.outputs.items():
             value = result[out_name][0]
             if port.kind == "point_labels":

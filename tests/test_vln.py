@@ -403,3 +403,38 @@ def test_reid_plugin_attaches_to_the_environment(bench, tmp_path):
         obs, *_ = env.step(2)  # turn left: look around the room
     env.reset(seed=0)
     assert plugin.gallery.frame <= 1  # reset with the environment
+
+
+def test_detection_feeds_person_boxes_to_reid_in_the_environment(bench, tmp_path):
+    """With ``detection`` before ``reid``, re-ID reads the detector's person boxes (best first), so
+    the environment needs no ground-truth masks; detection outputs are padded rows."""
+    import torch
+
+    from perception.detection.checkpoint import save_detector
+    from perception.detection.faster_rcnn import build_faster_rcnn
+    from perception.detection.plugin import DetectionPlugin
+    from perception.detection.roi_heads import RoIHeadsConfig
+    from perception.reid.embedder import ModelSpec, save_reid_model
+    from perception.reid.plugin import ReidPlugin
+    from perception.reid.registry import build_model
+    from perception.wrappers import PerceptionObservation
+
+    torch.manual_seed(0)
+    det_ckpt = save_detector(tmp_path / "det.pt", build_faster_rcnn(("person", "chair"), "resnet26", 0.25,
+                                                                     roi=RoIHeadsConfig(representation=32)))
+    # untrained: every proposal scores about 1/3 per class, so there are person boxes to pass on
+    detector = DetectionPlugin(checkpoint=str(det_ckpt), score_threshold=0.0, device="cpu")
+    reid_ckpt = save_reid_model(tmp_path / "reid.pt", build_model("baseline", 3, "resnet26", 0.125),
+                                ModelSpec("baseline", "resnet26", 0.125, 3, (64, 32)))
+    reid = ReidPlugin(checkpoint=str(reid_ckpt), device="cpu")
+    env = PerceptionObservation(gymnasium.make("sim:VLNCE-v0", **_env_kwargs(bench)), [detector, reid], max_boxes=5)
+    obs, _ = env.reset(seed=0)
+    for key in ("detection/boxes", "detection/classes", "detection/scores", "reid/boxes", "reid/identities"):
+        assert env.observation_space[key].contains(obs[key]), key
+    direct = detector({"image": [obs["rgb"][..., :3]]})
+    person = direct["classes"][0] == 1
+    assert person.any()
+    order = np.argsort(-direct["scores"][0][person], kind="stable")[:5]
+    np.testing.assert_allclose(obs["reid/boxes"][:len(order)], direct["boxes"][0][person][order], atol=1e-4)
+    n = min(5, len(direct["boxes"][0]))
+    np.testing.assert_allclose(obs["detection/scores"][:n], direct["scores"][0][:n], atol=1e-5)

@@ -23,6 +23,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "data": ("vlnce.cli.data", "build the embedded VLN-CE benchmark"),
     "scene": ("vlnce.cli.scene", "build procedural houses, draw top-down maps, walk through a house"),
     "lidar": ("vlnce.cli.lidar", "LiDAR semantic segmentation (SqueezeSegV3): make-data, train, eval, predict, show, bench"),
+    "detect": ("vlnce.cli.detect", "object detection with domain adaptation (Faster R-CNN, MCAR): make-data, train, eval, "
+               "predict, show, bench"),
     "reid": ("vlnce.cli.reid", "person re-identification: make-data (simulated people, Market-1501 layout)"),
     "plugins": ("vlnce.cli.plugins", "list the installed perception plugins"),
     "ros": ("vlnce.cli.ros", "ROS 2 bridge: the simulator as a robot, agents on robots, recording"),

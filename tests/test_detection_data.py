@@ -1,0 +1,204 @@
+"""Detection data: COCO and VOC readers and their bad-input handling, fog synthesis, boxes from
+instance masks, the rendered two-domain set, the trainer (adaptive losses, resume, NaN) and the
+plugin attached to an environment and chained into re-ID."""
+
+from __future__ import annotations
+
+import json
+import logging
+
+import numpy as np
+import pytest
+
+from perception.detection.data import DetectionDataset, read_coco, read_voc
+from perception.detection.simdata import boxes_from_instances, synthesize_fog
+from vlnce.errors import DatasetError
+
+
+def _coco(tmp_path, annotations, categories=None, size=(40, 60)):
+    from PIL import Image
+
+    (tmp_path / "im.png").parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(np.zeros((size[0], size[1], 3), np.uint8)).save(tmp_path / "im.png")
+    doc = {"images": [{"id": 1, "file_name": "im.png", "height": size[0], "width": size[1]}],
+           "annotations": annotations,
+           "categories": categories or [{"id": 3, "name": "chair"}, {"id": 7, "name": "person"}]}
+    path = tmp_path / "ann.json"
+    path.write_text(json.dumps(doc))
+    return path
+
+
+def test_coco_reader_boxes_labels_and_class_selection(tmp_path):
+    path = _coco(tmp_path, [{"id": 1, "image_id": 1, "category_id": 7, "bbox": [5, 6, 10, 20]},
+                            {"id": 2, "image_id": 1, "category_id": 3, "bbox": [0, 0, 4, 4], "iscrowd": 1}])
+    recs, names = read_coco(path)
+    assert names == ("chair", "person")  # ordered by category id
+    assert recs[0]["boxes"].tolist() == [[5, 6, 15, 26], [0, 0, 4, 4]]
+    assert recs[0]["labels"].tolist() == [2, 1] and recs[0]["ignore"].tolist() == [False, True]
+    recs, names = read_coco(path, classes=["person"])
+    assert names == ("person",) and recs[0]["labels"].tolist() == [1]
+    with pytest.raises(DatasetError, match=r"\['sofa'\] are not among"):
+        read_coco(path, classes=["sofa"])
+
+
+def test_coco_reader_bad_boxes_are_dropped_or_clipped_with_a_warning(tmp_path, caplog):
+    path = _coco(tmp_path, [{"id": 1, "image_id": 1, "category_id": 7, "bbox": [5, 5, 0, 10]},     # zero width
+                            {"id": 2, "image_id": 1, "category_id": 7, "bbox": [5, 5, -3, 10]},    # negative
+                            {"id": 3, "image_id": 1, "category_id": 7, "bbox": [100, 5, 10, 10]},  # outside
+                            {"id": 4, "image_id": 1, "category_id": 7, "bbox": [50, 30, 20, 20]},  # partly out
+                            {"id": 5, "image_id": 1, "category_id": 7, "bbox": [1, 1, 2, 2]}])
+    with caplog.at_level(logging.WARNING):
+        recs, _ = read_coco(path)
+    assert recs[0]["boxes"].tolist() == [[50, 30, 60, 40], [1, 1, 3, 3]]
+    text = caplog.text
+    assert "2 zero-area or negative boxes dropped" in text and "annotation 1 of im.png" in text
+    assert "1 boxes outside the image dropped" in text and "1 boxes partly outside the image clipped" in text
+
+
+def test_coco_reader_refuses_unknown_categories_and_bad_files(tmp_path):
+    path = _coco(tmp_path, [{"id": 9, "image_id": 1, "category_id": 42, "bbox": [1, 1, 2, 2]}])
+    with pytest.raises(DatasetError, match="annotation 9 has category_id 42"):
+        read_coco(path)
+    (tmp_path / "broken.json").write_text("{not json")
+    with pytest.raises(DatasetError, match="cannot read COCO"):
+        read_coco(tmp_path / "broken.json")
+    good = _coco(tmp_path, [])
+    (tmp_path / "im.png").write_bytes(b"garbage")
+    recs, _ = read_coco(good)
+    with pytest.raises(DatasetError, match="could not be decoded"):
+        DetectionDataset(recs)[0]
+
+
+def test_voc_reader(tmp_path):
+    (tmp_path / "ImageSets" / "Main").mkdir(parents=True)
+    (tmp_path / "Annotations").mkdir()
+    (tmp_path / "ImageSets" / "Main" / "test.txt").write_text("000001\n")
+    (tmp_path / "Annotations" / "000001.xml").write_text(
+        "<annotation><size><width>50</width><height>40</height><depth>3</depth></size>"
+        "<object><name>person</name><difficult>1</difficult><bndbox><xmin>1</xmin><ymin>2</ymin><xmax>10</xmax>"
+        "<ymax>20</ymax></bndbox></object>"
+        "<object><name>dog</name><bndbox><xmin>1</xmin><ymin>1</ymin><xmax>5</xmax><ymax>5</ymax></bndbox></object>"
+        "<object><name>chair</name><difficult>0</difficult><bndbox><xmin>30</xmin><ymin>10</ymin><xmax>30</xmax>"
+        "<ymax>20</ymax></bndbox></object></annotation>")
+    recs = read_voc(tmp_path, "test", ["chair", "person"])
+    # 1-based inclusive pixels -> continuous: xmin 1..xmax 10 covers [0, 10); the 1-pixel-wide
+    # chair (xmin = xmax = 30) becomes [29, 30)
+    assert recs[0]["boxes"].tolist() == [[0, 1, 10, 20], [29, 9, 30, 20]]
+    assert recs[0]["labels"].tolist() == [2, 1] and recs[0]["ignore"].tolist() == [True, False]
+    with pytest.raises(DatasetError, match="Pascal VOC layout"):
+        read_voc(tmp_path, "train", ["chair"])
+
+
+def test_dataset_resize_and_flip_move_the_boxes(tmp_path):
+    path = _coco(tmp_path, [{"id": 1, "image_id": 1, "category_id": 7, "bbox": [10, 4, 20, 8]}])
+    recs, _ = read_coco(path)
+    x, t = DetectionDataset(recs, min_size=80)[0]  # 40 x 60 -> 80 x 120
+    assert x.shape == (3, 80, 120) and t["boxes"].tolist() == [[20, 8, 60, 24]]
+    ds = DetectionDataset(recs, flip=True, seed=0)
+    flipped = [ds[0][1]["boxes"].tolist() for _ in range(10)]
+    assert [[30, 4, 50, 12]] in flipped and [[10, 4, 30, 12]] in flipped  # mirrored about x = 30
+
+
+def test_fog_follows_koschmieder():
+    rgb = np.full((2, 2, 3), 200, np.uint8)
+    depth = np.array([[0.0, 1.0], [5.0, 1e6]], np.float32)
+    out = synthesize_fog(rgb, depth, beta=0.2, airlight=0.9)
+    j = 200 / 255
+    assert out[0, 0, 0] == pytest.approx(j)  # no distance, no fog
+    t = np.exp(-0.2 * 5.0)
+    assert out[1, 0, 1] == pytest.approx(j * t + 0.9 * (1 - t), rel=1e-6)
+    assert out[1, 1, 2] == pytest.approx(0.9)  # infinitely far: the airlight
+    gap = np.abs(np.array([out[0, 0, 0], out[0, 1, 0], out[1, 0, 0], out[1, 1, 0]]) - 0.9)
+    assert (np.diff(gap) < 0).all()  # the further, the closer to the airlight
+
+
+def test_boxes_from_instances():
+    from sim.scenes.semantics import CATEGORY_INDEX
+
+    inst = np.zeros((10, 12), np.int32)
+    sem = np.zeros((10, 12), np.int32)
+    inst[2:5, 3:8], sem[2:5, 3:8] = 4, CATEGORY_INDEX["chair"]  # 15 px chair
+    inst[6:9, 0:2], sem[6:9, 0:2] = 5, CATEGORY_INDEX["person"]  # 6 px person
+    inst[0:2, 9:12], sem[0:2, 9:12] = 6, CATEGORY_INDEX["wall"]  # not a class
+    boxes, labels = boxes_from_instances(sem, inst, ("person", "chair"), min_pixels=5)
+    assert boxes.tolist() == [[3, 2, 8, 5], [0, 6, 2, 9]] and labels.tolist() == [2, 1]
+    boxes, _ = boxes_from_instances(sem, inst, ("person", "chair"), min_pixels=10)
+    assert boxes.tolist() == [[3, 2, 8, 5]]
+
+
+@pytest.fixture(scope="module")
+def small_set(tmp_path_factory):
+    from perception.detection.simdata import DetectionDataConfig, make_detection_dataset
+
+    out = tmp_path_factory.mktemp("det")
+    cfg = DetectionDataConfig(houses={"source_train": 2, "target_train": 1, "source_test": 0, "target_test": 1},
+                              images_per_house=4, width=96, height=72, min_pixels=30)
+    make_detection_dataset(out, cfg, progress=False)
+    return out
+
+
+def test_make_data_layout_and_domains(small_set):
+    desc = json.loads((small_set / "detection.json").read_text())
+    assert desc["images"] == {"source_train": 8, "target_train": 4, "source_test": 0, "target_test": 4}
+    houses = desc["houses"]
+    assert not set(houses["source_train"]) & set(houses["target_train"])
+    recs, names = read_coco(small_set / "target_test.json")
+    assert names == tuple(desc["classes"]) and all(len(r["boxes"]) for r in recs)
+    # fog lifts dark pixels and flattens contrast: target images are less contrasted than source ones
+    from perception.detection.data import load_image
+
+    def contrast(split):
+        r, _ = read_coco(small_set / f"{split}.json")
+        return np.mean([load_image(x["file"]).astype(float).std() for x in r])
+
+    assert contrast("target_test") < contrast("source_train")
+
+
+def test_trainer_adaptive_losses_resume_and_nan(small_set, tmp_path, monkeypatch):
+    torch = pytest.importorskip("torch")
+    from perception.detection.train import DetectionTrainer, DetectTrainConfig
+    from vlnce.errors import ConfigError, TrainingError
+
+    cfg = DetectTrainConfig(method="mcar", epochs=1, warmup_iters=1, hidden=16, representation=32, save_every=2)
+    tr = DetectionTrainer(small_set, tmp_path / "run", cfg)
+    src = tr._batch(__import__("perception.detection.data", fromlist=["x"]).DetectionDataset(tr.train_records), [0, 1])
+    tgt = tr._batch(__import__("perception.detection.data", fromlist=["x"]).DetectionDataset(tr.target_records), [0, 1])
+    total, parts = tr.loss(src, tgt)
+    assert {"adv", "multilabel", "consistency", "disc_acc", "roi_cls"} <= set(parts)
+    total.backward()
+    # the discriminator learns; the backbone receives the adversarial gradient too
+    assert tr.disc.fc.weight.grad.abs().sum() > 0 and tr.multilabel.fc.weight.grad.abs().sum() > 0
+    summary = tr.train(progress=False)
+    assert summary["epochs"] == 1 and summary["steps"] == 4 and summary["final_eval"]["images"] == 4
+    assert (tmp_path / "run" / "final.pt").is_file() and (tmp_path / "run" / "curves.png").is_file()
+    # resuming continues from the saved epoch
+    cfg2 = DetectTrainConfig(**{**cfg.__dict__, "epochs": 2})
+    tr2 = DetectionTrainer(small_set, tmp_path / "run", cfg2)
+    assert tr2.epoch == 1 and tr2.step == 4
+    assert torch.equal(tr2.model.rpn.head.cls.weight, tr.model.rpn.head.cls.weight)
+    with pytest.raises(ConfigError, match="other settings"):
+        DetectionTrainer(small_set, tmp_path / "run", DetectTrainConfig(**{**cfg.__dict__, "method": "uadv"}))
+    # a NaN loss stops training with a clear message and leaves last.pt as it was
+    before = (tmp_path / "run" / "last.pt").read_bytes()
+    monkeypatch.setattr(tr2, "loss", lambda s, t: (torch.tensor(float("nan"), requires_grad=True), {}))
+    with pytest.raises(TrainingError, match="the loss became nan"):
+        tr2.train(progress=False)
+    assert (tmp_path / "run" / "last.pt").read_bytes() == before
+
+
+def test_plugin_in_an_environment_feeds_reid(small_set, tmp_path):
+    pytest.importorskip("torch")
+    from perception.detection.plugin import DetectionPlugin
+    from perception.detection.train import DetectionTrainer, DetectTrainConfig
+    from perception.registry import make_plugin
+
+    cfg = DetectTrainConfig(method="oracle", epochs=1, warmup_iters=1, representation=32)
+    DetectionTrainer(small_set, tmp_path / "o", cfg).train(progress=False)
+    plugin = DetectionPlugin(checkpoint=str(tmp_path / "o" / "final.pt"), score_threshold=0.0)
+    img = np.zeros((72, 96, 3), np.uint8)
+    out = plugin({"image": [img, img]})
+    assert len(out["boxes"]) == 2 and out["boxes"][0].dtype == np.float32 and out["classes"][0].dtype == np.int64
+    assert plugin.class_index("person") == 1 and plugin.class_index("cat") == 0
+    with pytest.raises(ValueError, match="uint8"):
+        plugin({"image": [img.astype(np.float32)]})
+    assert type(make_plugin("detection", checkpoint=str(tmp_path / "o" / "final.pt"))) is DetectionPlugin
