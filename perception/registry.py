@@ -107,6 +107,28 @@ def parse_plugin_list(text: str) -> list[str]:
     return names
 
 
+def parse_plugin_options(names: list[str], items: list[str]) -> dict:
+    """``["detection.score_threshold=0.3"]`` -> {"detection": {"score_threshold": 0.3}}; values are
+    read as YAML scalars (``yaml.safe_load``).
+
+    Raises:
+        ConfigError: an item is not PLUGIN.KEY=VALUE with PLUGIN among ``names``.
+    """
+    import yaml
+
+    options: dict = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        name, dot, opt = key.partition(".")
+        if not sep or not dot or not opt or name not in names:
+            raise ConfigError(f"plugin option {item!r}: expected PLUGIN.KEY=VALUE with PLUGIN one of {names}")
+        try:
+            options.setdefault(name, {})[opt] = yaml.safe_load(value)
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"plugin option {item!r}: the value is not valid YAML ({exc})") from None
+    return options
+
+
 def parse_checkpoint_options(names: list[str], items: list[str]) -> dict:
     """``["lidar_seg=model.pt"]`` -> {"lidar_seg": {"checkpoint": "model.pt"}} (command-line flags).
 

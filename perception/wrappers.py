@@ -140,7 +140,7 @@ class PerceptionObservation(gym.ObservationWrapper):
                                       "to environment observations yet")
             if any(port.kind == "boxes" for port in p.inputs.values()):
                 entries[f"{p.name}/boxes"] = spaces.Box(0.0, np.inf, (self.max_boxes, 4), np.float32)
-            detector_before = detector_before or _detects_people(p)
+            detector_before = detector_before or detects_people(p)
         self.observation_space = spaces.Dict(entries)
 
     def reset(self, *, seed=None, options=None):
@@ -153,7 +153,7 @@ class PerceptionObservation(gym.ObservationWrapper):
         return run_plugins(observation, self.plugins, self.max_boxes)
 
 
-def _detects_people(plugin: PerceptionPlugin) -> bool:
+def detects_people(plugin: PerceptionPlugin) -> bool:
     kinds = {port.kind for port in plugin.outputs.values()}
     return {"boxes", "classes"} <= kinds and getattr(plugin, "class_index", lambda name: 0)("person") > 0
 
@@ -187,7 +187,7 @@ def run_plugins(observation: dict, plugins: list[PerceptionPlugin], max_boxes: i
                 boxes = person_boxes(obs["instance"], obs["semantic"], obs["rgb"].shape[:2], max_boxes=max_boxes)
                 batch[port_name] = [boxes]
         result = p(batch)
-        if _detects_people(p):
+        if detects_people(p):
             people = detected_people(p, result, max_boxes)
         for out_name, port in p.outputs.items():
             value = result[out_name][0]

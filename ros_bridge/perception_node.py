@@ -17,7 +17,17 @@ Plugins that take an image and person boxes (``reid``) read two topics and pair 
     identities    std_msgs/String out (default /reid/identities, reliable): JSON
                   {"stamp": s, "frame_id": ..., "people": [{"identity": n, "box": [x0, y0, x1, y1]}]}
 
-(No detection message type is available as a pip wheel, hence instance images in and JSON out.)
+Image-only plugins that output boxes (``detection``) read the image topic alone and publish
+
+    detections    std_msgs/String out (default /detection/detections, reliable): JSON
+                  {"stamp": s, "frame_id": ..., "detections": [{"class": name, "score": s,
+                  "box": [x0, y0, x1, y1]}]}
+
+and, when a box plugin (``reid``) runs too, its person boxes replace the instance topic: re-ID runs
+on the detector's ``person`` boxes of the same image.
+
+(vision_msgs/Detection2DArray is not available as a pip wheel, hence instance images in and JSON
+out; the JSON carries the fields of a Detection2D: class id, score and the box.)
 
 Bad messages (missing fields, wrong sizes) are logged once per kind and skipped; the node keeps
 running. The model code is plain library code: this file only converts messages at the edge.
@@ -40,7 +50,8 @@ from ros_bridge import messages, qos
 from ros_bridge.node_logging import WarnOnce
 
 DEFAULT_TOPICS = {"pointcloud": "/lidar/points", "point_labels": "/lidar/points_labeled",
-                  "image": "/camera/rgb/image_raw", "boxes": "/camera/person_instances", "identities": "/reid/identities"}
+                  "image": "/camera/rgb/image_raw", "boxes": "/camera/person_instances", "identities": "/reid/identities",
+                  "detections": "/detection/detections"}
 
 
 @dataclass
@@ -98,10 +109,15 @@ class PerceptionNode(WarnOnce, Node):
         self.cfg, self.plugins = cfg, plugins
         self.frames, self.skipped, self.seconds = 0, 0, 0.0
         self.pub_status = self.create_publisher(String, "/vlnce/perception_status", qos.EVENTS)
-        self._outputs, self._cloud_plugins, self._box_plugins = {}, [], []
+        from perception.wrappers import detects_people
+
+        self._outputs, self._cloud_plugins, self._box_plugins, self._detectors = {}, [], [], []
         for p in plugins:
             kinds = {port.kind for port in p.inputs.values()}
-            if kinds == {"pointcloud"}:
+            if kinds == {"image"} and {"boxes", "classes", "scores"} <= {o.kind for o in p.outputs.values()}:
+                self._detectors.append(p)
+                self._outputs[p.name] = self.create_publisher(String, cfg.topic("detections"), qos.EVENTS)
+            elif kinds == {"pointcloud"}:
                 self._cloud_plugins.append(p)
                 self._outputs[p.name] = self.create_publisher(PointCloud2, cfg.topic("point_labels"), qos.SENSOR_PUB)
             elif kinds == {"image", "boxes"}:
@@ -109,9 +125,9 @@ class PerceptionNode(WarnOnce, Node):
                 self._outputs[p.name] = self.create_publisher(String, cfg.topic("identities"), qos.EVENTS)
             else:
                 raise ValueError(f"plugin {p.name!r} needs inputs of kinds {sorted(kinds)}; the ROS node converts "
-                                 "a pointcloud, or an image with person boxes")
+                                 "a pointcloud, an image (detectors), or an image with person boxes")
             for out_name, port in p.outputs.items():
-                if port.kind not in ("point_labels", "identities", "embeddings"):
+                if port.kind not in ("point_labels", "identities", "embeddings", "boxes", "classes", "scores"):
                     raise ValueError(f"plugin {p.name!r} output {out_name!r} of kind {port.kind!r} has no ROS "
                                      "conversion yet")
         if self._cloud_plugins:
@@ -119,7 +135,15 @@ class PerceptionNode(WarnOnce, Node):
             self.create_subscription(PointCloud2, topic, self._on_cloud, qos.SENSOR_SUB)
             self.get_logger().info(f"running {', '.join(p.name for p in self._cloud_plugins)} on {topic} -> "
                                    f"{cfg.topic('point_labels')}")
-        if self._box_plugins:
+        self._people_source = next((d for d in self._detectors if detects_people(d)), None)
+        if self._detectors:
+            self.create_subscription(Image, cfg.topic("image"), self._on_rgb, qos.SENSOR_SUB)
+            self.get_logger().info(f"running {', '.join(p.name for p in self._detectors)} on {cfg.topic('image')} -> "
+                                   f"{cfg.topic('detections')}")
+        if self._box_plugins and self._people_source is not None:
+            self.get_logger().info(f"running {', '.join(p.name for p in self._box_plugins)} on the person boxes of "
+                                   f"{self._people_source.name} -> {cfg.topic('identities')}")
+        elif self._box_plugins:
             # keep a few of each so an image and its instance mask pair up whichever comes first
             self._pending: dict[str, dict] = {"image": {}, "boxes": {}}
             self.create_subscription(Image, cfg.topic("image"), lambda m: self._on_pair("image", m), qos.SENSOR_SUB)
@@ -140,6 +164,33 @@ class PerceptionNode(WarnOnce, Node):
         pending.pop(key)
         self._on_image(*((msg, partner) if kind == "image" else (partner, msg)))
 
+    def _on_rgb(self, image_msg: Image) -> None:
+        from perception.wrappers import detected_people
+
+        try:
+            image = messages.rgb_from_msg(image_msg)
+        except messages.BadMessage as exc:
+            self.skipped += 1
+            self._warn_once(f"bad_image:{exc}", f"{exc}; image skipped")
+            return
+        t0 = time.perf_counter()
+        people = None
+        for p in self._detectors:
+            result = p({"image": [image]})
+            dets = [{"class": p.classes[int(c) - 1], "class_id": int(c), "score": round(float(s), 4),
+                     "box": [round(float(v), 1) for v in b]}
+                    for b, c, s in zip(result["boxes"][0], result["classes"][0], result["scores"][0])]
+            self._outputs[p.name].publish(String(data=json.dumps(
+                {"stamp": messages.to_seconds(image_msg.header.stamp), "frame_id": image_msg.header.frame_id,
+                 "detections": dets})))
+            if p is self._people_source:
+                people = detected_people(p, result, 64)
+        self.seconds += time.perf_counter() - t0
+        if people is not None and self._box_plugins:
+            self._run_box_plugins(image_msg, image, people)
+        else:
+            self.frames += 1
+
     def _on_image(self, image_msg: Image, mask_msg: Image) -> None:
         from perception.wrappers import instance_boxes
 
@@ -150,7 +201,9 @@ class PerceptionNode(WarnOnce, Node):
             self.skipped += 1
             self._warn_once(f"bad_image:{exc}", f"{exc}; image skipped")
             return
-        boxes = instance_boxes(instances, out_shape=image.shape[:2])
+        self._run_box_plugins(image_msg, image, instance_boxes(instances, out_shape=image.shape[:2]))
+
+    def _run_box_plugins(self, image_msg: Image, image: np.ndarray, boxes: np.ndarray) -> None:
         t0 = time.perf_counter()
         for p in self._box_plugins:
             result = p({"image": [image], "boxes": [boxes]})

@@ -718,3 +718,63 @@ def test_perception_node_reid_pairs_images_with_instances_and_keeps_identities(t
         node.destroy_node()
         rclpy.shutdown()
         _stop(node_proc)
+
+
+def test_perception_node_detection_feeds_reid_without_instance_images(tmp_path):
+    """detection + reid over DDS: an image alone yields a detections JSON message and, from the
+    detector's person boxes of the same image, an identities message with those boxes."""
+    rclpy = pytest.importorskip("rclpy")
+    import json
+    import time
+
+    import torch
+    from sensor_msgs.msg import Image
+    from std_msgs.msg import String
+
+    from perception.detection.checkpoint import save_detector
+    from perception.detection.faster_rcnn import build_faster_rcnn
+    from perception.detection.roi_heads import RoIHeadsConfig
+    from perception.reid.embedder import ModelSpec, save_reid_model
+    from perception.reid.registry import build_model
+    from ros_bridge import messages
+
+    torch.manual_seed(0)
+    det = save_detector(tmp_path / "det.pt", build_faster_rcnn(("person", "chair"), "resnet26", 0.25,
+                                                                roi=RoIHeadsConfig(representation=32)))
+    reid = save_reid_model(tmp_path / "reid.pt", build_model("baseline", 3, "resnet26", 0.125),
+                           ModelSpec("baseline", "resnet26", 0.125, 3, (64, 32)))
+    # untrained, with no score threshold: every class gets boxes, so there are people to re-identify
+    node_proc = _start(["ros", "perception", "--plugins", "detection,reid", "--checkpoint", f"detection={det}",
+                        "--checkpoint", f"reid={reid}", "--option", "detection.score_threshold=0.0", "--device", "cpu"])
+    rclpy.init()
+    node = rclpy.create_node("camera_only")
+    dets, ids = [], []
+    try:
+        pub = node.create_publisher(Image, "/camera/rgb/image_raw", 10)
+        node.create_subscription(String, "/detection/detections", dets.append, 10)
+        node.create_subscription(String, "/reid/identities", ids.append, 10)
+        deadline = time.monotonic() + 30
+        while (pub.get_subscription_count() == 0 or node.count_publishers("/reid/identities") == 0) \
+                and time.monotonic() < deadline:
+            rclpy.spin_once(node, timeout_sec=0.1)
+        img = np.random.default_rng(0).integers(0, 255, (96, 128, 3), dtype=np.uint8)
+        msg = messages.image_msg(img, "rgb8", 3.0, "camera_rgb_optical_frame")
+        deadline = time.monotonic() + 60
+        while not (dets and ids) and time.monotonic() < deadline:
+            pub.publish(msg)
+            rclpy.spin_once(node, timeout_sec=0.5)
+        if not (dets and ids):
+            pytest.fail("no detections or identities arrived; node log:\n" + _stop(node_proc)[-3000:])
+        d, r = json.loads(dets[0].data), json.loads(ids[0].data)
+        assert d["stamp"] == 3.0 and d["frame_id"] == "camera_rgb_optical_frame" and d["detections"]
+        assert {x["class"] for x in d["detections"]} <= {"person", "chair"}
+        assert all(x["class_id"] == (1 if x["class"] == "person" else 2) for x in d["detections"])
+        people = sorted((x for x in d["detections"] if x["class"] == "person"), key=lambda x: -x["score"])
+        boxes = [p["box"] for p in people]
+        got_boxes = [p["box"] for p in r["people"]]  # boxes under 4 px a side carry no identity
+        assert r["stamp"] == 3.0 and got_boxes and all(b in boxes for b in got_boxes)
+        assert [boxes.index(b) for b in got_boxes] == sorted(boxes.index(b) for b in got_boxes)  # best first
+    finally:
+        node.destroy_node()
+        rclpy.shutdown()
+        _stop(node_proc)

@@ -57,6 +57,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     pc.add_argument("--instances-topic", default="/camera/person_instances",
                     help="person instance-id Image (32SC1/16UC1) paired with --image-topic by stamp")
     pc.add_argument("--identities-topic", default="/reid/identities", help="String (JSON) output of reid")
+    pc.add_argument("--detections-topic", default="/detection/detections", help="String (JSON) output of detectors")
+    pc.add_argument("--option", action="append", default=[], metavar="PLUGIN.KEY=VALUE",
+                    help="a plugin option, e.g. detection.score_threshold=0.3 (repeatable; VALUE is YAML)")
     pc.add_argument("--device", default="auto")
     pc.add_argument("--half", action="store_true", help="float16 on CUDA")
     pc.add_argument("--max-frames", type=int, default=0, help="exit after this many clouds (0: run until Ctrl-C)")
@@ -103,15 +106,17 @@ def run(args) -> int:
         run_agent(cfg, episodes=args.episodes)
         return 0
     if args.ros_command == "perception":
-        from perception.registry import parse_checkpoint_options, parse_plugin_list
+        from perception.registry import parse_checkpoint_options, parse_plugin_list, parse_plugin_options
         from ros_bridge.perception_node import PerceptionNodeConfig, run as run_perception
 
         names = parse_plugin_list(args.plugins)
         options = parse_checkpoint_options(names, args.checkpoint)
+        for name, opts in parse_plugin_options(names, args.option).items():
+            options.setdefault(name, {}).update(opts)
         cfg = PerceptionNodeConfig(plugins=names, options=options, device=args.device, half=args.half,
                                    topics={"pointcloud": args.points_topic, "point_labels": args.labeled_topic,
                                            "image": args.image_topic, "boxes": args.instances_topic,
-                                           "identities": args.identities_topic})
+                                           "identities": args.identities_topic, "detections": args.detections_topic})
         frames = run_perception(cfg, max_frames=args.max_frames)
         print(f"processed {frames} frames")
         return 0
