@@ -202,3 +202,41 @@ def test_plugin_in_an_environment_feeds_reid(small_set, tmp_path):
     with pytest.raises(ValueError, match="uint8"):
         plugin({"image": [img.astype(np.float32)]})
     assert type(make_plugin("detection", checkpoint=str(tmp_path / "o" / "final.pt"))) is DetectionPlugin
+
+
+def test_detect_commands(small_set, tmp_path, capsys):
+    pytest.importorskip("torch")
+    from vlnce.cli.main import main
+
+    run = tmp_path / "run"
+    assert main(["detect", "train", "--data", str(small_set), "--out", str(run), "--method", "source_only",
+                 "--epochs", "1", "--threads", "1"]) == 0
+    summary = json.loads(capsys.readouterr().out.splitlines()[0])
+    assert summary["method"] == "source_only" and summary["steps"] == 4 and 0.0 <= summary["map50"] <= 1.0
+    ckpt = str(run / "final.pt")
+    assert main(["detect", "eval", "--checkpoint", ckpt, "--annotations", str(small_set / "target_test.json"),
+                 "--out", str(tmp_path / "r.json")]) == 0
+    res = json.loads((tmp_path / "r.json").read_text())
+    assert res["images"] == 4 and set(res["ap50"]) == set(json.loads((small_set / "detection.json").read_text())["classes"])
+    assert main(["detect", "show", "--annotations", str(small_set / "target_test.json"), "--checkpoint", ckpt,
+                 "--count", "2", "--out", str(tmp_path / "s.png")]) == 0
+    from PIL import Image
+
+    assert Image.open(tmp_path / "s.png").size == (2 * 96 + 4, 2 * 72 + 4)  # ground truth | predictions
+    image = next((small_set / "images" / "target_test").glob("*.png"))
+    assert main(["detect", "predict", str(image), "--checkpoint", ckpt, "--score", "0", "--out",
+                 str(tmp_path / "p.json")]) == 0
+    preds = json.loads((tmp_path / "p.json").read_text())
+    assert all(p["file"] == str(image) and len(p["bbox"]) == 4 for p in preds)
+    capsys.readouterr()
+    assert main(["detect", "bench", "--checkpoint", ckpt, "--iters", "1", "--batch-size", "1", "--size", "64", "64",
+                 "--json"]) == 0
+    bench = json.loads(capsys.readouterr().out)
+    cpu = bench["results"][0]
+    assert cpu["device"] == "cpu" and cpu["detector_fp32_images_per_s"] > 0 and 0 < cpu["to_backbone_ratio"] <= 1.5
+    # a class list that does not fit the checkpoint is refused with a clear message
+    doc = json.loads((small_set / "target_test.json").read_text())
+    doc["categories"][0]["name"] = "cat"
+    (small_set / "renamed.json").write_text(json.dumps(doc))
+    assert main(["detect", "eval", "--checkpoint", ckpt, "--annotations", str(small_set / "renamed.json")]) == 1
+    assert "do not match" in capsys.readouterr().err
