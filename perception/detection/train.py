@@ -56,7 +56,9 @@ class DetectTrainConfig:
             data folder: source_train, target_train, target_test).
         backbone, width, representation, reduce_channels, anchor_sizes: the detector.
         epochs: passes over the training domain's images. batch_size: images per domain per step.
-        optimizer: "sgd" (momentum 0.9, the paper's) or "adamw". lr, weight_decay: as named.
+        optimizer: "adamw" (default: from random initialisation it reached target mAP@0.5 0.25
+            after 5 epochs where SGD with momentum 0.9 at lr 0.01 reached 0.11) or "sgd" (the
+            paper's, whose LR it does not state; SW-DA used 1e-3). lr, weight_decay: as named.
         lr_steps: epochs after which the LR is multiplied by 0.1. warmup_iters: linear warm-up.
         adv_weight, multilabel_weight, consistency_weight, gamma: the paper's lambda, mu, epsilon, gamma.
         condition: "p" or "softmax_pq" (the Foggy Cityscapes variant). grl: reversal coefficient.
@@ -74,12 +76,12 @@ class DetectTrainConfig:
     representation: int = 256
     reduce_channels: int = 64
     anchor_sizes: tuple[float, ...] = (24.0, 48.0, 96.0, 192.0)
-    epochs: int = 12
+    epochs: int = 8
     batch_size: int = 2
-    optimizer: str = "sgd"
-    lr: float = 0.01
+    optimizer: str = "adamw"
+    lr: float = 1e-3
     weight_decay: float = 5e-4
-    lr_steps: tuple[int, ...] = (9,)
+    lr_steps: tuple[int, ...] = (6,)
     warmup_iters: int = 200
     adv_weight: float = A.PAPER_WEIGHTS["adv"]
     multilabel_weight: float = A.PAPER_WEIGHTS["multilabel"]
