@@ -228,6 +228,14 @@ def test_detect_commands(small_set, tmp_path, capsys):
                  str(tmp_path / "p.json")]) == 0
     preds = json.loads((tmp_path / "p.json").read_text())
     assert all(p["file"] == str(image) and len(p["bbox"]) == 4 for p in preds)
+    assert main(["detect", "export", ckpt, "--out", str(tmp_path / "small.pt"), "--command", "vlnce detect train ...",
+                 "--eval", str(tmp_path / "r.json")]) == 0
+    from perception.detection.checkpoint import load_detector
+
+    small, blob = load_detector(tmp_path / "small.pt")
+    assert blob["meta"]["command"] == "vlnce detect train ..." and blob["meta"]["eval"]["images"] == 4
+    assert blob["state_dict"]["roi_heads.cls_score.weight"].dtype == __import__("torch").float16
+    assert "optimizer" not in blob and (tmp_path / "small.pt").stat().st_size < (run / "last.pt").stat().st_size / 2
     capsys.readouterr()
     assert main(["detect", "bench", "--checkpoint", ckpt, "--iters", "1", "--batch-size", "1", "--size", "64", "64",
                  "--json"]) == 0

@@ -68,6 +68,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     s.add_argument("--out", required=True, help="PNG")
     s.add_argument("--device", default="auto")
 
+    x = sub.add_parser("export", help="a float16 copy of a detector without training state, for shipping")
+    x.add_argument("checkpoint")
+    x.add_argument("--out", required=True)
+    x.add_argument("--command", default="", help="the command that trained it, stored in the file")
+    x.add_argument("--eval", default=None, help="a results JSON (eval_NNN.json or detect eval --out) to store with it")
+
     b = sub.add_parser("bench", help="images/s of the detector on CPU and on CUDA when present (JSON)")
     b.add_argument("--checkpoint", default=None)
     b.add_argument("--json", action="store_true")
@@ -143,6 +149,19 @@ def run(args) -> int:
         return 0
     if cmd == "show":
         return _show(args)
+    if cmd == "export":
+        from perception.detection.checkpoint import load_detector, save_detector
+
+        model, blob = load_detector(args.checkpoint)
+        meta = {"command": args.command, "source": str(args.checkpoint),
+                "train_config": blob.get("train_config"), "epoch": blob.get("epoch")}
+        if args.eval:
+            from pathlib import Path
+
+            meta["eval"] = json.loads(Path(args.eval).read_text())
+        out = save_detector(args.out, model, {"meta": meta}, half=True)
+        print(f"wrote {out} ({out.stat().st_size / 1e6:.2f} MB)")
+        return 0
     if cmd == "bench":
         from perception.detection.bench import bench_detector
 
