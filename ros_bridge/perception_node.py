@@ -20,8 +20,8 @@ Plugins that take an image and person boxes (``reid``) read two topics and pair 
 Image-only plugins that output boxes (``detection``) read the image topic alone and publish
 
     detections    std_msgs/String out (default /detection/detections, reliable): JSON
-                  {"stamp": s, "frame_id": ..., "detections": [{"class": name, "score": s,
-                  "box": [x0, y0, x1, y1]}]}
+                  {"stamp": s, "frame_id": ..., "detections": [{"class": name, "class_id": k,
+                  "score": s, "box": [x0, y0, x1, y1]}]} (k in 1..K, best score first)
 
 and, when a box plugin (``reid``) runs too, its person boxes replace the instance topic: re-ID runs
 on the detector's ``person`` boxes of the same image.
