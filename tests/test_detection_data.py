@@ -248,3 +248,25 @@ def test_detect_commands(small_set, tmp_path, capsys):
     (small_set / "renamed.json").write_text(json.dumps(doc))
     assert main(["detect", "eval", "--checkpoint", ckpt, "--annotations", str(small_set / "renamed.json")]) == 1
     assert "do not match" in capsys.readouterr().err
+
+
+def test_shipped_detector_finds_objects_in_houses_it_never_saw(tmp_path):
+    """The shipped model (configs/perception/detector_sim.pt, see the README) on freshly rendered
+    houses: it measured mAP@0.5 0.62 on clear and 0.38 on foggy frames of these; on the full test
+    sets 0.61 and 0.37."""
+    pytest.importorskip("torch")
+    from perception.detection.checkpoint import load_detector
+    from perception.detection.evaluation import evaluate_detections, predict_records
+    from perception.detection.plugin import default_checkpoint
+    from perception.detection.simdata import CLASSES, DetectionDataConfig, make_detection_dataset
+
+    model, blob = load_detector(default_checkpoint(), classes=CLASSES)
+    assert "vlnce detect train" in blob["meta"]["command"] and blob["meta"]["eval"]["images"] == 300
+    cfg = DetectionDataConfig(houses={"source_train": 0, "target_train": 0, "source_test": 2, "target_test": 2},
+                              images_per_house=8, first_house=90000)
+    make_detection_dataset(tmp_path, cfg, progress=False)
+    scores = {}
+    for split in ("source_test", "target_test"):
+        recs, names = read_coco(tmp_path / f"{split}.json")
+        scores[split] = evaluate_detections(predict_records(model, recs), recs, names)["map50"]
+    assert scores["source_test"] > 0.45 and scores["target_test"] > 0.25, scores
