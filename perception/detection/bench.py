@@ -7,9 +7,6 @@ box head on this machine.
 
 from __future__ import annotations
 
-import os
-import platform
-
 
 def bench_detector(checkpoint: str | None = None, iters: int = 5, batch_size: int = 4, size=(240, 320),
                    cuda_iters: int = 50) -> dict:
@@ -18,19 +15,14 @@ def bench_detector(checkpoint: str | None = None, iters: int = 5, batch_size: in
     from perception.detection.checkpoint import load_detector
     from perception.detection.plugin import default_checkpoint
     from perception.detection.ops import torchvision_ops_available
-    from perception.timing import throughput
+    from perception.timing import devices, machine, throughput
 
     path = checkpoint or default_checkpoint()
     model, _ = load_detector(path, "cpu")
     out = {"checkpoint": str(path), "backbone": f"{model.cfg.backbone} width {model.cfg.width}",
-           "image_size": f"{size[0]}x{size[1]}", "batch": batch_size, "torch": torch.__version__,
-           "torchvision_ops": torchvision_ops_available(),
-           "cpu": f"{platform.machine()} {os.cpu_count()} cores, {torch.get_num_threads()} threads", "results": []}
-    devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
-    if torch.cuda.is_available():
-        out["gpu"] = torch.cuda.get_device_name(0)
-    for dev in devices:
-        sync = torch.cuda.synchronize if dev == "cuda" else (lambda: None)
+           "image_size": f"{size[0]}x{size[1]}", "batch": batch_size, "torchvision_ops": torchvision_ops_available(),
+           **machine(), "results": []}
+    for dev, sync in devices():
         n = cuda_iters if dev == "cuda" else iters
         m = model.to(dev).eval()
         x = torch.rand(batch_size, 3, *size, device=dev)

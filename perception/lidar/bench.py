@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 import torch
 
-from perception.timing import throughput
+from perception.timing import devices, machine, throughput
 
 from perception.lidar.ssgv3 import ssgv3_21
 
@@ -26,17 +26,9 @@ class LidarBenchConfig:
 
 
 def run_lidar_benchmark(cfg: LidarBenchConfig, progress: bool = True) -> dict:
-    import os
-    import platform
-
     say = print if progress else (lambda *a, **k: None)
-    out = {"model": f"SSGV3-21 width {cfg.width}", "batch": cfg.batch, "torch": torch.__version__,
-           "cpu": f"{platform.machine()} {os.cpu_count()} cores, {torch.get_num_threads()} threads", "results": []}
-    devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
-    if torch.cuda.is_available():
-        out["gpu"] = torch.cuda.get_device_name(0)
-    for dev in devices:
-        sync = torch.cuda.synchronize if dev == "cuda" else (lambda: None)
+    out = {"model": f"SSGV3-21 width {cfg.width}", "batch": cfg.batch, **machine(), "results": []}
+    for dev, sync in devices():
         iters = cfg.cuda_iters if dev == "cuda" else cfg.cpu_iters
         for h, w in cfg.sizes:
             x = torch.randn(cfg.batch, 5, h, w, device=dev)

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import torch
 
-from perception.timing import throughput
+from perception.timing import devices, machine, throughput
 
 
 @dataclass
@@ -26,21 +26,13 @@ class ReidBenchConfig:
 
 
 def run_reid_benchmark(cfg: ReidBenchConfig, progress: bool = True) -> dict:
-    import os
-    import platform
-
     from perception.reid.registry import RECIPES, build_model
 
     say = print if progress else (lambda *a, **k: None)
     out = {"backbone": f"{cfg.backbone} width {cfg.width}", "input": f"{cfg.size[0]}x{cfg.size[1]}",
-           "batch": cfg.batch, "torch": torch.__version__,
-           "cpu": f"{platform.machine()} {os.cpu_count()} cores, {torch.get_num_threads()} threads", "results": []}
-    devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
-    if torch.cuda.is_available():
-        out["gpu"] = torch.cuda.get_device_name(0)
+           "batch": cfg.batch, **machine(), "results": []}
     names = ["baseline"] + [r for r in cfg.recipes if r != "baseline"]
-    for dev in devices:
-        sync = torch.cuda.synchronize if dev == "cuda" else (lambda: None)
+    for dev, sync in devices():
         iters = cfg.cuda_iters if dev == "cuda" else cfg.cpu_iters
         x = torch.rand(cfg.batch, 3, *cfg.size, device=dev)
         base = None
