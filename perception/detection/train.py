@@ -25,7 +25,7 @@ import json
 import logging
 import math
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -98,7 +98,6 @@ class DetectTrainConfig:
     device: str = "auto"
     threads: int = 0
     seed: int = 0
-    extra: dict = field(default_factory=dict)
 
     def validate(self) -> "DetectTrainConfig":
         if self.method not in METHODS:
