@@ -161,8 +161,8 @@ def test_trainer_adaptive_losses_resume_and_nan(small_set, tmp_path, monkeypatch
 
     cfg = DetectTrainConfig(method="mcar", epochs=1, warmup_iters=1, hidden=16, representation=32, save_every=2)
     tr = DetectionTrainer(small_set, tmp_path / "run", cfg)
-    src = tr._batch(__import__("perception.detection.data", fromlist=["x"]).DetectionDataset(tr.train_records), [0, 1])
-    tgt = tr._batch(__import__("perception.detection.data", fromlist=["x"]).DetectionDataset(tr.target_records), [0, 1])
+    src = tr._batch(DetectionDataset(tr.train_records), [0, 1])
+    tgt = tr._batch(DetectionDataset(tr.target_records), [0, 1])
     total, parts = tr.loss(src, tgt)
     assert {"adv", "multilabel", "consistency", "disc_acc", "roi_cls"} <= set(parts)
     total.backward()

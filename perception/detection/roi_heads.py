@@ -102,7 +102,7 @@ class RoIHeads(nn.Module):
             pos, neg = sample(torch.where(fg, lab, torch.zeros_like(lab)), cfg.batch_size, cfg.positive_fraction)
             idx = torch.cat([pos, neg])
             boxes.append(cand[idx])
-            labels.append(lab[idx] * (torch.arange(len(idx), device=idx.device) < len(pos)))
+            labels.append(lab[idx])  # negatives were drawn from label 0
             ref = cand[idx]
             tgt = torch.zeros_like(ref)
             if pos.numel():

@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from perception.detection.boxes import BoxCoder, cell_anchors, clip_boxes, grid_anchors, remove_small
-from perception.detection.ops import batched_nms
+from perception.detection.ops import nms
 from perception.detection.sampling import BELOW_LOW, BETWEEN, match, sample
 
 
@@ -115,7 +115,7 @@ class RegionProposalNetwork(nn.Module):
             score = score[top]
             keep = remove_small(boxes, cfg.min_size)
             boxes, score = boxes[keep], score[keep]
-            keep = batched_nms(boxes, score, torch.zeros_like(score, dtype=torch.int64), cfg.nms_iou)[:post]
+            keep = nms(boxes, score, cfg.nms_iou)[:post]
             out.append(boxes[keep])
         return out
 

@@ -113,6 +113,10 @@ class DetectTrainConfig:
             raise ConfigError("lr must be > 0 and the loss weights and gamma >= 0")
         return self
 
+    def to_json(self) -> dict:
+        """The config as JSON values (tuples become lists), as stored in checkpoints."""
+        return json.loads(json.dumps(asdict(self)))
+
     @property
     def adaptive(self) -> bool:
         return self.method in ("uadv", "mc", "mcar")
@@ -178,7 +182,7 @@ class DetectionTrainer:
 
     def _save(self) -> None:
         extra = {"optimizer": self.opt.state_dict(), "epoch": self.epoch, "it": self.it, "step": self.step,
-                 "seconds": self.seconds, "train_config": json.loads(json.dumps(asdict(self.cfg))),
+                 "seconds": self.seconds, "train_config": self.cfg.to_json(),
                  "rng": torch.get_rng_state()}
         for name, m in self._modules().items():
             if m is not None:
@@ -188,7 +192,7 @@ class DetectionTrainer:
     def _resume(self, path: Path) -> None:
         model, blob = load_detector(path, "cpu")
         theirs = blob.get("train_config", {})
-        mine = json.loads(json.dumps(asdict(self.cfg)))
+        mine = self.cfg.to_json()
         keep = {"device", "threads", "eval_every", "max_eval_images", "save_every", "epochs"}
         diff = sorted(k for k in mine if k not in keep and theirs.get(k) != mine[k])
         if diff:
@@ -337,7 +341,7 @@ class DetectionTrainer:
                 plot_curves(self.out / "logs", self.out / "curves.png", PANELS)
         finally:
             tlog.close()
-        save_detector(self.out / "final.pt", self.model, {"train_config": json.loads(json.dumps(asdict(cfg)))})
+        save_detector(self.out / "final.pt", self.model, {"train_config": cfg.to_json()})
         summary = {"method": cfg.method, "epochs": self.epoch, "steps": self.step, "train_seconds": round(self.seconds, 1),
                    "train_images": len(self.train_records), "target_images": len(self.target_records),
                    "classes": list(self.classes), "device": str(self.device), "threads": torch.get_num_threads(),
