@@ -187,7 +187,7 @@ def test_trainer_adaptive_losses_resume_and_nan(small_set, tmp_path, monkeypatch
 
 
 def test_plugin_in_an_environment_feeds_reid(small_set, tmp_path):
-    pytest.importorskip("torch")
+    torch = pytest.importorskip("torch")
     from perception.detection.plugin import DetectionPlugin
     from perception.detection.train import DetectionTrainer, DetectTrainConfig
     from perception.registry import make_plugin
@@ -202,6 +202,12 @@ def test_plugin_in_an_environment_feeds_reid(small_set, tmp_path):
     with pytest.raises(ValueError, match="uint8"):
         plugin({"image": [img.astype(np.float32)]})
     assert type(make_plugin("detection", checkpoint=str(tmp_path / "o" / "final.pt"))) is DetectionPlugin
+    # --init: a new run starts from those weights (its own heads fresh) and records where it started
+    tuned = DetectionTrainer(small_set, tmp_path / "ft", DetectTrainConfig(method="mc", representation=32),
+                             init=tmp_path / "o" / "final.pt")
+    for name, value in plugin.model.state_dict().items():
+        assert torch.equal(tuned.model.state_dict()[name], value), name
+    assert tuned.init == str(tmp_path / "o" / "final.pt")
 
 
 def test_detect_commands(small_set, tmp_path, capsys):

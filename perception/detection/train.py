@@ -156,9 +156,6 @@ class DetectionTrainer:
         self.model: FasterRCNN = build_faster_rcnn(
             self.classes, cfg.backbone, cfg.width, rpn=RPNConfig(anchor_sizes=tuple(cfg.anchor_sizes)),
             roi=RoIHeadsConfig(representation=cfg.representation, reduce_channels=cfg.reduce_channels)).to(self.device)
-        if init:
-            other, _ = load_detector(init, "cpu", classes=self.classes)
-            self.model.load_state_dict(other.state_dict())
         c, k = self.model.feature_channels, len(self.classes)
         self.multilabel = A.MultiLabelHead(c, k, cfg.hidden).to(self.device) if cfg.method in ("mc", "mcar") else None
         self.disc = None
@@ -173,8 +170,13 @@ class DetectionTrainer:
             self.opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
         self.epoch, self.it, self.step, self.seconds = 0, 0, 0, 0.0
         self.out.mkdir(parents=True, exist_ok=True)
+        # where the weights started, kept with the results: a fine-tuned model's numbers mean little without it
+        self.init = str(init) if init else None
         if resume and (self.out / "last.pt").is_file():
             self._resume(self.out / "last.pt")
+        elif init:
+            other, _ = load_detector(init, "cpu", classes=self.classes)
+            self.model.load_state_dict(other.state_dict())
 
     # --- checkpoints ----------------------------------------------------------------------------
     def _modules(self) -> dict:
@@ -182,7 +184,7 @@ class DetectionTrainer:
 
     def _save(self) -> None:
         extra = {"optimizer": self.opt.state_dict(), "epoch": self.epoch, "it": self.it, "step": self.step,
-                 "seconds": self.seconds, "train_config": self.cfg.to_json(),
+                 "seconds": self.seconds, "train_config": self.cfg.to_json(), "init": self.init,
                  "rng": torch.get_rng_state()}
         for name, m in self._modules().items():
             if m is not None:
@@ -208,6 +210,7 @@ class DetectionTrainer:
             raise CheckpointError(f"{path} does not fit this run ({exc}); use another --out or --no-resume") from None
         self.epoch, self.it, self.step = int(blob["epoch"]), int(blob["it"]), int(blob["step"])
         self.seconds = float(blob.get("seconds", 0.0))
+        self.init = blob.get("init", self.init)
         if "rng" in blob:
             torch.set_rng_state(blob["rng"])
         log.info("resumed %s at epoch %d, iteration %d", path, self.epoch, self.it)
@@ -341,10 +344,11 @@ class DetectionTrainer:
                 plot_curves(self.out / "logs", self.out / "curves.png", PANELS)
         finally:
             tlog.close()
-        save_detector(self.out / "final.pt", self.model, {"train_config": cfg.to_json()})
+        save_detector(self.out / "final.pt", self.model, {"train_config": cfg.to_json(), "init": self.init})
         summary = {"method": cfg.method, "epochs": self.epoch, "steps": self.step, "train_seconds": round(self.seconds, 1),
                    "train_images": len(self.train_records), "target_images": len(self.target_records),
-                   "classes": list(self.classes), "device": str(self.device), "threads": torch.get_num_threads(),
+                   "classes": list(self.classes), "init": self.init, "device": str(self.device),
+                   "threads": torch.get_num_threads(),
                    "final_eval": result}
         from vlnce.fileio import atomic_write_bytes
 
