@@ -211,7 +211,7 @@ def test_plugin_in_an_environment_feeds_reid(small_set, tmp_path):
 
 
 def test_detect_commands(small_set, tmp_path, capsys):
-    pytest.importorskip("torch")
+    torch = pytest.importorskip("torch")
     from vlnce.cli.main import main
 
     run = tmp_path / "run"
@@ -240,7 +240,7 @@ def test_detect_commands(small_set, tmp_path, capsys):
 
     small, blob = load_detector(tmp_path / "small.pt")
     assert blob["meta"]["command"] == "vlnce detect train ..." and blob["meta"]["eval"]["images"] == 4
-    assert blob["state_dict"]["roi_heads.cls_score.weight"].dtype == __import__("torch").float16
+    assert blob["state_dict"]["roi_heads.cls_score.weight"].dtype == torch.float16
     assert "optimizer" not in blob and (tmp_path / "small.pt").stat().st_size < (run / "last.pt").stat().st_size / 2
     capsys.readouterr()
     assert main(["detect", "bench", "--checkpoint", ckpt, "--iters", "1", "--batch-size", "1", "--size", "64", "64",
