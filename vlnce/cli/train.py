@@ -25,6 +25,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dagger-start", type=int, default=0, help="first iteration n (1 when fine-tuning, as DA*)")
     p.add_argument("--dagger-episodes", type=int, default=1000, help="episodes collected per iteration")
     p.add_argument("--dagger-epochs", type=int, default=2, help="epochs over the aggregated data per iteration")
+    p.add_argument("--max-collect-steps", type=int, default=500,
+                   help="cut collected episodes after this many steps (DAgger rollouts that loop; 500 = the task's limit)")
     p.add_argument("--aug-episodes-per-house", type=int, default=40)
     p.add_argument("--val-episodes", type=int, default=60, help="val_unseen episodes per evaluation (0: all)")
     p.add_argument("--patience", type=int, default=3, help="evaluations without a better SPL before stopping")
@@ -49,7 +51,7 @@ def run(args) -> int:
                       dagger_epochs=args.dagger_epochs, aug_episodes_per_house=args.aug_episodes_per_house,
                       val_episodes=args.val_episodes or None, patience=args.patience, finetune=args.finetune,
                       dataset=args.dataset, workers=args.workers, device=args.device, amp=not args.no_amp,
-                      seed=args.seed)
+                      max_collect_steps=args.max_collect_steps, seed=args.seed)
     summary = train(cfg, args.out)
     print(f"inflection weight coefficient: {summary['inflection_coef']:.3f}")
     if summary["best_val"]:
