@@ -57,7 +57,8 @@ class TrainConfig:
         inflection_coef: None computes the inverse inflection frequency of the training data.
         pm_alpha: progress-monitor loss weight.
         dagger_iterations, dagger_p, dagger_start: rounds n = start .. start + iterations - 1, beta = p^n.
-        dagger_episodes: episodes collected per round. dagger_epochs: epochs per round.
+        dagger_episodes: episodes collected per round, each at most once (so capped, with a warning,
+            at the training pool). dagger_epochs: epochs per round.
         aug_episodes_per_house: generated episodes per training house with ``aug``.
         val_split, val_episodes: validation set (first N episodes; None: all). patience: early stopping.
         workers: collection and validation processes. device: "auto", "cpu", "cuda".
@@ -276,6 +277,10 @@ class Trainer:
         picks = [(k, ep) for k, (*_, eps) in enumerate(sources) for ep in eps]
         if cfg.trainer == "dagger":
             rng = np.random.default_rng([cfg.seed, n])
+            if cfg.dagger_episodes > len(picks):
+                # each round visits an episode at most once, so a larger request means the whole pool
+                log.warning("round %d: dagger_episodes %d is more than the %d training episodes; collecting all %d",
+                            n, cfg.dagger_episodes, len(picks), len(picks))
             take = rng.choice(len(picks), size=min(cfg.dagger_episodes, len(picks)), replace=False)
             picks = [picks[i] for i in sorted(take)]
         policy_blob = None
