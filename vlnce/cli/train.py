@@ -23,7 +23,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dagger-iterations", type=int, default=4)
     p.add_argument("--dagger-p", type=float, default=0.75, help="beta = p^n at iteration n")
     p.add_argument("--dagger-start", type=int, default=0, help="first iteration n (1 when fine-tuning, as DA*)")
-    p.add_argument("--dagger-episodes", type=int, default=1000, help="episodes collected per iteration (at most the training pool: each once)")
+    p.add_argument("--dagger-episodes", type=int, default=1000,
+                   help="episodes collected per iteration (at most the training pool: each once)")
     p.add_argument("--dagger-epochs", type=int, default=2, help="epochs over the aggregated data per iteration")
     p.add_argument("--max-collect-steps", type=int, default=500,
                    help="cut collected episodes after this many steps (DAgger rollouts that loop; 500 = the task's limit)")
