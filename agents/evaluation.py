@@ -6,7 +6,7 @@ Writes, under the output directory:
   actions) or per failed episode (id, error). Lines are flushed as episodes finish, so an
   interrupted run resumes without redoing them.
 - ``results.json``: the mean of each measure over the evaluated episodes (VLN-CE's ``stats_*.json``
-  semantics) plus counts.
+  semantics), counts, and how the episodes ended (``outcomes``).
 - ``submission.json``: VLN-CE's R2R leaderboard format, ``{episode_id: [{position, heading, stop}, ...]}``,
   the reset state first, then one entry per action.
 - ``maps/{episode_id}.png``: top-down map with the agent's path (red) and the reference path (blue).
@@ -33,6 +33,8 @@ from vlnce.errors import ConfigError, DatasetError, NavigationError
 from vlnce.fileio import atomic_write_bytes
 
 log = logging.getLogger(__name__)
+# How an episode can end; every episode ends exactly one way (see ``outcomes``).
+OUTCOMES = ("success", "passed_goal", "stopped_elsewhere", "step_limit")
 TABLE = (("TL", "path_length"), ("NE", "distance_to_goal"), ("nDTW", "ndtw"), ("sDTW", "sdtw"),
          ("OS", "oracle_success"), ("SR", "success"), ("SPL", "spl"))
 
@@ -339,6 +341,7 @@ def summarize(cfg: EvalConfig, records: list[dict], out: Path, skipped=()) -> di
     results = {"agent": cfg.agent, "split": cfg.split, "dataset": cfg.dataset, "episodes": len(ok),
                "errors": len(errors), "skipped_in_dataset": len(skipped), "metrics": means,
                "error_examples": [r["error"] for r in errors[:5]]}
+    results["outcomes"] = outcomes(ok)
     perception = [r["perception"] for r in ok if "perception" in r]
     if perception:
         results["perception"] = {k: round(float(np.mean([p[k] for p in perception if k in p])), 4)
@@ -354,6 +357,34 @@ def summarize(cfg: EvalConfig, records: list[dict], out: Path, skipped=()) -> di
     return results
 
 
+def outcome(record: dict) -> str:
+    """How one finished episode ended, one of ``OUTCOMES``.
+
+    Separates the two failures VLN papers tell apart: a stop failure (``passed_goal``: the agent was
+    within the success radius at some step, oracle success, but ended outside it) and a navigation
+    failure (never within the radius: it called STOP elsewhere, or ran out of steps).
+    """
+    m = record["metrics"]
+    if m.get("success"):
+        return "success"
+    if m.get("oracle_success"):
+        return "passed_goal"
+    return "stopped_elsewhere" if record.get("stopped") else "step_limit"
+
+
+def outcomes(records: list[dict]) -> dict[str, float]:
+    """Fraction of the finished episodes ending each way of ``OUTCOMES`` (sums to 1; {} when none)."""
+    if not records:
+        return {}
+    ends = [outcome(r) for r in records]
+    return {k: round(ends.count(k) / len(ends), 4) for k in OUTCOMES}
+
+
+def format_outcomes(fractions: dict[str, float]) -> str:
+    """One line: ``outcomes: success 0.24, passed goal 0.03, ...``."""
+    return "outcomes: " + ", ".join(f"{k.replace('_', ' ')} {v:.2f}" for k, v in fractions.items())
+
+
 def format_table(rows: list[dict]) -> str:
     """A text table of VLN-CE metrics, one row per results dict."""
     head = f"{'agent':<18}{'split':<12}{'eps':>5}" + "".join(f"{name:>8}" for name, _ in TABLE)
@@ -365,4 +396,5 @@ def format_table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
-__all__ = ["EvalConfig", "evaluate", "format_table", "read_episode_log", "summarize"]
+__all__ = ["OUTCOMES", "EvalConfig", "evaluate", "format_outcomes", "format_table", "outcome", "outcomes",
+           "read_episode_log", "summarize"]

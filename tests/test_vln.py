@@ -235,12 +235,29 @@ def test_oracle_succeeds_on_val_unseen(bench, tmp_path):
     assert res["episodes"] == 24 and res["errors"] == 0
     assert res["metrics"]["success"] >= 0.95
     assert res["metrics"]["ndtw"] > 0.95
+    assert res["outcomes"]["success"] == pytest.approx(res["metrics"]["success"], abs=1e-4)
     for name in ("results.json", "submission.json", "episodes.jsonl"):
         assert (tmp_path / name).is_file()
     sub = json.loads((tmp_path / "submission.json").read_text())
     first = next(iter(sub.values()))
     assert set(first[0]) == {"position", "heading", "stop"} and first[-1]["stop"] is True
     assert len(list((tmp_path / "maps").glob("*.png"))) == 24
+
+
+def test_outcomes_split_stop_failures_from_navigation_failures():
+    from agents.evaluation import format_outcomes, outcome, outcomes
+
+    def rec(success, oracle, stopped):
+        return {"metrics": {"success": success, "oracle_success": oracle}, "stopped": stopped}
+
+    records = [rec(1.0, 1.0, True), rec(0.0, 1.0, True), rec(0.0, 1.0, False),  # two passed the goal
+               rec(0.0, 0.0, True), rec(0.0, 0.0, True), rec(0.0, 0.0, True), rec(0.0, 0.0, False),
+               rec(0.0, 0.0, False)]
+    assert [outcome(r) for r in records[:4]] == ["success", "passed_goal", "passed_goal", "stopped_elsewhere"]
+    fr = outcomes(records)
+    assert fr == {"success": 0.125, "passed_goal": 0.25, "stopped_elsewhere": 0.375, "step_limit": 0.25}
+    assert outcomes([]) == {}
+    assert format_outcomes(fr).startswith("outcomes: success 0.12, passed goal 0.25, stopped elsewhere 0.38")
 
 
 def test_instruction_blind_agent_stays_under_the_ceiling(bench, tmp_path):
@@ -307,6 +324,7 @@ def test_eval_command_prints_the_metrics_table(bench, tmp_path, capsys):
     out = capsys.readouterr().out
     for col in ("TL", "NE", "nDTW", "sDTW", "OS", "SR", "SPL"):
         assert col in out
+    assert "outcomes: success 1.00, passed goal 0.00" in out
     assert len(list((tmp_path / "videos").glob("*.gif"))) == 2
 
 

@@ -24,7 +24,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args) -> int:
-    from agents.evaluation import EvalConfig, evaluate, format_table
+    from agents.evaluation import EvalConfig, evaluate, format_outcomes, format_table
     from perception.registry import parse_checkpoint_options, parse_plugin_list
 
     cfg = EvalConfig(agent=args.agent, split=args.split, dataset=args.dataset, scenes_dir=args.scenes_dir,
@@ -34,6 +34,8 @@ def run(args) -> int:
     cfg.plugin_options = parse_checkpoint_options(cfg.plugins, args.plugin_checkpoint)
     results = evaluate(cfg, args.out)
     print(format_table([results]))
+    if results.get("outcomes"):
+        print(format_outcomes(results["outcomes"]))
     if results.get("perception"):
         print("perception: " + ", ".join(f"{k}={v}" for k, v in results["perception"].items()))
     if results["errors"]:
