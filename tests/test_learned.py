@@ -451,3 +451,93 @@ def test_bench_train_prints_ratios(bench):
                                                episodes=1, dataset=str(data)))
     assert res["teacher_forcing_frames_per_s"] > 0 and res["dagger_collection_frames_per_s"] > 0
     assert 0 < res["teacher_forcing_ratio_to_forward"] < 1.5
+
+
+# --- point-goal pretraining of the depth encoder ------------------------------------------------
+def test_goal_vector_is_distance_and_bearing_to_the_left():
+    from agents.training.pointnav import goal_vector
+
+    # heading 0 faces -z; turning left (positive heading) turns towards -x
+    np.testing.assert_allclose(goal_vector([0, 0, 0], 0.0, [0, 0, -2]), [2, 1, 0], atol=1e-6)
+    np.testing.assert_allclose(goal_vector([0, 0, 0], 0.0, [-3, 0, 0]), [3, 0, 1], atol=1e-6)  # 90 deg left
+    np.testing.assert_allclose(goal_vector([1, 0, 1], np.pi / 2, [-2, 0, 1]), [3, 1, 0], atol=1e-6)  # dead ahead
+    np.testing.assert_allclose(goal_vector([0, 0, 0], 0.0, [0, 5, 4]), [4, -1, 0], atol=1e-6)  # behind; height ignored
+
+
+@pytest.fixture(scope="module")
+def pointnav(bench, tmp_path_factory):
+    """A short point-goal run on the tiny benchmark's training house (16x16 depth)."""
+    from agents.training.pointnav import PointNavConfig, train_pointnav
+
+    data, _ = bench
+    out = tmp_path_factory.mktemp("pointnav")
+    cfg = PointNavConfig(dataset=str(data), episodes_per_house=8, val_episodes=3, image_size=16, hidden=32,
+                         epochs=2, batch_size=4, lr=3e-3, max_steps=150)
+    return cfg, out, train_pointnav(cfg, out, progress=False)
+
+
+def test_pointnav_expert_data_end_at_the_goal_and_training_fits_it(pointnav):
+    from agents.training.pointnav import PointNavPolicy, _batch, imitation_loss
+
+    cfg, out, summary = pointnav
+    assert summary["train_pairs"] == 8 and [h["epoch"] for h in summary["history"]] == [1, 2]
+    assert (out / "best.pt").is_file() and (out / "last.pt").is_file()
+    with np.load(out / "data.npz") as z:
+        data = {k: z[k] for k in z.files}
+    ends = np.cumsum(data["length"]) - 1
+    assert (data["action"][ends] == 0).all()  # every expert trajectory ends with STOP...
+    assert (data["goal"][ends, 0] < 0.5).all()  # ...within 0.5 m of its goal
+    assert (data["goal"][ends - 1, 0] >= 0).all() and (data["prev_action"][ends[:-1] + 1] == -1).all()
+    norm = np.hypot(data["goal"][:, 1], data["goal"][:, 2])
+    np.testing.assert_allclose(norm, 1.0, atol=1e-5)  # (cos, sin) of the bearing
+    torch.manual_seed(0)
+    policy = PointNavPolicy(cfg)
+    opt = torch.optim.Adam(policy.parameters(), lr=3e-3)
+    starts = np.concatenate([[0], ends[:-1] + 1])
+    batch = _batch(data, starts, np.arange(8))
+    first = imitation_loss(policy, batch, 1.5).item()
+    for _ in range(40):
+        loss = imitation_loss(policy, batch, 1.5)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    assert imitation_loss(policy, batch, 1.5).item() < 0.7 * first
+
+
+def test_pointnav_run_resumes_and_refuses_other_settings(pointnav):
+    from agents.training.pointnav import PointNavConfig, train_pointnav
+
+    cfg, out, summary = pointnav
+    again = train_pointnav(cfg, out, progress=False)  # finished: the same history, nothing retrained
+    assert again["history"] == summary["history"]
+    with pytest.raises(ConfigError, match="other settings"):
+        train_pointnav(PointNavConfig(**{**cfg.__dict__, "epochs": 3}), out, progress=False)
+
+
+def test_depth_init_copies_and_freezes_the_pointnav_encoder(pointnav, bench, tmp_path):
+    from agents.training.pointnav import load_depth_init
+    from agents.training.trainer import Trainer
+
+    cfg, out, _ = pointnav
+    theirs = torch.load(out / "best.pt", weights_only=True)["state_dict"]
+    data, _ = bench
+    tc = TrainConfig(agent="seq2seq", dataset=str(data), image_size=16, hidden=32, embedding="learned", workers=1,
+                     depth_init=str(out / "best.pt"), freeze_depth=True)
+    trainer = Trainer(tc, tmp_path / "run", progress=False)
+    mine = trainer.policy.state_dict()
+    for k, v in theirs.items():
+        if k.startswith(("depth_encoder.", "depth_fc.")):
+            torch.testing.assert_close(mine[k], v)
+    frozen = {id(p) for m in (trainer.policy.depth_encoder, trainer.policy.depth_fc) for p in m.parameters()}
+    optimised = {id(p) for g in trainer.optimizer.param_groups for p in g["params"]}
+    assert frozen and not frozen & optimised and not any(p.requires_grad for p in trainer.policy.depth_fc.parameters())
+    # bad inputs: other encoder sizes, a policy without depth, a file that is not a point-goal checkpoint
+    with pytest.raises(CheckpointError, match="depth_channels 64 \\(policy: 8\\)"):
+        load_depth_init(_policy("cma"), out / "best.pt")
+    with pytest.raises(CheckpointError, match="no depth input"):
+        load_depth_init(_policy("cma", ablation="no_depth"), out / "best.pt")
+    with pytest.raises(CheckpointError, match="not a point-goal depth checkpoint"):
+        load_depth_init(trainer.policy, out / "summary.json")
+    torch.save({"state_dict": {}}, tmp_path / "other.pt")
+    with pytest.raises(CheckpointError, match="not a point-goal depth checkpoint"):
+        load_depth_init(trainer.policy, tmp_path / "other.pt")

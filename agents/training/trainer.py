@@ -63,6 +63,9 @@ class TrainConfig:
         val_split, val_episodes: validation set (first N episodes; None: all). patience: early stopping.
         workers: collection and validation processes. device: "auto", "cpu", "cuda".
         amp: mixed precision on CUDA. finetune: start from this checkpoint's weights.
+        depth_init: a point-goal checkpoint (``vlnce train-pointnav``) whose depth encoder initialises
+            the policy's (VLN-CE's DD-PPO depth ResNet); ignored with ``finetune``, which has its own.
+        freeze_depth: keep the depth encoder fixed (VLN-CE freezes it).
         max_collect_steps: steps after which a collected episode is cut.
         seed: shuffling, collection and augmentation seed.
     """
@@ -96,6 +99,8 @@ class TrainConfig:
     device: str = "auto"
     amp: bool = True
     finetune: str | None = None
+    depth_init: str | None = None
+    freeze_depth: bool = False
     max_collect_steps: int = 500
     seed: int = 0
 
@@ -190,6 +195,18 @@ class Trainer:
                               hidden=cfg.hidden, ablation=cfg.ablation, progress_monitor=cfg.progress_monitor)
             torch.manual_seed(cfg.seed)
             self.policy = build_policy(pc, self.vocab)
+            if cfg.depth_init:
+                from agents.training.pointnav import load_depth_init
+
+                val = load_depth_init(self.policy, cfg.depth_init)
+                log.info("depth encoder from %s (point-goal val SR %.3f, SPL %.3f)", cfg.depth_init,
+                         val.get("success", float("nan")), val.get("spl", float("nan")))
+        if cfg.freeze_depth:
+            if self.policy.depth_encoder is None:
+                raise ConfigError("--freeze-depth: this policy has no depth input")
+            for module in (self.policy.depth_encoder, self.policy.depth_fc):
+                for p in module.parameters():
+                    p.requires_grad_(False)
         self.policy.to(self.device)
         self.optimizer = torch.optim.Adam([p for p in self.policy.parameters() if p.requires_grad], lr=cfg.lr)
         self.use_amp = bool(cfg.amp and self.device.type == "cuda")

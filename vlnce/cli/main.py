@@ -19,6 +19,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "demo": ("vlnce.cli.demo", "the main job: evaluate the baselines on val_unseen (metrics table, pictures)"),
     "eval": ("vlnce.cli.eval", "evaluate an agent on a benchmark split"),
     "train": ("vlnce.cli.train", "train a Seq2Seq or Cross-Modal Attention agent (IL, DAgger)"),
+    "train-pointnav": ("vlnce.cli.train_pointnav", "pretrain the depth encoder on point-goal navigation (VLN-CE's "
+                      "DD-PPO encoder)"),
     "export": ("vlnce.cli.export", "write a compact policy-only checkpoint for shipping"),
     "data": ("vlnce.cli.data", "build the embedded VLN-CE benchmark"),
     "scene": ("vlnce.cli.scene", "build procedural houses, draw top-down maps, walk through a house"),

@@ -32,6 +32,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--val-episodes", type=int, default=60, help="val_unseen episodes per evaluation (0: all)")
     p.add_argument("--patience", type=int, default=3, help="evaluations without a better SPL before stopping")
     p.add_argument("--finetune", default=None, help="start from this checkpoint's weights")
+    p.add_argument("--depth-init", default=None,
+                   help="initialise the depth encoder from a `vlnce train-pointnav` checkpoint (VLN-CE: DD-PPO's)")
+    p.add_argument("--freeze-depth", action="store_true", help="keep the depth encoder fixed (VLN-CE freezes it)")
     p.add_argument("--dataset", default="embedded", help="'embedded' or a R2R_VLNCE-style directory")
     p.add_argument("--workers", type=int, default=2, help="collection and validation processes")
     p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
@@ -51,6 +54,7 @@ def run(args) -> int:
                       dagger_p=args.dagger_p, dagger_start=args.dagger_start, dagger_episodes=args.dagger_episodes,
                       dagger_epochs=args.dagger_epochs, aug_episodes_per_house=args.aug_episodes_per_house,
                       val_episodes=args.val_episodes or None, patience=args.patience, finetune=args.finetune,
+                      depth_init=args.depth_init, freeze_depth=args.freeze_depth,
                       dataset=args.dataset, workers=args.workers, device=args.device, amp=not args.no_amp,
                       max_collect_steps=args.max_collect_steps, seed=args.seed)
     summary = train(cfg, args.out)
