@@ -532,6 +532,8 @@ def test_depth_init_copies_and_freezes_the_pointnav_encoder(pointnav, bench, tmp
     optimised = {id(p) for g in trainer.optimizer.param_groups for p in g["params"]}
     assert frozen and not frozen & optimised and not any(p.requires_grad for p in trainer.policy.depth_fc.parameters())
     # bad inputs: other encoder sizes, a policy without depth, a file that is not a point-goal checkpoint
+    with pytest.raises(ConfigError, match="--depth-init and --finetune"):
+        TrainConfig(depth_init=str(out / "best.pt"), finetune=str(out / "best.pt")).validate()
     with pytest.raises(CheckpointError, match="depth_channels 64 \\(policy: 8\\)"):
         load_depth_init(_policy("cma"), out / "best.pt")
     with pytest.raises(CheckpointError, match="no depth input"):

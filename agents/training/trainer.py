@@ -64,7 +64,7 @@ class TrainConfig:
         workers: collection and validation processes. device: "auto", "cpu", "cuda".
         amp: mixed precision on CUDA. finetune: start from this checkpoint's weights.
         depth_init: a point-goal checkpoint (``vlnce train-pointnav``) whose depth encoder initialises
-            the policy's (VLN-CE's DD-PPO depth ResNet); ignored with ``finetune``, which has its own.
+            the policy's (VLN-CE's DD-PPO depth ResNet); not with ``finetune``, which has its own.
         freeze_depth: keep the depth encoder fixed (VLN-CE freezes it).
         max_collect_steps: steps after which a collected episode is cut.
         seed: shuffling, collection and augmentation seed.
@@ -119,6 +119,9 @@ class TrainConfig:
             raise ConfigError(f"dagger_p must be in (0, 1], got {self.dagger_p}")
         if self.lr <= 0 or self.pm_alpha < 0 or self.dagger_start < 0:
             raise ConfigError("lr must be > 0, pm_alpha >= 0 and dagger_start >= 0")
+        if self.depth_init and self.finetune:
+            raise ConfigError("--depth-init and --finetune both set: the --finetune checkpoint brings its own "
+                              "depth encoder (add --freeze-depth to keep it fixed)")
         if self.device not in ("auto", "cpu", "cuda"):
             raise ConfigError(f"--device must be auto, cpu or cuda, got {self.device!r}")
         return self
