@@ -17,20 +17,20 @@ from __future__ import annotations
 import json
 import logging
 import math
-import pickle
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from vlnce.errors import CheckpointError, ConfigError, TrainingError
+from vlnce.torchio import load_blob, save_blob
 
 log = logging.getLogger(__name__)
-KIND = "pointnav_depth"
+KIND = "pointnav_depth"  # the ``format`` tag of its checkpoints (vlnce.torchio)
+WHAT = "point-goal depth checkpoint (made by `vlnce train-pointnav`)"
 NUM_ACTIONS = 4
 
 
@@ -259,12 +259,10 @@ def _batch(data: dict, starts: np.ndarray, idx) -> dict[str, torch.Tensor]:
 
 def imitation_loss(policy: PointNavPolicy, batch: dict, coef: float) -> torch.Tensor:
     """Inflection-weighted cross-entropy, ``sum_t w_t CE_t / sum_t w_t`` per trajectory, batch mean."""
-    from agents.training.store import inflection_weights
+    from agents.training.store import inflection_weighted_ce
 
     logits, _ = policy(batch["depth"], batch["goal"], batch["prev_action"])
-    w = torch.from_numpy(np.stack([inflection_weights(a, coef) for a in batch["action"].numpy()])) * batch["mask"]
-    ce = F.cross_entropy(logits.flatten(0, 1), batch["action"].flatten(), reduction="none").view_as(w)
-    return ((ce * w).sum(1) / w.sum(1)).mean()
+    return inflection_weighted_ce(logits, batch["action"], batch["mask"], coef)
 
 
 @torch.inference_mode()
@@ -274,8 +272,7 @@ def evaluate_pointnav(policy: PointNavPolicy, episodes: list, scenes_dir: str | 
 
     cfg = policy.cfg
     policy.eval()
-    task = _task(cfg, scenes_dir, ["distance_to_goal", "success", "path_length", "spl",
-                                               "steps_taken"])
+    task = _task(cfg, scenes_dir, ["distance_to_goal", "success", "path_length", "spl", "steps_taken"])
     rows = []
     try:
         for ep in episodes:
@@ -293,16 +290,6 @@ def evaluate_pointnav(policy: PointNavPolicy, episodes: list, scenes_dir: str | 
     finally:
         task.close()
     return {k: float(np.mean([r[k] for r in rows])) for k in ("success", "spl", "distance_to_goal", "steps_taken")}
-
-
-def _save(path: Path, blob: dict) -> None:
-    import io
-
-    from vlnce.fileio import atomic_write_bytes
-
-    buf = io.BytesIO()
-    torch.save(blob, buf)
-    atomic_write_bytes(path, buf.getvalue())
 
 
 def train_pointnav(cfg: PointNavConfig, out: str | Path, progress: bool = True) -> dict:
@@ -350,7 +337,7 @@ def train_pointnav(cfg: PointNavConfig, out: str | Path, progress: bool = True) 
     state = {"epoch": 0, "best_spl": -1.0, "history": [], "train_seconds": 0.0}
     last = out / "last.pt"
     if last.is_file():
-        blob = torch.load(last, map_location="cpu", weights_only=True)
+        blob = load_blob(last, KIND, WHAT, required=("state_dict", "optimizer", "state"))
         policy.load_state_dict(blob["state_dict"])
         opt.load_state_dict(blob["optimizer"])
         state = blob["state"]
@@ -376,13 +363,13 @@ def train_pointnav(cfg: PointNavConfig, out: str | Path, progress: bool = True) 
         state["history"].append({"epoch": epoch + 1, "loss": float(np.mean(losses)), **val})
         log.info("pointnav epoch %d: loss %.4f, val SR %.3f SPL %.3f", epoch + 1, np.mean(losses), val["success"],
                  val["spl"])
-        blob = {"kind": KIND, "config": asdict(cfg), "state_dict": policy.state_dict(), "val": val}
+        blob = {"format": KIND, "config": asdict(cfg), "state_dict": policy.state_dict(), "val": val}
         if val["spl"] > state["best_spl"]:
             state["best_spl"] = val["spl"]
             state["best_epoch"] = epoch + 1
-            _save(out / "best.pt", blob)
+            save_blob(out / "best.pt", blob)
         state["epoch"] = epoch + 1
-        _save(last, {**blob, "optimizer": opt.state_dict(), "state": state})
+        save_blob(last, {**blob, "optimizer": opt.state_dict(), "state": state})
     summary = {"config": asdict(cfg), "train_pairs": int(len(data["length"])), "train_frames": int(len(data["action"])),
                "val_pairs": len(val_eps), "inflection_coef": coef, "history": state["history"],
                "best_epoch": state.get("best_epoch"), "best_spl": state["best_spl"],
@@ -402,12 +389,9 @@ def load_depth_init(policy, path: str | Path, freeze: bool = False) -> dict:
             encoder sizes that differ.
     """
     try:
-        blob = torch.load(path, map_location="cpu", weights_only=True)
-    except (OSError, RuntimeError, EOFError, ValueError, pickle.UnpicklingError) as exc:
-        reason = str(exc).splitlines()[0]
-        raise CheckpointError(f"--depth-init {path}: not a point-goal depth checkpoint ({reason})") from None
-    if not isinstance(blob, dict) or blob.get("kind") != KIND:
-        raise CheckpointError(f"--depth-init {path}: not a point-goal depth checkpoint (made by `vlnce train-pointnav`)")
+        blob = load_blob(path, KIND, WHAT, required=("config", "state_dict"))
+    except CheckpointError as exc:
+        raise CheckpointError(f"--depth-init: not a point-goal depth checkpoint ({exc})") from None
     if policy.depth_encoder is None:
         raise CheckpointError(f"--depth-init {path}: this policy has no depth input (ablation {policy.cfg.ablation!r})")
     theirs = blob["config"]

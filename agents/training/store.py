@@ -168,6 +168,22 @@ def inflection_weights(actions: np.ndarray, coef: float) -> np.ndarray:
     return np.where(infl, coef, 1.0).astype(np.float32)
 
 
+def inflection_weighted_ce(logits, actions, mask, coef: float):
+    """VLN-CE's imitation loss: ``sum_t w_t CE_t / sum_t w_t`` per trajectory, averaged over the batch.
+
+    Args:
+        logits: (B, T, A). actions: (B, T) int64 expert actions. mask: (B, T) bool, False on padding.
+        coef: the inflection weight (``inflection_weights``).
+    """
+    import torch
+    import torch.nn.functional as F
+
+    w = torch.from_numpy(np.stack([inflection_weights(a, coef) for a in actions.cpu().numpy()])).to(logits.device)
+    w = w * mask
+    ce = F.cross_entropy(logits.float().flatten(0, 1), actions.flatten(), reduction="none").view_as(w)
+    return ((ce * w).sum(1) / w.sum(1)).mean()
+
+
 def inflection_coefficient(action_sequences) -> float:
     """Inverse inflection frequency: steps / inflections over the sequences (3.2 on R2R-CE)."""
     steps = infl = 0

@@ -353,9 +353,7 @@ class Trainer:
     def loss(self, batch: dict) -> tuple:
         """(total loss, action loss, progress loss or None) of a store batch."""
         import torch
-        import torch.nn.functional as F
-
-        from agents.training.store import inflection_weights
+        from agents.training.store import inflection_weighted_ce
 
         dev = self.device
         pc = self.policy.cfg
@@ -365,12 +363,9 @@ class Trainer:
         prev = torch.from_numpy(batch["prev_action"]).to(dev)
         action = torch.from_numpy(batch["action"]).to(dev)
         mask = torch.from_numpy(batch["mask"]).to(dev)
-        weights = torch.from_numpy(np.stack([inflection_weights(a, self.inflection_coef) for a in batch["action"]])).to(dev)
-        weights = weights * mask
         with torch.autocast(dev.type, enabled=self.use_amp):
             logits, progress = self.policy.forward_sequence(tokens, rgb, depth, prev)
-        ce = F.cross_entropy(logits.float().flatten(0, 1), action.flatten(), reduction="none").view_as(weights)
-        action_loss = ((ce * weights).sum(1) / weights.sum(1)).mean()
+        action_loss = inflection_weighted_ce(logits, action, mask, self.inflection_coef)
         total, pm_loss = action_loss, None
         if progress is not None:
             target = torch.from_numpy(batch["progress"]).to(dev)
