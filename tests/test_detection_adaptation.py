@@ -11,8 +11,9 @@ import pytest
 torch = pytest.importorskip("torch")
 
 from perception.detection.adaptation import (  # noqa: E402
-    PAPER_WEIGHTS, ConditionalDiscriminator, ImageDiscriminator, condition, consistency_loss, focal_adversarial_loss,
-    grad_reverse, multi_hot, multilabel_loss, proposal_class_max, symmetric_kl)
+    PAPER_WEIGHTS, ConditionalDiscriminator, ImageDiscriminator, LocalDiscriminator, condition, consistency_loss,
+    focal_adversarial_loss, grad_reverse, local_adversarial_loss, multi_hot, multilabel_loss, proposal_class_max,
+    symmetric_kl)
 from perception.detection.metrics import average_precision, coco_evaluate, voc_evaluate  # noqa: E402
 
 
@@ -88,6 +89,40 @@ def test_discriminators_reverse_the_feature_gradient_only():
         with torch.no_grad():
             f2 = f - 1e-3 * f.grad
             assert focal_adversarial_loss(d(f2[:1], p[:1]), d(f2[1:], p[1:]), 0.0) > loss
+
+
+def test_local_adversarial_loss_hand_values():
+    # D = sigmoid(0) = 0.5 everywhere: 1/2 * 0.25 + 1/2 * 0.25
+    assert local_adversarial_loss(torch.zeros(2, 1, 3, 3), torch.zeros(1, 1, 4, 4)).item() == pytest.approx(0.25)
+    # a sure and right D costs nothing; a sure and wrong one costs the maximum, 1
+    big = torch.full((1, 1, 2, 2), 30.0)
+    assert local_adversarial_loss(big, -big).item() == pytest.approx(0.0, abs=1e-12)
+    assert local_adversarial_loss(-big, big).item() == pytest.approx(1.0)
+    # the mean runs over locations: one source location at D = 1, three at D = 0.5, no target error
+    s = torch.tensor([[[[30.0, 0.0], [0.0, 0.0]]]])
+    assert local_adversarial_loss(s, -big).item() == pytest.approx(0.5 * 3 * 0.25 / 4)
+
+
+def test_local_discriminator_is_per_location_and_reverses_the_gradient():
+    torch.manual_seed(0)
+    d = LocalDiscriminator(4, hidden=6).double()
+    f = torch.randn(2, 4, 5, 7, dtype=torch.float64, requires_grad=True)
+    out = d(f)
+    assert out.shape == (2, 1, 5, 7)
+    # 1x1 convolutions: changing one feature location changes that output location only
+    with torch.no_grad():
+        g = f.clone()
+        g[0, :, 2, 3] += 1.0
+        changed = (d(g) != out).squeeze(1)
+    assert changed.nonzero().tolist() == [[0, 2, 3]]
+    loss = local_adversarial_loss(out[:1], out[1:])
+    g_d = torch.autograd.grad(loss, d.net[0].weight, retain_graph=True)[0]
+    loss.backward()
+    assert g_d.abs().sum() > 0
+    # through the reversal the features get exactly minus the gradient of the loss D descends
+    plain = d.net(f)
+    g_plain = torch.autograd.grad(local_adversarial_loss(plain[:1], plain[1:]), f)[0]
+    assert g_plain.abs().sum() > 0 and torch.allclose(f.grad, -g_plain)
 
 
 def test_proposal_class_max_and_consistency():

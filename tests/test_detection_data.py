@@ -186,6 +186,39 @@ def test_trainer_adaptive_losses_resume_and_nan(small_set, tmp_path, monkeypatch
     assert (tmp_path / "run" / "last.pt").read_bytes() == before
 
 
+def test_trainer_local_alignment(small_set, tmp_path):
+    torch = pytest.importorskip("torch")
+    from perception.detection.train import DetectionTrainer, DetectTrainConfig
+    from vlnce.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="adaptive method"):
+        DetectTrainConfig(method="source_only", local_weight=1.0).validate()
+    cfg = DetectTrainConfig(method="uadv", epochs=1, warmup_iters=1, hidden=16, representation=32, local_weight=1.0)
+    tr = DetectionTrainer(small_set, tmp_path / "loc", cfg)
+    src = tr._batch(DetectionDataset(tr.train_records), [0, 1])
+    tgt = tr._batch(DetectionDataset(tr.target_records), [0, 1])
+    total, parts = tr.loss(src, tgt)
+    assert {"adv", "local_adv", "local_disc_acc"} <= set(parts) and 0 < parts["local_adv"] <= 1
+    # the local loss reaches stage 1 of the backbone through its own discriminator: with the
+    # global adversary and the detection losses removed, stage 1 still gets a gradient
+    tr.cfg.adv_weight = 0.0
+    tr.model.zero_grad()
+    l_s = tr.local_disc(tr.model.forward_labelled(*src).local_features)
+    l_t = tr.local_disc(tr.model.forward_unlabelled(tgt[0]).local_features)
+    from perception.detection.adaptation import local_adversarial_loss
+    local_adversarial_loss(l_s, l_t).backward()
+    for early in (tr.model.backbone.stem, tr.model.backbone.layer1):
+        assert sum(float(p.grad.abs().sum()) for p in early.parameters() if p.grad is not None) > 0
+    assert all(p.grad is None for p in tr.model.backbone.layer2.parameters())
+    tr.cfg.adv_weight = cfg.adv_weight
+    tr.train(progress=False)
+    # the local discriminator is saved and resumed with the run
+    tr2 = DetectionTrainer(small_set, tmp_path / "loc", DetectTrainConfig(**{**cfg.__dict__, "epochs": 2}))
+    assert torch.equal(tr2.local_disc.net[0].weight, tr.local_disc.net[0].weight)
+    with pytest.raises(ConfigError, match="local_weight"):
+        DetectionTrainer(small_set, tmp_path / "loc", DetectTrainConfig(**{**cfg.__dict__, "local_weight": 0.0}))
+
+
 def test_plugin_in_an_environment_feeds_reid(small_set, tmp_path):
     torch = pytest.importorskip("torch")
     from perception.detection.plugin import DetectionPlugin

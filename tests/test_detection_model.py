@@ -39,8 +39,10 @@ def test_training_outputs_and_prediction_conventions():
     assert all(v.ndim == 0 and torch.isfinite(v) for v in out.losses.values())
     assert out.features.shape == (2, model.feature_channels, 6, 8)  # padded to 96 x 128, stride 16
     assert [r.shape[1] for r in out.roi_logits] == [3, 3]
-    feats, logits = model.forward_unlabelled([img], max_rois=20)
-    assert feats.shape[0] == 1 and logits[0].shape == (20, 3)
+    assert out.local_features.shape == (2, model.backbone.local_channels, 24, 32)  # stride 4
+    unl = model.forward_unlabelled([img], max_rois=20)
+    assert unl.losses == {} and unl.features.shape[0] == 1 and unl.roi_logits[0].shape == (20, 3)
+    assert unl.local_features.shape == (1, model.backbone.local_channels, 24, 32)
     model.eval()
     dets = model.predict([img, img[:, :50, :60]])
     for d, (h, w) in zip(dets, [(96, 128), (50, 60)]):

@@ -9,6 +9,10 @@ Prediction", ECCV 2020; ``../shared/specs/lidar_and_detection.md`` section 2) an
 - ``ImageDiscriminator``: the unconditional image-level adversary (the paper's "uadv" ablation).
 - ``consistency_loss`` (PR, section 3.3, Eqs. 4-6): symmetric KL between softmax(p) and softmax(q),
   q_k the maximum probability of class k over the detector's proposals.
+- ``LocalDiscriminator`` and ``local_adversarial_loss``: the pixel-level alignment of low-level
+  features of Strong-Weak DA (Saito et al., CVPR 2019, the paper's [31], whose experimental setting
+  MCAR states it follows), a fully convolutional D with a least-squares loss. MCAR's text describes
+  only the global adversary, so this is off unless asked for (``--local-weight``).
 
 Label convention of the discriminators: output index 1 is "source", so D = softmax(logits)[:, 1].
 """
@@ -107,6 +111,30 @@ class ImageDiscriminator(nn.Module):
         return self.fc(F.relu(self.conv(grad_reverse(feats, coeff))).mean(dim=(2, 3)))
 
 
+class LocalDiscriminator(nn.Module):
+    """Strong-Weak DA's pixel discriminator: 1x1 convolutions C -> hidden -> hidden/2 -> 1 with ReLUs,
+    behind a gradient reversal layer; (N, C, h, w) -> (N, 1, h, w) logits of "source" per location.
+    It sees one location of stage 1 at a time (a receptive field of a few tens of image pixels), so
+    it judges local texture and contrast, what fog changes, not layout."""
+
+    def __init__(self, channels: int, hidden: int = 128) -> None:
+        super().__init__()
+        self.net = nn.Sequential(nn.Conv2d(channels, hidden, 1), nn.ReLU(inplace=True),
+                                 nn.Conv2d(hidden, max(hidden // 2, 1), 1), nn.ReLU(inplace=True),
+                                 nn.Conv2d(max(hidden // 2, 1), 1, 1))
+
+    def forward(self, feats: torch.Tensor, coeff: float = 1.0) -> torch.Tensor:
+        return self.net(grad_reverse(feats, coeff))
+
+
+def local_adversarial_loss(source_logits: torch.Tensor, target_logits: torch.Tensor) -> torch.Tensor:
+    """Strong-Weak DA's local loss, the one D minimises: 1/2 mean (1 - D_s)^2 + 1/2 mean D_t^2 over all
+    locations, D = sigmoid(logit) the probability of "source" (their code labels source 0; the loss
+    is the same with the labels swapped). Least squares keep the gradient alive where D is sure."""
+    d_s, d_t = torch.sigmoid(source_logits.float()), torch.sigmoid(target_logits.float())
+    return 0.5 * ((1 - d_s) ** 2).mean() + 0.5 * (d_t ** 2).mean()
+
+
 def focal_adversarial_loss(source_logits: torch.Tensor, target_logits: torch.Tensor, gamma: float) -> torch.Tensor:
     """Eq. 3, the loss D minimises: 1/2 (L_s + L_t) with
     L_s = -mean (1 - D_s)^gamma log D_s and L_t = -mean D_t^gamma log(1 - D_t),
@@ -157,6 +185,6 @@ def condition(p: torch.Tensor, q: torch.Tensor | None, mode: str) -> torch.Tenso
     raise ValueError(f"unknown conditioning {mode!r}; expected 'p' or 'softmax_pq'")
 
 
-__all__ = ["ConditionalDiscriminator", "GradientReversal", "ImageDiscriminator", "MultiLabelHead", "PAPER_WEIGHTS",
-           "condition", "consistency_loss", "focal_adversarial_loss", "grad_reverse", "multi_hot", "multilabel_loss",
-           "proposal_class_max", "symmetric_kl"]
+__all__ = ["ConditionalDiscriminator", "GradientReversal", "ImageDiscriminator", "LocalDiscriminator", "MultiLabelHead",
+           "PAPER_WEIGHTS", "condition", "consistency_loss", "focal_adversarial_loss", "grad_reverse",
+           "local_adversarial_loss", "multi_hot", "multilabel_loss", "proposal_class_max", "symmetric_kl"]

@@ -63,7 +63,10 @@ class DetectorConfig:
 
 
 class C4Backbone(nn.Module):
-    """ResNet stem and stages 1-3: (N, 3, H, W) -> (N, C, H/16, W/16)."""
+    """ResNet stem and stages 1-3: (N, 3, H, W) -> (N, C, H/16, W/16).
+
+    ``local_channels``: channels of stage 1's output (stride 4), the low-level features a local
+    (pixel-level) domain discriminator aligns (``forward_pyramid``)."""
 
     def __init__(self, name: str, width: float, groups: int) -> None:
         super().__init__()
@@ -77,19 +80,27 @@ class C4Backbone(nn.Module):
         self.stem = nn.Sequential(net.conv1, net.bn1, net.relu, net.maxpool)
         self.layer1, self.layer2, self.layer3 = net.layer1, net.layer2, net.layer3
         self.channels = net.channels[2]
+        self.local_channels = net.channels[0]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.layer3(self.layer2(self.layer1(self.stem(x))))
+        return self.forward_pyramid(x)[1]
+
+    def forward_pyramid(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(stage-1 features at stride 4, stage-3 features at stride 16)."""
+        low = self.layer1(self.stem(x))
+        return low, self.layer3(self.layer2(low))
 
 
 @dataclass
 class TrainOutput:
-    """What a labelled training pass returns: the four detection losses, F, and per image the class
-    logits (R_i, K+1) of the RoIs the head saw (for MCAR's consistency term)."""
+    """What a training pass returns: the detection losses (empty for unlabelled images), F, per image
+    the class logits (R_i, K+1) of the RoIs the head saw (for MCAR's consistency term), and the
+    backbone's stage-1 features (for local alignment)."""
 
     losses: dict
     features: torch.Tensor
     roi_logits: list[torch.Tensor]
+    local_features: torch.Tensor
 
 
 class FasterRCNN(nn.Module):
@@ -129,23 +140,23 @@ class FasterRCNN(nn.Module):
     def forward_labelled(self, images, targets: list[dict]) -> TrainOutput:
         """Training pass on labelled images: ``targets[i] = {"boxes" (M, 4), "labels" (M,) in 1..K}``."""
         x, sizes = self.batch(images)
-        feats = self.backbone(x)
+        low, feats = self.backbone.forward_pyramid(x)
         proposals, losses = self.rpn(feats, sizes, targets)
         rois, labels, reg = self.roi_heads.sample_training_rois(proposals, targets)
         logits, deltas = self.roi_heads.classify(feats, rois.to(feats))
         losses.update(self.roi_heads.losses(logits, deltas, labels, reg))
         counts = torch.bincount(rois[:, 0].long(), minlength=len(sizes)).tolist()
-        return TrainOutput(losses, feats, list(logits.split(counts)))
+        return TrainOutput(losses, feats, list(logits.split(counts)), low)
 
-    def forward_unlabelled(self, images, max_rois: int = 128) -> tuple[torch.Tensor, list[torch.Tensor]]:
-        """Pass on unlabelled images (target domain): F and per image the class logits of its top
-        ``max_rois`` proposals; no detection loss."""
+    def forward_unlabelled(self, images, max_rois: int = 128) -> TrainOutput:
+        """Pass on unlabelled images (target domain): no detection loss; ``roi_logits`` are the class
+        logits of each image's top ``max_rois`` proposals."""
         x, sizes = self.batch(images)
-        feats = self.backbone(x)
+        low, feats = self.backbone.forward_pyramid(x)
         proposals, _ = self.rpn(feats, sizes)
         proposals = [p[:max_rois] for p in proposals]
         logits, _ = self.roi_heads.classify(feats, RoIHeads.to_rois(proposals).to(feats))
-        return feats, list(logits.split([len(p) for p in proposals]))
+        return TrainOutput({}, feats, list(logits.split([len(p) for p in proposals])), low)
 
     @torch.no_grad()
     def predict(self, images) -> list[dict]:

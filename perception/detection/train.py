@@ -12,6 +12,8 @@ Methods (``../shared/specs/lidar_and_detection.md`` section 2; the paper's Table
 Every iteration takes ``batch_size`` source images and, for the adaptive methods, as many target
 images (whose labels are never read). L = L_det + adv_weight L_adv + multilabel_weight L_multi +
 consistency_weight L_kl, weights 0.5 / 0.01 / 0.1 and gamma = 5 by default (the paper's).
+``local_weight`` > 0 adds Strong-Weak DA's pixel-level alignment of the backbone's stage-1 features
+(``adaptation.LocalDiscriminator``) to any adaptive method: + local_weight L_loc.
 
 Outputs in ``out``: ``last.pt`` (everything needed to resume, written atomically after every
 epoch and every ``save_every`` iterations), ``final.pt`` (the detector after the last epoch:
@@ -62,6 +64,7 @@ class DetectTrainConfig:
         lr_steps: epochs after which the LR is multiplied by 0.1. warmup_iters: linear warm-up.
         adv_weight, multilabel_weight, consistency_weight, gamma: the paper's lambda, mu, epsilon, gamma.
         condition: "p" or "softmax_pq" (the Foggy Cityscapes variant). grl: reversal coefficient.
+        local_weight: weight of the local (pixel-level) alignment loss; 0 (default) leaves it out.
         hidden: channels of the multi-label head and discriminators (512 in the paper).
         min_size: resize short side (None: keep the images' size). flip: horizontal flips.
         eval_every: epochs between evaluations on ``test``. max_eval_images: cap (None: all).
@@ -89,6 +92,7 @@ class DetectTrainConfig:
     gamma: float = A.PAPER_WEIGHTS["gamma"]
     condition: str = "p"
     grl: float = 1.0
+    local_weight: float = 0.0
     hidden: int = 256
     min_size: int | None = None
     flip: bool = True
@@ -109,8 +113,11 @@ class DetectTrainConfig:
         for name in ("epochs", "batch_size", "eval_every", "save_every", "hidden", "representation"):
             if int(getattr(self, name)) < 1:
                 raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
-        if self.lr <= 0 or min(self.adv_weight, self.multilabel_weight, self.consistency_weight, self.gamma) < 0:
+        if self.lr <= 0 or min(self.adv_weight, self.multilabel_weight, self.consistency_weight, self.gamma,
+                               self.local_weight) < 0:
             raise ConfigError("lr must be > 0 and the loss weights and gamma >= 0")
+        if self.local_weight > 0 and not self.adaptive:
+            raise ConfigError(f"--local-weight needs an adaptive method (uadv, mc, mcar), not {self.method!r}")
         return self
 
     def to_json(self) -> dict:
@@ -163,7 +170,10 @@ class DetectionTrainer:
             self.disc = A.ImageDiscriminator(c, cfg.hidden).to(self.device)
         elif cfg.method in ("mc", "mcar"):
             self.disc = A.ConditionalDiscriminator(c, k, cfg.hidden).to(self.device)
-        params = [p for m in (self.model, self.multilabel, self.disc) if m is not None for p in m.parameters()]
+        self.local_disc = None
+        if cfg.local_weight > 0:
+            self.local_disc = A.LocalDiscriminator(self.model.backbone.local_channels).to(self.device)
+        params = [p for m in self._modules_all() for p in m.parameters()]
         if cfg.optimizer == "sgd":
             self.opt = torch.optim.SGD(params, lr=cfg.lr, momentum=0.9, weight_decay=cfg.weight_decay)
         else:
@@ -180,7 +190,10 @@ class DetectionTrainer:
 
     # --- checkpoints ----------------------------------------------------------------------------
     def _modules(self) -> dict:
-        return {"multilabel": self.multilabel, "disc": self.disc}
+        return {"multilabel": self.multilabel, "disc": self.disc, "local_disc": self.local_disc}
+
+    def _modules_all(self) -> list:
+        return [m for m in (self.model, *self._modules().values()) if m is not None]
 
     def _save(self) -> None:
         extra = {"optimizer": self.opt.state_dict(), "epoch": self.epoch, "it": self.it, "step": self.step,
@@ -195,8 +208,10 @@ class DetectionTrainer:
         model, blob = load_detector(path, "cpu")
         theirs = blob.get("train_config", {})
         mine = self.cfg.to_json()
+        # runs from before an option existed ran with its default
+        defaults = DetectTrainConfig().to_json()
         keep = {"device", "threads", "eval_every", "max_eval_images", "save_every", "epochs"}
-        diff = sorted(k for k in mine if k not in keep and theirs.get(k) != mine[k])
+        diff = sorted(k for k in mine if k not in keep and theirs.get(k, defaults[k]) != mine[k])
         if diff:
             raise ConfigError(f"{path} holds a run with other settings ({', '.join(diff)}); use the same options, "
                               "another --out or --no-resume")
@@ -236,7 +251,8 @@ class DetectionTrainer:
         parts = {k: v.item() for k, v in out.losses.items()}
         if not cfg.adaptive:
             return total, parts
-        f_t, roi_t = self.model.forward_unlabelled(tgt[0])
+        out_t = self.model.forward_unlabelled(tgt[0])
+        f_t, roi_t = out_t.features, out_t.roi_logits
         p_s = p_t = q_s = q_t = None
         if self.multilabel is not None:
             logit_s, logit_t = self.multilabel(out.features), self.multilabel(f_t)
@@ -260,6 +276,13 @@ class DetectionTrainer:
             l_kl = A.consistency_loss(p_s, q_s) + A.consistency_loss(p_t, q_t)
             total = total + cfg.consistency_weight * l_kl
             parts["consistency"] = l_kl.item()
+        if self.local_disc is not None:
+            l_s, l_t = self.local_disc(out.local_features, cfg.grl), self.local_disc(out_t.local_features, cfg.grl)
+            l_loc = A.local_adversarial_loss(l_s, l_t)
+            total = total + cfg.local_weight * l_loc
+            parts["local_adv"] = l_loc.item()
+            with torch.no_grad():
+                parts["local_disc_acc"] = float(((l_s > 0).float().mean() + (l_t <= 0).float().mean()) / 2)
         return total, parts
 
     def evaluate(self, progress: bool = False) -> dict | None:
@@ -285,9 +308,8 @@ class DetectionTrainer:
                 rng = np.random.default_rng([cfg.seed, self.epoch])
                 order = rng.permutation(len(src_ds))
                 t_order = rng.permutation(max(len(tgt_ds), 1))
-                for m in (self.model, self.multilabel, self.disc):
-                    if m is not None:
-                        m.train()
+                for m in self._modules_all():
+                    m.train()
                 bar = tqdm(total=per_epoch, initial=self.it, disable=not progress, unit="it",
                            desc=f"{cfg.method} epoch {self.epoch + 1}/{cfg.epochs}")
                 running: dict[str, list[float]] = {}
