@@ -178,6 +178,12 @@ def test_trainer_adaptive_losses_resume_and_nan(small_set, tmp_path, monkeypatch
     assert torch.equal(tr2.model.rpn.head.cls.weight, tr.model.rpn.head.cls.weight)
     with pytest.raises(ConfigError, match="other settings"):
         DetectionTrainer(small_set, tmp_path / "run", DetectTrainConfig(**{**cfg.__dict__, "method": "uadv"}))
+    # a run saved before an option existed resumes as if it had that option's default
+    from vlnce.torchio import save_blob
+    blob = torch.load(tmp_path / "run" / "last.pt", weights_only=True)
+    del blob["train_config"]["local_weight"]
+    save_blob(tmp_path / "run" / "last.pt", blob)
+    assert DetectionTrainer(small_set, tmp_path / "run", cfg2).step == 4
     # a NaN loss stops training with a clear message and leaves last.pt as it was
     before = (tmp_path / "run" / "last.pt").read_bytes()
     monkeypatch.setattr(tr2, "loss", lambda s, t: (torch.tensor(float("nan"), requires_grad=True), {}))
