@@ -363,7 +363,8 @@ class DetectionTrainer:
                                  result["map50"])
                 tlog.scalars(self.step, row)
                 self._save()
-                plot_curves(self.out / "logs", self.out / "curves.png", PANELS)
+                local_panel = (("train/local_adv", (60, 160, 90)),) if self.local_disc is not None else ()
+                plot_curves(self.out / "logs", self.out / "curves.png", PANELS + local_panel)
         finally:
             tlog.close()
         save_detector(self.out / "final.pt", self.model, {"train_config": cfg.to_json(), "init": self.init})
