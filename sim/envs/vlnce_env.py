@@ -185,10 +185,15 @@ class _LidarShape:
         self.beams, self.columns = sim_cfg.lidar.beams, sim_cfg.lidar.columns
 
 
-def make_vector_env(num_envs: int = 2, asynchronous: bool = True, **kwargs):
-    """``num_envs`` copies of ``VLNCE-v0``, each on its own shard of the episodes."""
+def make_vector_env(num_envs: int = 2, asynchronous: bool = True, context: str = "spawn", **kwargs):
+    """``num_envs`` copies of ``VLNCE-v0``, each on its own shard of the episodes.
+
+    ``context``: the multiprocessing start method of ``AsyncVectorEnv``'s workers. Spawn, because
+    forking a process that already runs threads (torch's, the ray caster's pool) can copy a held
+    lock into the child, which then waits on it forever."""
     if num_envs < 1:
         raise ConfigError(f"num_envs must be >= 1, got {num_envs}")
     fns = [lambda i=i: VLNCEEnv(episode_shard=(i, num_envs), **kwargs) for i in range(num_envs)]
-    cls = gymnasium.vector.AsyncVectorEnv if asynchronous else gymnasium.vector.SyncVectorEnv
-    return cls(fns)
+    if asynchronous:
+        return gymnasium.vector.AsyncVectorEnv(fns, context=context)
+    return gymnasium.vector.SyncVectorEnv(fns)
