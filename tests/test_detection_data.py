@@ -205,9 +205,8 @@ def test_trainer_local_alignment(small_set, tmp_path):
     tgt = tr._batch(DetectionDataset(tr.target_records), [0, 1])
     total, parts = tr.loss(src, tgt)
     assert {"adv", "local_adv", "local_disc_acc"} <= set(parts) and 0 < parts["local_adv"] <= 1
-    # the local loss reaches stage 1 of the backbone through its own discriminator: with the
-    # global adversary and the detection losses removed, stage 1 still gets a gradient
-    tr.cfg.adv_weight = 0.0
+    # the local loss alone (no detection or global adversarial loss) reaches the stem and stage 1
+    # through its own discriminator, and nothing later in the backbone
     tr.model.zero_grad()
     l_s = tr.local_disc(tr.model.forward_labelled(*src).local_features)
     l_t = tr.local_disc(tr.model.forward_unlabelled(tgt[0]).local_features)
@@ -216,7 +215,6 @@ def test_trainer_local_alignment(small_set, tmp_path):
     for early in (tr.model.backbone.stem, tr.model.backbone.layer1):
         assert sum(float(p.grad.abs().sum()) for p in early.parameters() if p.grad is not None) > 0
     assert all(p.grad is None for p in tr.model.backbone.layer2.parameters())
-    tr.cfg.adv_weight = cfg.adv_weight
     tr.train(progress=False)
     # the local discriminator is saved and resumed with the run
     tr2 = DetectionTrainer(small_set, tmp_path / "loc", DetectTrainConfig(**{**cfg.__dict__, "epochs": 2}))
