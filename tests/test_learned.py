@@ -176,6 +176,22 @@ def test_inflection_weights_on_a_hand_made_sequence():
     assert inflection_coefficient([actions, [1, 1, 1]]) == pytest.approx(10 / 5)
 
 
+def test_inflection_weighted_ce_matches_the_formula_with_padding():
+    from agents.training.store import inflection_weighted_ce
+
+    actions = torch.tensor([[2, 2, 1, 1], [3, 0, 0, 0]])
+    mask = torch.tensor([[True, True, True, True], [True, True, False, False]])
+    logits = torch.log_softmax(torch.arange(32, dtype=torch.float32).view(2, 4, 4).sin() * 3, -1)
+    # hand: w = [3.2, 1, 3.2, 1] and [3.2, 3.2] (padding ignored); loss = mean_b sum w CE / sum w
+    ce = -logits.gather(-1, actions[..., None])[..., 0]
+    want = ((3.2 * ce[0, 0] + ce[0, 1] + 3.2 * ce[0, 2] + ce[0, 3]) / 8.4 + (ce[1, 0] + ce[1, 1]) / 2) / 2
+    assert inflection_weighted_ce(logits, actions, mask, 3.2).item() == pytest.approx(want.item(), rel=1e-6)
+    # the padded steps' logits do not matter
+    logits2 = logits.clone()
+    logits2[1, 2:] = 100.0
+    assert inflection_weighted_ce(logits2, actions, mask, 3.2).item() == pytest.approx(want.item(), rel=1e-6)
+
+
 def test_dagger_beta_schedule():
     assert [dagger_beta(0.75, n) for n in range(4)] == pytest.approx([1.0, 0.75, 0.5625, 0.421875])
     rounds = TrainConfig(trainer="dagger", dagger_iterations=3, dagger_epochs=4).rounds()

@@ -178,8 +178,11 @@ def inflection_weighted_ce(logits, actions, mask, coef: float):
     import torch
     import torch.nn.functional as F
 
-    w = torch.from_numpy(np.stack([inflection_weights(a, coef) for a in actions.cpu().numpy()])).to(logits.device)
-    w = w * mask
+    # Same rule as ``inflection_weights``, computed on the tensors' device: a host round trip here
+    # would synchronise CUDA once per batch.
+    infl = torch.ones_like(actions, dtype=torch.bool)
+    infl[:, 1:] = actions[:, 1:] != actions[:, :-1]
+    w = torch.where(infl, float(coef), 1.0) * mask
     ce = F.cross_entropy(logits.float().flatten(0, 1), actions.flatten(), reduction="none").view_as(w)
     return ((ce * w).sum(1) / w.sum(1)).mean()
 
