@@ -1,4 +1,5 @@
-"""CUDA paths of the perception plugins: each must give what the CPU gives, in float32 and float16.
+"""CUDA paths: each perception plugin must give what the CPU gives, in float32 and float16, and the VLN
+policies must match the CPU under mixed precision and learn with the trainer's AMP step.
 
 Skipped without a GPU (CI never has one). These import only torch, numpy, PyYAML and the project,
 so ``tools/device_check.sh`` can run them on a bare GPU machine with ``--noconftest``.
@@ -130,3 +131,49 @@ def test_nms_and_roi_align_on_cuda_match_cpu():
         torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-5)
     finally:
         ops.use_torchvision(old)
+
+
+@pytest.mark.parametrize("arch", ["seq2seq", "cma"])
+def test_policy_on_cuda_with_mixed_precision_matches_cpu_and_learns(arch):
+    from agents.models import PolicyConfig, build_policy
+    from agents.training.store import inflection_weighted_ce
+
+    vocab = ["<PAD>", "<UNK>"] + [f"w{i}" for i in range(18)]
+    torch.manual_seed(0)
+    policy = build_policy(PolicyConfig(arch=arch, vocab_size=len(vocab), rgb_size=16, depth_size=16, hidden=32,
+                                       progress_monitor=True), vocab).eval()
+    g = torch.Generator().manual_seed(0)
+    tokens = torch.randint(2, len(vocab), (4, 7), generator=g)
+    tokens[0, 4:] = 0
+    rgb = torch.randint(0, 256, (4, 6, 16, 16, 3), generator=g).to(torch.uint8)
+    depth = torch.rand(4, 6, 16, 16, 1, generator=g)
+    prev = torch.randint(0, 4, (4, 6), generator=g)
+    prev[:, 0] = -1
+    with torch.no_grad():
+        want, _ = policy.forward_sequence(tokens, rgb, depth, prev)
+    policy.cuda()
+    batch = [t.cuda() for t in (tokens, rgb, depth, prev)]
+    with torch.no_grad():
+        got, _ = policy.forward_sequence(*batch)
+        with torch.autocast("cuda", dtype=torch.float16):
+            got16, _ = policy.forward_sequence(*batch)
+    torch.testing.assert_close(got.cpu(), want, rtol=1e-2, atol=1e-2)
+    torch.testing.assert_close(got16.float().cpu(), want, rtol=5e-2, atol=5e-2)
+
+    # the trainer's step: autocast, a grad scaler and the inflection-weighted loss, all on the GPU
+    actions = torch.randint(0, 4, (4, 6), generator=g).cuda()
+    mask = torch.ones(4, 6, dtype=torch.bool, device="cuda")
+    policy.train()
+    opt = torch.optim.Adam(policy.parameters(), lr=1e-2)
+    scaler = torch.amp.GradScaler("cuda")
+    losses = []
+    for _ in range(30):
+        with torch.autocast("cuda", dtype=torch.float16):
+            logits, _ = policy.forward_sequence(*batch)
+        loss = inflection_weighted_ce(logits, actions, mask, 3.2)
+        opt.zero_grad()
+        scaler.scale(loss).backward()
+        scaler.step(opt)
+        scaler.update()
+        losses.append(loss.item())
+    assert np.isfinite(losses).all() and losses[-1] < 0.5 * losses[0], losses
