@@ -177,3 +177,20 @@ def test_policy_on_cuda_with_mixed_precision_matches_cpu_and_learns(arch):
         scaler.update()
         losses.append(loss.item())
     assert np.isfinite(losses).all() and losses[-1] < 0.5 * losses[0], losses
+
+
+def test_detection_plugin_moves_between_devices():
+    from perception.detection.plugin import DetectionPlugin
+
+    plugin = DetectionPlugin(device="cuda", half=True, score_threshold=0.0)
+    assert next(plugin.model.parameters()).dtype == torch.float16
+    plugin.to("cpu")  # float16 is for CUDA only: back on the CPU the model runs in float32
+    assert next(plugin.model.parameters()).dtype == torch.float32
+    images = [room_image(2)]
+    got, want = plugin({"image": images}), DetectionPlugin(device="cpu", score_threshold=0.0)({"image": images})
+    # a float16 round trip of the weights changes the scores by rounding only
+    assert len(got["scores"][0]) > 0
+    top = [np.sort(d["scores"][0])[::-1][:3] for d in (got, want)]
+    np.testing.assert_allclose(top[0], top[1], atol=0.02)
+    plugin.to("cuda")
+    assert next(plugin.model.parameters()).dtype == torch.float16

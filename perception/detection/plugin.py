@@ -48,15 +48,17 @@ class DetectionPlugin(PerceptionPlugin):
         self.model, _ = load_detector(path, self.device)
         self.classes = tuple(self.model.cfg.classes)
         self.score_threshold = float(score_threshold)
-        self._half = bool(half and self.device.type == "cuda")
-        if self._half:
-            self.model.half()
+        self.to(device)
 
     def to(self, device: str) -> "DetectionPlugin":
+        """Move the model to ``device``; float16 (``half``) applies on CUDA only."""
+        import torch
+
         from vlnce.torchio import resolve_device
 
         self.device = resolve_device(device)
-        self.model.to(self.device)
+        self._half = bool(self.half and self.device.type == "cuda")
+        self.model.to(self.device, torch.float16 if self._half else torch.float32)
         return self
 
     def class_index(self, name: str) -> int:
