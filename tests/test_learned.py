@@ -170,7 +170,9 @@ def test_pretrained_efficientnet_loads_the_wheel_weights():
 # --- inflection weighting, DAgger schedule, store ----------------------------------------------
 def test_inflection_weights_on_a_hand_made_sequence():
     actions = [2, 2, 1, 1, 1, 3, 0]
-    np.testing.assert_allclose(inflection_weights(actions, 3.2), [3.2, 1, 3.2, 1, 1, 3.2, 3.2], rtol=1e-6)
+    w = inflection_weights(torch.tensor(actions), 3.2)
+    assert w.dtype == torch.float32
+    np.testing.assert_allclose(w.numpy(), [3.2, 1, 3.2, 1, 1, 3.2, 3.2], rtol=1e-6)
     # 7 steps, inflections at t = 0, 2, 5, 6 -> 7 / 4; two sequences -> (7 + 3) / (4 + 1)
     assert inflection_coefficient([actions]) == pytest.approx(7 / 4)
     assert inflection_coefficient([actions, [1, 1, 1]]) == pytest.approx(10 / 5)

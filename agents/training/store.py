@@ -160,12 +160,17 @@ class TrajectoryStore:
                 "mask": mask, "tokens": tokens}
 
 
-def inflection_weights(actions: np.ndarray, coef: float) -> np.ndarray:
-    """VLN-CE's inflection weights: ``coef`` at t = 0 and wherever a_t != a_{t-1}, 1 elsewhere."""
-    actions = np.asarray(actions)
-    infl = np.ones(actions.shape, bool)
-    infl[1:] = actions[1:] != actions[:-1]
-    return np.where(infl, coef, 1.0).astype(np.float32)
+def inflection_weights(actions, coef: float):
+    """VLN-CE's inflection weights: ``coef`` at t = 0 and wherever a_t != a_{t-1}, 1 elsewhere.
+
+    ``actions``: an int tensor (..., T), time last; returns float32 weights of that shape on its
+    device (no host round trip, which on CUDA would synchronise once per batch).
+    """
+    import torch
+
+    infl = torch.ones_like(actions, dtype=torch.bool)
+    infl[..., 1:] = actions[..., 1:] != actions[..., :-1]
+    return torch.where(infl, float(coef), 1.0)
 
 
 def inflection_weighted_ce(logits, actions, mask, coef: float):
@@ -175,14 +180,9 @@ def inflection_weighted_ce(logits, actions, mask, coef: float):
         logits: (B, T, A). actions: (B, T) int64 expert actions. mask: (B, T) bool, False on padding.
         coef: the inflection weight (``inflection_weights``).
     """
-    import torch
     import torch.nn.functional as F
 
-    # Same rule as ``inflection_weights``, computed on the tensors' device: a host round trip here
-    # would synchronise CUDA once per batch.
-    infl = torch.ones_like(actions, dtype=torch.bool)
-    infl[:, 1:] = actions[:, 1:] != actions[:, :-1]
-    w = torch.where(infl, float(coef), 1.0) * mask
+    w = inflection_weights(actions, coef) * mask
     ce = F.cross_entropy(logits.float().flatten(0, 1), actions.flatten(), reduction="none").view_as(w)
     return ((ce * w).sum(1) / w.sum(1)).mean()
 
