@@ -12,7 +12,7 @@ torch = pytest.importorskip("torch")
 
 from perception.detection.adaptation import (  # noqa: E402
     PAPER_WEIGHTS, ConditionalDiscriminator, ImageDiscriminator, LocalDiscriminator, condition, consistency_loss,
-    focal_adversarial_loss, grad_reverse, local_adversarial_loss, multi_hot, multilabel_loss, proposal_class_max,
+    focal_adversarial_loss, grad_reverse, reversal_coefficient, local_adversarial_loss, multi_hot, multilabel_loss, proposal_class_max,
     symmetric_kl)
 from perception.detection.metrics import average_precision, coco_evaluate, voc_evaluate  # noqa: E402
 
@@ -56,6 +56,19 @@ def test_gradient_reversal():
     w = torch.randn(3, 4)
     (y * w).sum().backward()
     assert torch.allclose(x.grad, -0.7 * w)
+
+
+def test_reversal_schedule():
+    assert reversal_coefficient(0.0) == reversal_coefficient(0.7) == 1.0
+    # DANN's 2 / (1 + exp(-10 p)) - 1 equals tanh(5 p): 0 at the start, tanh(1) at p = 0.2
+    assert reversal_coefficient(0.0, "dann") == 0.0
+    assert reversal_coefficient(0.2, "dann") == pytest.approx(0.7615942, abs=1e-6)
+    assert reversal_coefficient(1.0, "dann") == pytest.approx(0.9999092, abs=1e-6)
+    assert reversal_coefficient(1.5, "dann") == reversal_coefficient(1.0, "dann")
+    ramp = [reversal_coefficient(p / 10, "dann") for p in range(11)]
+    assert all(a < b for a, b in zip(ramp, ramp[1:]))
+    with pytest.raises(ValueError, match="'constant' or 'dann'"):
+        reversal_coefficient(0.5, "linear")
 
 
 def test_conditional_discriminator_is_bilinear_in_p():

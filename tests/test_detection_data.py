@@ -223,6 +223,39 @@ def test_trainer_local_alignment(small_set, tmp_path):
         DetectionTrainer(small_set, tmp_path / "loc", DetectTrainConfig(**{**cfg.__dict__, "local_weight": 0.0}))
 
 
+def test_trainer_ramped_reversal(small_set, tmp_path):
+    pytest.importorskip("torch")
+    from perception.detection.train import DetectionTrainer, DetectTrainConfig
+    from vlnce.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="grl-schedule"):
+        DetectTrainConfig(grl_schedule="linear").validate()
+    cfg = DetectTrainConfig(method="mcar", epochs=2, warmup_iters=1, hidden=16, representation=32, local_weight=1.0,
+                            grl=0.5, grl_schedule="dann")
+    tr = DetectionTrainer(small_set, tmp_path / "ramp", cfg)
+    per_epoch = -(-len(tr.train_records) // cfg.batch_size)
+    assert tr.total_steps == 2 * per_epoch
+    assert tr.grl_at(0) == 0.0 and tr.grl_at(tr.total_steps - 1) == pytest.approx(0.5 * 0.9999092, abs=1e-6)
+    src = tr._batch(DetectionDataset(tr.train_records), [0, 1])
+    tgt = tr._batch(DetectionDataset(tr.target_records), [0, 1])
+    # at the first step the reversal is 0: the adversaries train, the backbone gets none of their gradient
+    for m in tr._modules_all():
+        m.zero_grad()
+    _, parts = tr.loss(src, tgt)
+    assert parts["grl"] == 0.0
+    tr.model.zero_grad()
+    l_s = tr.local_disc(tr.model.forward_labelled(*src).local_features, tr.grl_at(0))
+    l_t = tr.local_disc(tr.model.forward_unlabelled(tgt[0]).local_features, tr.grl_at(0))
+    from perception.detection.adaptation import local_adversarial_loss
+    local_adversarial_loss(l_s, l_t).backward()
+    assert all(float(p.grad.abs().sum()) == 0 for p in tr.model.backbone.stem.parameters())
+    assert sum(float(p.grad.abs().sum()) for p in tr.local_disc.parameters()) > 0
+    import math
+    tr.step = tr.total_steps // 2
+    # progress runs from 0 at the first step to 1 at the last; DANN's ramp is tanh(5 p)
+    assert tr.loss(src, tgt)[1]["grl"] == pytest.approx(0.5 * math.tanh(5 * tr.step / (tr.total_steps - 1)), abs=1e-9)
+
+
 def test_plugin_in_an_environment_feeds_reid(small_set, tmp_path):
     torch = pytest.importorskip("torch")
     from perception.detection.plugin import DetectionPlugin

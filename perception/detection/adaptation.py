@@ -19,6 +19,8 @@ Label convention of the discriminators: output index 1 is "source", so D = softm
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -41,6 +43,21 @@ class _ReverseGrad(torch.autograd.Function):
 def grad_reverse(x: torch.Tensor, coeff: float = 1.0) -> torch.Tensor:
     """Identity forward; the backward pass multiplies the gradient by ``-coeff`` (Ganin & Lempitsky)."""
     return _ReverseGrad.apply(x, float(coeff))
+
+
+def reversal_coefficient(progress: float, schedule: str = "constant", ramp: float = 10.0) -> float:
+    """The reversal coefficient at ``progress`` (0 at the first step, 1 at the last).
+
+    "constant": 1. "dann": Ganin & Lempitsky's 2 / (1 + exp(-ramp p)) - 1, which starts at 0 and
+    passes 0.76 at p = 0.2: the adversary pushes little while the features are still random (our
+    detector starts from random weights, not ImageNet's, unlike the paper's).
+    """
+    if schedule == "constant":
+        return 1.0
+    if schedule == "dann":
+        p = min(max(float(progress), 0.0), 1.0)
+        return 2.0 / (1.0 + math.exp(-ramp * p)) - 1.0
+    raise ValueError(f"reversal schedule must be 'constant' or 'dann', got {schedule!r}")
 
 
 class GradientReversal(nn.Module):

@@ -64,6 +64,8 @@ class DetectTrainConfig:
         lr_steps: epochs after which the LR is multiplied by 0.1. warmup_iters: linear warm-up.
         adv_weight, multilabel_weight, consistency_weight, gamma: the paper's lambda, mu, epsilon, gamma.
         condition: "p" or "softmax_pq" (the Foggy Cityscapes variant). grl: reversal coefficient.
+        grl_schedule: "constant" (the coefficient throughout) or "dann" (ramped from 0 as
+            ``adaptation.reversal_coefficient``, over the whole run), for every discriminator.
         local_weight: weight of the local (pixel-level) alignment loss; 0 (default) leaves it out.
         hidden: channels of the multi-label head and discriminators (512 in the paper).
         min_size: resize short side (None: keep the images' size). flip: horizontal flips.
@@ -92,6 +94,7 @@ class DetectTrainConfig:
     gamma: float = A.PAPER_WEIGHTS["gamma"]
     condition: str = "p"
     grl: float = 1.0
+    grl_schedule: str = "constant"
     local_weight: float = 0.0
     hidden: int = 256
     min_size: int | None = None
@@ -108,6 +111,8 @@ class DetectTrainConfig:
             raise ConfigError(f"--method must be one of {METHODS}, got {self.method!r}")
         if self.optimizer not in ("sgd", "adamw"):
             raise ConfigError(f"--optimizer must be sgd or adamw, got {self.optimizer!r}")
+        if self.grl_schedule not in ("constant", "dann"):
+            raise ConfigError(f"--grl-schedule must be constant or dann, got {self.grl_schedule!r}")
         if self.condition not in ("p", "softmax_pq"):
             raise ConfigError(f"--condition must be p or softmax_pq, got {self.condition!r}")
         for name in ("epochs", "batch_size", "eval_every", "save_every", "hidden", "representation"):
@@ -179,6 +184,7 @@ class DetectionTrainer:
         else:
             self.opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
         self.epoch, self.it, self.step, self.seconds = 0, 0, 0, 0.0
+        self.total_steps = cfg.epochs * math.ceil(len(self.train_records) / cfg.batch_size)
         self.out.mkdir(parents=True, exist_ok=True)
         # where the weights started, kept with the results: a fine-tuned model's numbers mean little without it
         self.init = str(init) if init else None
@@ -237,6 +243,10 @@ class DetectionTrainer:
             lr *= (step + 1) / self.cfg.warmup_iters
         return lr
 
+    def grl_at(self, step: int) -> float:
+        """The reversal coefficient of every discriminator at ``step``."""
+        return self.cfg.grl * A.reversal_coefficient(step / max(self.total_steps - 1, 1), self.cfg.grl_schedule)
+
     def _batch(self, ds: DetectionDataset, idx) -> tuple[list[torch.Tensor], list[dict]]:
         items = [ds[int(i)] for i in idx]
         return ([x.to(self.device) for x, _ in items],
@@ -254,6 +264,7 @@ class DetectionTrainer:
         out_t = self.model.forward_unlabelled(tgt[0])
         f_t, roi_t = out_t.features, out_t.roi_logits
         p_s = p_t = q_s = q_t = None
+        grl = self.grl_at(self.step)
         if self.multilabel is not None:
             logit_s, logit_t = self.multilabel(out.features), self.multilabel(f_t)
             y = A.multi_hot([t["labels"] for t in targets], len(self.classes)).to(self.device)
@@ -263,13 +274,14 @@ class DetectionTrainer:
             p_s, p_t = torch.sigmoid(logit_s), torch.sigmoid(logit_t)
             q_s, q_t = A.proposal_class_max(out.roi_logits), A.proposal_class_max(roi_t)
         if cfg.method == "uadv":
-            d_s, d_t = self.disc(out.features, None, cfg.grl), self.disc(f_t, None, cfg.grl)
+            d_s, d_t = self.disc(out.features, None, grl), self.disc(f_t, None, grl)
         else:
-            d_s = self.disc(out.features, A.condition(p_s, q_s, cfg.condition), cfg.grl)
-            d_t = self.disc(f_t, A.condition(p_t, q_t, cfg.condition), cfg.grl)
+            d_s = self.disc(out.features, A.condition(p_s, q_s, cfg.condition), grl)
+            d_t = self.disc(f_t, A.condition(p_t, q_t, cfg.condition), grl)
         l_adv = A.focal_adversarial_loss(d_s, d_t, cfg.gamma)
         total = total + cfg.adv_weight * l_adv
         parts["adv"] = l_adv.item()
+        parts["grl"] = grl
         with torch.no_grad():
             parts["disc_acc"] = float(((d_s[:, 1] > d_s[:, 0]).float().mean() + (d_t[:, 0] >= d_t[:, 1]).float().mean()) / 2)
         if cfg.method == "mcar":
@@ -277,7 +289,7 @@ class DetectionTrainer:
             total = total + cfg.consistency_weight * l_kl
             parts["consistency"] = l_kl.item()
         if self.local_disc is not None:
-            l_s, l_t = self.local_disc(out.local_features, cfg.grl), self.local_disc(out_t.local_features, cfg.grl)
+            l_s, l_t = self.local_disc(out.local_features, grl), self.local_disc(out_t.local_features, grl)
             l_loc = A.local_adversarial_loss(l_s, l_t)
             total = total + cfg.local_weight * l_loc
             parts["local_adv"] = l_loc.item()

@@ -38,6 +38,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     t.add_argument("--consistency-weight", type=float, default=0.1, help="epsilon")
     t.add_argument("--gamma", type=float, default=5.0, help="focal factor of the adversarial loss")
     t.add_argument("--condition", choices=("p", "softmax_pq"), default="p")
+    t.add_argument("--grl-schedule", choices=("constant", "dann"), default="constant",
+                   help="reversal coefficient: constant, or ramped from 0 (DANN's 2/(1+exp(-10p))-1)")
     t.add_argument("--local-weight", type=float, default=0.0,
                    help="add Strong-Weak DA's pixel-level alignment of low-level features with this weight (0: off)")
     t.add_argument("--min-size", type=int, default=None, help="resize the short side to this (default: keep)")
@@ -107,6 +109,7 @@ def run(args) -> int:
                                 lr_steps=tuple(args.lr_steps), adv_weight=args.adv_weight,
                                 multilabel_weight=args.multilabel_weight, consistency_weight=args.consistency_weight,
                                 gamma=args.gamma, condition=args.condition, local_weight=args.local_weight,
+                                grl_schedule=args.grl_schedule,
                                 min_size=args.min_size,
                                 max_eval_images=args.max_eval_images, device=args.device, threads=args.threads,
                                 seed=args.seed)
