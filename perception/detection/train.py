@@ -184,7 +184,8 @@ class DetectionTrainer:
         else:
             self.opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
         self.epoch, self.it, self.step, self.seconds = 0, 0, 0, 0.0
-        self.total_steps = cfg.epochs * math.ceil(len(self.train_records) / cfg.batch_size)
+        self.per_epoch = math.ceil(len(self.train_records) / cfg.batch_size)
+        self.total_steps = cfg.epochs * self.per_epoch
         self.out.mkdir(parents=True, exist_ok=True)
         # where the weights started, kept with the results: a fine-tuned model's numbers mean little without it
         self.init = str(init) if init else None
@@ -311,7 +312,6 @@ class DetectionTrainer:
         cfg = self.cfg
         src_ds = DetectionDataset(self.train_records, cfg.min_size, flip=cfg.flip, seed=cfg.seed)
         tgt_ds = DetectionDataset(self.target_records, cfg.min_size, flip=cfg.flip, seed=cfg.seed + 1)
-        per_epoch = math.ceil(len(src_ds) / cfg.batch_size)
         tlog = TrainingLog(self.out / "logs")
         tlog.truncate_after(self.step)
         result = None
@@ -322,11 +322,11 @@ class DetectionTrainer:
                 t_order = rng.permutation(max(len(tgt_ds), 1))
                 for m in self._modules_all():
                     m.train()
-                bar = tqdm(total=per_epoch, initial=self.it, disable=not progress, unit="it",
+                bar = tqdm(total=self.per_epoch, initial=self.it, disable=not progress, unit="it",
                            desc=f"{cfg.method} epoch {self.epoch + 1}/{cfg.epochs}")
                 running: dict[str, list[float]] = {}
                 t0 = time.perf_counter()
-                while self.it < per_epoch:
+                while self.it < self.per_epoch:
                     idx = order[self.it * cfg.batch_size:(self.it + 1) * cfg.batch_size]
                     src = self._batch(src_ds, idx)
                     tgt = None
