@@ -329,7 +329,8 @@ def test_detect_commands(small_set, tmp_path, capsys):
 def test_shipped_detector_finds_objects_in_houses_it_never_saw(tmp_path):
     """The shipped model (configs/perception/detector_sim.pt, see the README) on freshly rendered
     houses: it measured mAP@0.5 0.68 on clear and 0.51 on foggy frames of these; on the full test
-    sets 0.76 and 0.52. The 8-epoch MC model shipped before (0.62 and 0.38) fails these bounds."""
+    sets 0.76 and 0.52. The models shipped before it fail these bounds: the constant-reversal
+    MCAR + local run (0.70 and 0.44) and the 8-epoch MC model (0.62 and 0.38)."""
     pytest.importorskip("torch")
     from perception.detection.checkpoint import load_detector
     from perception.detection.evaluation import evaluate_detections, predict_records
@@ -345,4 +346,4 @@ def test_shipped_detector_finds_objects_in_houses_it_never_saw(tmp_path):
     for split in ("source_test", "target_test"):
         recs, names = read_coco(tmp_path / f"{split}.json")
         scores[split] = evaluate_detections(predict_records(model, recs), recs, names)["map50"]
-    assert scores["source_test"] > 0.65 and scores["target_test"] > 0.4, scores
+    assert scores["source_test"] > 0.65 and scores["target_test"] > 0.47, scores
