@@ -357,8 +357,13 @@ def test_training_resumes_where_it_stopped(trained):
     blob = torch.load(out / "last.pt", weights_only=True)
     assert blob["train_state"]["round"] == 1 and blob["train_state"]["epoch"] == 0
     steps = blob["train_state"]["step"]
+    # a run started before an option existed resumes when the option keeps its default
+    saved = json.loads((out / "train_config.json").read_text())
+    (out / "train_config.json").write_text(json.dumps({k: v for k, v in saved.items() if k != "look_around"}))
     again = Trainer(cfg, out, progress=False).run()  # the schedule is finished: nothing to redo
     assert again["steps"] == steps
+    with pytest.raises(ConfigError, match="look_around"):
+        Trainer(TrainConfig(**{**cfg.__dict__, "look_around": True}), out, progress=False)
     more = TrainConfig(**{**cfg.__dict__, "epochs": 3})
     with pytest.raises(ConfigError, match="other settings"):
         Trainer(more, out, progress=False)
@@ -432,6 +437,45 @@ def test_dagger_collection_labels_with_the_expert_and_records_executed_actions(b
     assert steps["action"].tolist() == train.gt[ids[0]].actions
     assert steps["prev_action"].tolist() == [-1] + train.gt[ids[0]].actions[:-1]
     assert steps["progress"][0] == 0 and steps["progress"][-1] > 0.8
+
+
+def test_look_around_expert_scans_the_start_room_first(bench, tmp_path):
+    from agents.training.collect import CollectJob, run_job
+    from agents.training.trainer import look_around_steps
+    from sim.tasks.dataset import load_dataset
+
+    # a 90 degree camera has seen all around after 270 degrees of turning: 18 turns of 15 degrees
+    assert look_around_steps(90.0, 15.0) == 18 and look_around_steps(90.0, 30.0) == 9
+    assert look_around_steps(100.0, 15.0) == 18  # 260 / 15 = 17.3, rounded up
+    data, _ = bench
+    train = load_dataset(data, "train")
+    p = _policy("cma")
+    # an episode whose expert does not start by turning left anyway
+    first = next(e.episode_id for e in train.episodes if train.gt[e.episode_id].actions[0] != 2)
+    tf = CollectJob(str(data), "train", str(data / "scenes"), [first], p.cfg.sensors(), VOCAB, 1.0,
+                    str(tmp_path / "tf"), "0000_train_00", look_around_steps=4)
+    run_job(tf)
+    store = TrajectoryStore(tmp_path / "tf")
+    (t,) = store.trajectories
+    steps = store.chunks[t.chunk]["steps"][t.start:t.start + t.length]
+    actions = steps["action"].tolist()
+    # four left turns, then the shortest path from the turned pose, to the goal
+    assert actions[:4] == [2, 2, 2, 2] and actions[-1] == 0 and 1 in actions[4:]
+    assert steps["progress"][4] == 0 and steps["progress"][-1] > 0.8
+    # with the policy in the loop, the scan ends at the first executed action that is not a left turn
+    blob = {"config": p.cfg.__dict__, "state_dict": p.state_dict()}
+    ids = [e.episode_id for e in train.episodes[:2]]
+    dag = CollectJob(str(data), "train", str(data / "scenes"), ids, p.cfg.sensors(), VOCAB, 0.0,
+                     str(tmp_path / "dag"), "0001_train_00", iteration=1, policy=blob, max_steps=30,
+                     look_around_steps=5)
+    run_job(dag)
+    store = TrajectoryStore(tmp_path / "dag")
+    for t in store.trajectories:
+        steps = store.chunks[t.chunk]["steps"][t.start:t.start + t.length]
+        executed = steps["prev_action"].tolist()[1:] + [None]
+        for i, label in enumerate(steps["action"].tolist()):
+            if i < 5 and all(a == 2 for a in executed[:i]):
+                assert label == 2, (i, steps["action"].tolist(), executed)
 
 
 def test_augmentation_adds_episodes_on_the_training_houses(bench, tmp_path):

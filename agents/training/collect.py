@@ -37,6 +37,9 @@ class CollectJob:
         iteration: DAgger iteration (0 = teacher forcing).
         max_steps: steps after which an episode is cut (the policy may never stop).
         seed: randomness of the beta draws.
+        look_around_steps: the expert's first actions are this many left turns (a scan of the
+            start room) before it follows the shortest path; the scan ends early when any other
+            action is executed. 0: no scan.
     """
 
     data_dir: str
@@ -52,6 +55,7 @@ class CollectJob:
     policy: dict | None = None
     max_steps: int = 500
     seed: int = 0
+    look_around_steps: int = 0
     stats: dict = field(default_factory=dict)
 
 
@@ -59,6 +63,7 @@ def run_job(job: CollectJob, progress_queue=None) -> dict:
     """Collect ``job`` into its chunk; returns counts (episodes, steps, expert agreement)."""
     import torch
 
+    from sim.actions import Action
     from sim.config import CameraSensorConfig, load_simulator_config
     from sim.navigation.follower import ShortestPathFollower
     from sim.tasks.dataset import Vocab, load_dataset
@@ -112,9 +117,10 @@ def run_job(job: CollectJob, progress_queue=None) -> dict:
                     state = policy.initial_state(1)
             frames, actions, prevs, progress = [], [], [], []
             prev = -1
+            scan_left = job.look_around_steps
             t0 = time.perf_counter()
             while True:
-                expert = int(follower.get_next_action(goal))
+                expert = int(Action.TURN_LEFT) if scan_left > 0 else int(follower.get_next_action(goal))
                 d = geodesic(sim.get_agent_state().position)
                 frames.append({k: v for k, v in obs.items() if k in ("rgb", "depth")})
                 actions.append(expert)
@@ -130,6 +136,7 @@ def run_job(job: CollectJob, progress_queue=None) -> dict:
                     action = expert
                 obs, terminated, truncated = task.step(action)
                 prev = action
+                scan_left = scan_left - 1 if action == Action.TURN_LEFT else 0
                 if terminated or truncated:
                     break
             stepping += time.perf_counter() - t0

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import platform
 import shutil
@@ -67,6 +68,10 @@ class TrainConfig:
             the policy's (VLN-CE's DD-PPO depth ResNet); not with ``finetune``, which has its own.
         freeze_depth: keep the depth encoder fixed (VLN-CE freezes it).
         max_collect_steps: steps after which a collected episode is cut.
+        look_around: the expert scans the start room first, turning left until the camera has
+            swept the full circle (``look_around_steps``), then follows the shortest path. Start
+            headings are random and instructions name rooms, not the first turn, so the plain
+            expert's first turns follow from the goal's position, which the policy cannot see.
         seed: shuffling, collection and augmentation seed.
     """
 
@@ -102,6 +107,7 @@ class TrainConfig:
     depth_init: str | None = None
     freeze_depth: bool = False
     max_collect_steps: int = 500
+    look_around: bool = False
     seed: int = 0
 
     def validate(self) -> "TrainConfig":
@@ -132,6 +138,11 @@ class TrainConfig:
             return [(0, 1.0, self.epochs)]
         return [(n, self.dagger_p ** n, self.dagger_epochs)
                 for n in range(self.dagger_start, self.dagger_start + self.dagger_iterations)]
+
+
+def look_around_steps(hfov_deg: float, turn_angle_deg: float) -> int:
+    """Left turns after which a camera of ``hfov_deg`` has seen all around: ceil((360 - hfov) / turn)."""
+    return math.ceil((360.0 - hfov_deg) / turn_angle_deg - 1e-9)
 
 
 def dagger_beta(p: float, iteration: int) -> float:
@@ -237,6 +248,8 @@ class Trainer:
         mine = asdict(self.cfg)
         if path.is_file():
             theirs = json.loads(path.read_text())
+            # options added after a run started take their defaults there
+            theirs = {**asdict(TrainConfig()), **theirs}
             keep = {"workers", "device", "val_episodes", "patience"}  # may change on resume
             diff = sorted(k for k in mine if k not in keep and theirs.get(k) != mine[k])
             if diff:
@@ -322,6 +335,13 @@ class Trainer:
                     jobs.append(CollectJob(data_dir, split, scenes_dir, share, self.policy.cfg.sensors(), self.vocab,
                                            beta, str(self.out / "store"), f"{n:04d}_{split}_{w:02d}", n, policy_blob,
                                            cfg.max_collect_steps, cfg.seed))
+        if cfg.look_around:
+            from sim.config import load_simulator_config
+
+            hfov = next(iter(self.policy.cfg.sensors().values()), {}).get("hfov_deg", 90.0)
+            scan = look_around_steps(hfov, load_simulator_config().agent.turn_angle_deg)
+            for job in jobs:
+                job.look_around_steps = scan
         todo = [j for j in jobs if not self.store.has_chunk(j.chunk)]
         if not todo:
             return

@@ -28,6 +28,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dagger-epochs", type=int, default=2, help="epochs over the aggregated data per iteration")
     p.add_argument("--max-collect-steps", type=int, default=500,
                    help="cut collected episodes after this many steps (DAgger rollouts that loop; 500 = the task's limit)")
+    p.add_argument("--look-around", action="store_true",
+                   help="the expert first turns left through a full circle, then follows the path (a scan of the start room)")
     p.add_argument("--aug-episodes-per-house", type=int, default=40)
     p.add_argument("--val-episodes", type=int, default=60, help="val_unseen episodes per evaluation (0: all)")
     p.add_argument("--patience", type=int, default=3, help="evaluations without a better SPL before stopping")
@@ -56,7 +58,7 @@ def run(args) -> int:
                       val_episodes=args.val_episodes or None, patience=args.patience, finetune=args.finetune,
                       depth_init=args.depth_init, freeze_depth=args.freeze_depth,
                       dataset=args.dataset, workers=args.workers, device=args.device, amp=not args.no_amp,
-                      max_collect_steps=args.max_collect_steps, seed=args.seed)
+                      max_collect_steps=args.max_collect_steps, look_around=args.look_around, seed=args.seed)
     summary = train(cfg, args.out)
     print(f"inflection weight coefficient: {summary['inflection_coef']:.3f}")
     if summary["best_val"]:
