@@ -478,6 +478,19 @@ def test_look_around_expert_scans_the_start_room_first(bench, tmp_path):
                 assert label == 2, (i, steps["action"].tolist(), executed)
 
 
+def test_trainer_passes_the_look_around_scan_to_its_collection(bench, tmp_path):
+    from agents.training.trainer import Trainer
+
+    data, _ = bench
+    cfg = TrainConfig(agent="seq2seq", dataset=str(data), image_size=16, hidden=32, epochs=1, train_episodes=2,
+                      workers=1, embedding="learned", max_collect_steps=60, look_around=True)
+    trainer = Trainer(cfg, tmp_path, progress=False)
+    trainer._collect_round(0, 1.0)
+    for t in trainer.store.trajectories:
+        actions = trainer.store.chunks[t.chunk]["steps"]["action"][t.start:t.start + t.length].tolist()
+        assert actions[:18] == [2] * 18  # 90 degree cameras, 15 degree turns
+
+
 def test_augmentation_adds_episodes_on_the_training_houses(bench, tmp_path):
     from agents.training.trainer import make_augmentation
     from sim.tasks.dataset import load_dataset
