@@ -320,6 +320,12 @@ class Trainer:
         if beta < 1.0:
             policy_blob = {"config": asdict(self.policy.cfg),
                            "state_dict": {k: v.detach().cpu() for k, v in self.policy.state_dict().items()}}
+        scan = 0
+        if cfg.look_around:
+            from sim.config import load_simulator_config
+
+            hfov = next(iter(self.policy.cfg.sensors().values()), {}).get("hfov_deg", 90.0)
+            scan = look_around_steps(hfov, load_simulator_config().agent.turn_angle_deg)
         jobs = []
         for k, (data_dir, split, scenes_dir, _) in enumerate(sources):
             # episodes of a scene stay together so that each worker loads few houses
@@ -334,14 +340,7 @@ class Trainer:
                 if share:
                     jobs.append(CollectJob(data_dir, split, scenes_dir, share, self.policy.cfg.sensors(), self.vocab,
                                            beta, str(self.out / "store"), f"{n:04d}_{split}_{w:02d}", n, policy_blob,
-                                           cfg.max_collect_steps, cfg.seed))
-        if cfg.look_around:
-            from sim.config import load_simulator_config
-
-            hfov = next(iter(self.policy.cfg.sensors().values()), {}).get("hfov_deg", 90.0)
-            scan = look_around_steps(hfov, load_simulator_config().agent.turn_angle_deg)
-            for job in jobs:
-                job.look_around_steps = scan
+                                           cfg.max_collect_steps, cfg.seed, look_around_steps=scan))
         todo = [j for j in jobs if not self.store.has_chunk(j.chunk)]
         if not todo:
             return
