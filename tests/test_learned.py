@@ -491,6 +491,25 @@ def test_trainer_passes_the_look_around_scan_to_its_collection(bench, tmp_path):
         assert actions[:18] == [2] * 18  # 90 degree cameras, 15 degree turns
 
 
+def test_a_finished_dagger_run_can_be_given_more_rounds(bench, tmp_path):
+    from agents.training.trainer import Trainer
+
+    data, _ = bench
+    cfg = TrainConfig(agent="seq2seq", trainer="dagger", dataset=str(data), image_size=16, hidden=32,
+                      train_episodes=2, dagger_episodes=2, dagger_iterations=1, dagger_epochs=1, batch_size=2,
+                      val_episodes=1, workers=1, embedding="learned", max_collect_steps=40)
+    first = Trainer(cfg, tmp_path, progress=False).run()
+    assert first["store_trajectories"] == 2
+    more = Trainer(TrainConfig(**{**cfg.__dict__, "dagger_iterations": 2}), tmp_path, progress=False)
+    assert more.state["round"] == 1  # round 0 is not redone
+    again = more.run()
+    # round 1 trains one epoch on the aggregate of both rounds: 4 trajectories, 2 batches of 2
+    assert again["store_trajectories"] == 4 and again["steps"] == first["steps"] + 2
+    assert json.loads((tmp_path / "train_config.json").read_text())["dagger_iterations"] == 2
+    with pytest.raises(ConfigError, match="dagger_epochs"):  # other schedule settings still refuse
+        Trainer(TrainConfig(**{**cfg.__dict__, "dagger_iterations": 3, "dagger_epochs": 2}), tmp_path, progress=False)
+
+
 def test_augmentation_adds_episodes_on_the_training_houses(bench, tmp_path):
     from agents.training.trainer import make_augmentation
     from sim.tasks.dataset import load_dataset

@@ -250,7 +250,9 @@ class Trainer:
             theirs = json.loads(path.read_text())
             # options added after a run started take their defaults there
             theirs = {**asdict(TrainConfig()), **theirs}
-            keep = {"workers", "device", "val_episodes", "patience"}  # may change on resume
+            # may change on resume; dagger_iterations too, as the finished rounds stay a prefix of the
+            # schedule, so a finished run can be given more rounds
+            keep = {"workers", "device", "val_episodes", "patience", "dagger_iterations"}
             diff = sorted(k for k in mine if k not in keep and theirs.get(k) != mine[k])
             if diff:
                 raise ConfigError(f"{self.out} holds a run with other settings ({', '.join(diff)}); "
