@@ -485,10 +485,21 @@ def test_trainer_passes_the_look_around_scan_to_its_collection(bench, tmp_path):
     cfg = TrainConfig(agent="seq2seq", dataset=str(data), image_size=16, hidden=32, epochs=1, train_episodes=2,
                       workers=1, embedding="learned", max_collect_steps=60, look_around=True)
     trainer = Trainer(cfg, tmp_path, progress=False)
+    gt = trainer.train_set.gt
+    unscanned = inflection_coefficient(gt[i].actions for i in trainer.train_ids)
+    assert trainer.inflection_coef == pytest.approx(unscanned)  # nothing collected yet
     trainer._collect_round(0, 1.0)
+    trainer._fix_inflection_coefficient()
+    steps = inflections = 0
     for t in trainer.store.trajectories:
         actions = trainer.store.chunks[t.chunk]["steps"]["action"][t.start:t.start + t.length].tolist()
         assert actions[:18] == [2] * 18  # 90 degree cameras, 15 degree turns
+        steps += len(actions)
+        inflections += 1 + sum(a != b for a, b in zip(actions[1:], actions[:-1]))
+    # the weight is the inverse inflection frequency of the scanned sequences the run trains on
+    assert trainer.inflection_coef == pytest.approx(steps / inflections) and steps / inflections > unscanned
+    assert trainer.state["inflection_coef"] == trainer.inflection_coef
+    assert Trainer(cfg, tmp_path, progress=False).inflection_coef == pytest.approx(steps / inflections)
 
 
 def test_a_finished_dagger_run_can_be_given_more_rounds(bench, tmp_path):

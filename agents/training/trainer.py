@@ -227,18 +227,12 @@ class Trainer:
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.use_amp)
         self.state = {"round": 0, "epoch": 0, "step": 0, "best_spl": -1.0, "bad_evals": 0, "stopped_early": False,
                       "train_seconds": 0.0, "collect_seconds": 0.0, "train_frames": 0, "collect_frames": 0}
-        if self.cfg.inflection_coef is None:
-            from agents.training.store import inflection_coefficient
-
-            gt = self.train_set.gt
-            self.inflection_coef = inflection_coefficient(gt[i].actions for i in self.train_ids if i in gt)
-        else:
-            self.inflection_coef = float(self.cfg.inflection_coef)
         self._resume()
         from vlnce.tblog import TrainingLog
         from agents.training.store import TrajectoryStore
 
         self.store = TrajectoryStore(self.out / "store")
+        self.inflection_coef = self._inflection_coefficient()
         self.log = TrainingLog(self.out / "logs")
         self.log.truncate_after(self.state["step"])
 
@@ -279,6 +273,31 @@ class Trainer:
         if "rng" in blob:
             torch.set_rng_state(blob["rng"])
         log.info("resuming %s at round %d epoch %d", self.out, self.state["round"], self.state["epoch"])
+
+    def _inflection_coefficient(self) -> float:
+        """The inflection weight: the configured one, else the one this run fixed when it started,
+        else the inverse inflection frequency of the expert's teacher-forcing trajectories in the
+        store (which, with ``look_around``, begin with the scan), else of the dataset's reference
+        actions (the same sequences when there is no scan)."""
+        from agents.training.store import inflection_coefficient
+
+        if self.cfg.inflection_coef is not None:
+            return float(self.cfg.inflection_coef)
+        if "inflection_coef" in self.state:  # a resumed run keeps the weighting it trained with
+            return float(self.state["inflection_coef"])
+        teacher = [self.store.chunks[t.chunk]["steps"]["action"][t.start:t.start + t.length]
+                   for t in self.store.trajectories if t.iteration == 0]
+        if teacher:
+            return inflection_coefficient(teacher)
+        gt = self.train_set.gt
+        return inflection_coefficient(gt[i].actions for i in self.train_ids if i in gt)
+
+    def _fix_inflection_coefficient(self) -> None:
+        """Settles the weight once the first round's data is in the store, for this run's lifetime."""
+        if self.cfg.inflection_coef is None and "inflection_coef" not in self.state:
+            self.inflection_coef = self._inflection_coefficient()
+            self.state["inflection_coef"] = self.inflection_coef
+            log.info("inflection coefficient %.3f", self.inflection_coef)
 
     def _save_last(self) -> None:
         import torch
@@ -480,6 +499,7 @@ class Trainer:
                 if ri < self.state["round"] or self.state["stopped_early"]:
                     continue
                 self._collect_round(n, beta)
+                self._fix_inflection_coefficient()
                 while (self.state["epoch"] < epochs or self.state.get("needs_eval")) and not self.state["stopped_early"]:
                     if not self.state.get("needs_eval"):
                         stats = self._train_epoch(n, self.state["epoch"])
