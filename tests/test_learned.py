@@ -502,6 +502,27 @@ def test_trainer_passes_the_look_around_scan_to_its_collection(bench, tmp_path):
     assert Trainer(cfg, tmp_path, progress=False).inflection_coef == pytest.approx(steps / inflections)
 
 
+def test_trainer_collects_with_the_expert_hold_tolerance(bench, tmp_path):
+    from agents.training.trainer import Trainer
+
+    data, _ = bench
+    cfg = TrainConfig(agent="seq2seq", dataset=str(data), image_size=16, hidden=32, epochs=1, train_episodes=6,
+                      workers=1, embedding="learned", max_collect_steps=200, expert_hold_deg=11.25)
+    trainer = Trainer(cfg, tmp_path, progress=False)
+    trainer._collect_round(0, 1.0)
+    gt = trainer.train_set.gt
+    turns = held_turns = 0
+    for t in trainer.store.trajectories:
+        held = trainer.store.chunks[t.chunk]["steps"]["action"][t.start:t.start + t.length].tolist()
+        plain = list(gt[t.episode_id].actions)  # the reference actions: the plain follower
+        assert held[-1] == 0 and held.count(1) <= plain.count(1) + 2
+        turns += plain.count(2) + plain.count(3)
+        held_turns += held.count(2) + held.count(3)
+    assert held_turns < turns
+    with pytest.raises(ConfigError, match="expert-hold-deg"):
+        TrainConfig(expert_hold_deg=90.0).validate()
+
+
 def test_a_finished_dagger_run_can_be_given_more_rounds(bench, tmp_path):
     from agents.training.trainer import Trainer
 

@@ -207,3 +207,51 @@ def test_house_doorways_are_passable(house, house_grid):
         assert house_grid.is_navigable(house_grid.snap_point(d.center_m))
         nearest = house_grid.snap_point(d.center_m)
         assert np.linalg.norm((nearest - np.array(d.center_m))[[0, 2]]) < 0.1
+
+
+def _follow(sim, start, heading, goal, hold):
+    from sim.actions import Action
+    from sim.geometry import heading_from_quat, quat_from_heading, wrap_angle
+    from sim.navigation.follower import ShortestPathFollower
+
+    sim.set_agent_state(np.asarray(start, float), quat_from_heading(heading))
+    follower = ShortestPathFollower(sim, 0.5, 15.0, hold_angle_deg=hold)
+    actions, errors, prev = [], [], None
+    for _ in range(300):
+        a = follower.get_next_action(goal, prev)
+        s = sim.get_agent_state()
+        d = np.asarray(goal) - s.position  # open room: the waypoint is the goal itself
+        errors.append(abs(math.degrees(wrap_angle(math.atan2(-d[0], -d[2]) - heading_from_quat(s.rotation)))))
+        actions.append(int(a))
+        if a == Action.STOP:
+            return actions, errors, sim.get_agent_state().position
+        sim.step(a)
+        prev = int(a)
+    raise AssertionError("the follower never stopped")
+
+
+def test_follower_hold_tolerance_removes_the_zigzag_on_stretches_off_its_headings(open_room):
+    from conftest import make_sim
+
+    scene, _ = open_room
+    goal = np.array([7.0, 0.0, 1.5])
+    with make_sim(scene, sensors={}) as sim:
+        # the line from start to goal (bearing 53.1 degrees off the grid) is no multiple of 15 degrees
+        plain, plain_err, plain_end = _follow(sim, [1.0, 0.0, 6.0], 0.0, goal, None)
+        held, held_err, held_end = _follow(sim, [1.0, 0.0, 6.0], 0.0, goal, 11.25)
+    for end in (plain_end, held_end):
+        assert np.linalg.norm((end - goal)[[0, 2]]) < 0.5
+
+    def zigzags(acts):  # a single turn between forward steps, undone by the next single turn
+        return sum(1 for i in range(len(acts) - 4) if acts[i:i + 5] in ([1, 2, 1, 3, 1], [1, 3, 1, 2, 1]))
+
+    assert zigzags(plain) >= 3 and zigzags(held) == 0
+    assert held.count(1) == pytest.approx(plain.count(1), abs=1)  # the same walk, fewer turns
+    assert held.count(2) + held.count(3) < plain.count(2) + plain.count(3)
+    for k, a in enumerate(held):
+        if a == 1:  # forward only within half a turn, or within the hold angle right after a forward step
+            limit = 11.25 if k > 0 and held[k - 1] == 1 else 7.5
+            assert held_err[k] <= limit + 1e-6
+        elif a in (2, 3):
+            assert held_err[k] > (11.25 if k > 0 and held[k - 1] == 1 else 7.5)
+    assert max(e for a, e in zip(plain, plain_err) if a == 1) <= 7.5 + 1e-6

@@ -40,6 +40,7 @@ class CollectJob:
         look_around_steps: the expert's first actions are this many left turns (a scan of the
             start room) before it follows the shortest path; the scan ends early when any other
             action is executed. 0: no scan.
+        expert_hold_deg: the follower's ``hold_angle_deg`` (0: off), given the executed previous action.
     """
 
     data_dir: str
@@ -56,6 +57,7 @@ class CollectJob:
     max_steps: int = 500
     seed: int = 0
     look_around_steps: int = 0
+    expert_hold_deg: float = 0.0
     stats: dict = field(default_factory=dict)
 
 
@@ -99,7 +101,8 @@ def run_job(job: CollectJob, progress_queue=None) -> dict:
             obs = task.reset(ep, None)
             sim = task.sim
             goal = np.asarray(ep.goals[0].position, np.float64)
-            follower = ShortestPathFollower(sim, goal_radius_m=0.5, turn_angle_deg=sim.config.agent.turn_angle_deg)
+            follower = ShortestPathFollower(sim, goal_radius_m=0.5, turn_angle_deg=sim.config.agent.turn_angle_deg,
+                                            hold_angle_deg=job.expert_hold_deg or None)
             field = sim.pathfinder.distance_field(goal) if hasattr(sim, "pathfinder") else None
 
             def geodesic(position):
@@ -120,7 +123,7 @@ def run_job(job: CollectJob, progress_queue=None) -> dict:
             scan_left = job.look_around_steps
             t0 = time.perf_counter()
             while True:
-                expert = int(Action.TURN_LEFT) if scan_left > 0 else int(follower.get_next_action(goal))
+                expert = int(Action.TURN_LEFT) if scan_left > 0 else int(follower.get_next_action(goal, prev if prev >= 0 else None))
                 d = geodesic(sim.get_agent_state().position)
                 frames.append({k: v for k, v in obs.items() if k in ("rgb", "depth")})
                 actions.append(expert)

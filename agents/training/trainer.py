@@ -72,6 +72,9 @@ class TrainConfig:
             swept the full circle (``look_around_steps``), then follows the shortest path. Start
             headings are random and instructions name rooms, not the first turn, so the plain
             expert's first turns follow from the goal's position, which the policy cannot see.
+        expert_hold_deg: the expert's hysteresis (``ShortestPathFollower.hold_angle_deg``): after a
+            forward step it keeps going while the next waypoint is within this angle. 0: off, the
+            plain follower, which zigzags (``F R F L ...``) along stretches off its headings.
         seed: shuffling, collection and augmentation seed.
     """
 
@@ -108,6 +111,7 @@ class TrainConfig:
     freeze_depth: bool = False
     max_collect_steps: int = 500
     look_around: bool = False
+    expert_hold_deg: float = 0.0
     seed: int = 0
 
     def validate(self) -> "TrainConfig":
@@ -125,6 +129,8 @@ class TrainConfig:
             raise ConfigError(f"dagger_p must be in (0, 1], got {self.dagger_p}")
         if self.lr <= 0 or self.pm_alpha < 0 or self.dagger_start < 0:
             raise ConfigError("lr must be > 0, pm_alpha >= 0 and dagger_start >= 0")
+        if not (0.0 <= self.expert_hold_deg < 90.0):
+            raise ConfigError(f"--expert-hold-deg must be in [0, 90) degrees, got {self.expert_hold_deg}")
         if self.depth_init and self.finetune:
             raise ConfigError("--depth-init and --finetune both set: the --finetune checkpoint brings its own "
                               "depth encoder (add --freeze-depth to keep it fixed)")
@@ -361,7 +367,8 @@ class Trainer:
                 if share:
                     jobs.append(CollectJob(data_dir, split, scenes_dir, share, self.policy.cfg.sensors(), self.vocab,
                                            beta, str(self.out / "store"), f"{n:04d}_{split}_{w:02d}", n, policy_blob,
-                                           cfg.max_collect_steps, cfg.seed, look_around_steps=scan))
+                                           cfg.max_collect_steps, cfg.seed, look_around_steps=scan,
+                                           expert_hold_deg=cfg.expert_hold_deg))
         todo = [j for j in jobs if not self.store.has_chunk(j.chunk)]
         if not todo:
             return

@@ -30,6 +30,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="cut collected episodes after this many steps (DAgger rollouts that loop; 500 = the task's limit)")
     p.add_argument("--look-around", action="store_true",
                    help="the expert first turns left through a full circle, then follows the path (a scan of the start room)")
+    p.add_argument("--expert-hold-deg", type=float, default=0.0,
+                   help="expert hysteresis: after a forward step keep going while the next waypoint is within "
+                        "this angle (degrees; 0: off, the plain follower zigzags on stretches off its headings)")
     p.add_argument("--aug-episodes-per-house", type=int, default=40)
     p.add_argument("--val-episodes", type=int, default=60, help="val_unseen episodes per evaluation (0: all)")
     p.add_argument("--patience", type=int, default=3, help="evaluations without a better SPL before stopping")
@@ -58,7 +61,8 @@ def run(args) -> int:
                       val_episodes=args.val_episodes or None, patience=args.patience, finetune=args.finetune,
                       depth_init=args.depth_init, freeze_depth=args.freeze_depth,
                       dataset=args.dataset, workers=args.workers, device=args.device, amp=not args.no_amp,
-                      max_collect_steps=args.max_collect_steps, look_around=args.look_around, seed=args.seed)
+                      max_collect_steps=args.max_collect_steps, look_around=args.look_around,
+                      expert_hold_deg=args.expert_hold_deg, seed=args.seed)
     summary = train(cfg, args.out)
     print(f"inflection weight coefficient: {summary['inflection_coef']:.3f}")
     if summary["best_val"]:
