@@ -123,7 +123,10 @@ def run_job(job: CollectJob, progress_queue=None) -> dict:
             scan_left = job.look_around_steps
             t0 = time.perf_counter()
             while True:
-                expert = int(Action.TURN_LEFT) if scan_left > 0 else int(follower.get_next_action(goal, prev if prev >= 0 else None))
+                if scan_left > 0:
+                    expert = int(Action.TURN_LEFT)
+                else:
+                    expert = int(follower.get_next_action(goal, prev if prev >= 0 else None))
                 d = geodesic(sim.get_agent_state().position)
                 frames.append({k: v for k, v in obs.items() if k in ("rgb", "depth")})
                 actions.append(expert)
