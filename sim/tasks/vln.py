@@ -139,7 +139,8 @@ class VLNCETask:
                                    f"is not reachable on the navigable area of {episode.scene_id}")
         if "ndtw" in self.task_config.measures and gt is None:
             raise DatasetError(f"episode {episode.episode_id}: the ndtw measure needs ground-truth locations "
-                               "(the split's <split>_gt.json.gz, passed to reset as gt), or drop ndtw/sdtw from task.measures")
+                               "(the split's <split>_gt.json.gz, passed to reset as gt), "
+                               "or drop ndtw/sdtw from task.measures")
         try:
             if hasattr(sim, "set_start_state"):
                 sim.set_start_state(start, np.asarray(episode.start_rotation, np.float64))
