@@ -390,6 +390,40 @@ def test_nan_loss_stops_without_touching_the_last_checkpoint(trained, monkeypatc
     assert (run / "last.pt").read_bytes() == before
 
 
+def test_finetuning_and_stores_refuse_another_architecture(trained, monkeypatch, tmp_path):
+    import shutil
+
+    from agents.training import trainer as trainer_mod
+    from agents.training.trainer import Trainer
+    from vlnce.errors import DatasetError
+
+    cfg, out, _ = trained  # cma, 16 px, hidden 32
+    tuned = {**cfg.__dict__, "trainer": "dagger", "finetune": str(out / "best.pt"), "dagger_start": 1}
+    with pytest.raises(CheckpointError, match=r"--hidden 32 \(this run: 64\)"):
+        Trainer(TrainConfig(**{**tuned, "hidden": 64}), tmp_path / "a", progress=False)
+    assert not (tmp_path / "a" / "train_config.json").exists()  # a refused start leaves nothing to resume
+    with pytest.raises(CheckpointError, match=r"--image-size 16 \(this run: 32\)"):
+        Trainer(TrainConfig(**{**tuned, "image_size": 32}), tmp_path / "b", progress=False)
+    assert Trainer(TrainConfig(**tuned), tmp_path / "c", progress=False).policy.cfg.hidden == 32
+    # a store collected at 16 px copied into a 32 px run
+    shutil.copytree(out / "store", tmp_path / "d" / "store")
+    with pytest.raises(DatasetError, match="holds 16x16 rgb frames, this policy takes 32x32"):
+        Trainer(TrainConfig(**{**cfg.__dict__, "image_size": 32}), tmp_path / "d", progress=False)
+    # ... which a policy without RGB or depth does not read
+    blind = Trainer(TrainConfig(**{**cfg.__dict__, "image_size": 32, "ablation": "no_vision"}), tmp_path / "d",
+                    progress=False)
+    assert len(blind.store.trajectories) == 6
+    seen = []
+
+    def fake_train(c, o):
+        seen.append(c)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(trainer_mod, "train", fake_train)
+    main(["train", "--agent", "cma", "--hidden", "512", "--out", str(tmp_path / "e")])
+    assert seen[0].hidden == 512
+
+
 def test_eval_command_runs_a_checkpoint_and_rejects_bad_ones(trained, bench, tmp_path, capsys):
     _, out, _ = trained
     data, _ = bench

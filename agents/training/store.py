@@ -121,6 +121,17 @@ class TrajectoryStore:
     def has_chunk(self, name: str) -> bool:
         return (self.dir / "chunks" / name).is_dir()
 
+    def check_frames(self, rgb_size: int | None, depth_size: int | None) -> None:
+        """Raises DatasetError when a chunk's frames are not the square sizes a policy takes
+        (None: the policy has no such input, and any frames stored for it are ignored)."""
+        for c in self.chunks:
+            for key, size in (("rgb", rgb_size), ("depth", depth_size)):
+                if size is not None and tuple(c[key].shape[1:3]) != (size, size):
+                    h, w = c[key].shape[1:3]
+                    raise DatasetError(f"store {self.dir}: chunk {c['name']} holds {h}x{w} {key} frames, this "
+                                       f"policy takes {size}x{size} (--image-size); copy in a store collected at "
+                                       "that size or use another --out")
+
     def iterations(self) -> set[int]:
         return {t.iteration for t in self.trajectories}
 

