@@ -55,7 +55,8 @@ def run(args) -> int:
 
     cfg = TrainConfig(agent=args.agent, trainer=args.trainer, progress_monitor=args.pm, aug=args.aug,
                       ablation=args.ablation, embedding=args.embedding, rgb_encoder=args.rgb_encoder,
-                      image_size=args.image_size, hidden=args.hidden, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
+                      image_size=args.image_size, hidden=args.hidden, epochs=args.epochs,
+                      batch_size=args.batch_size, lr=args.lr,
                       train_episodes=args.train_episodes, dagger_iterations=args.dagger_iterations,
                       dagger_p=args.dagger_p, dagger_start=args.dagger_start, dagger_episodes=args.dagger_episodes,
                       dagger_epochs=args.dagger_epochs, aug_episodes_per_house=args.aug_episodes_per_house,
