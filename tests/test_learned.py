@@ -402,6 +402,8 @@ def test_finetuning_and_stores_refuse_another_architecture(trained, monkeypatch,
     with pytest.raises(CheckpointError, match=r"--hidden 32 \(this run: 64\)"):
         Trainer(TrainConfig(**{**tuned, "hidden": 64}), tmp_path / "a", progress=False)
     assert not (tmp_path / "a" / "train_config.json").exists()  # a refused start leaves nothing to resume
+    with pytest.raises(CheckpointError, match=r"--pm True \(this run: False\)"):
+        Trainer(TrainConfig(**{**tuned, "progress_monitor": False}), tmp_path / "a", progress=False)
     with pytest.raises(CheckpointError, match=r"--image-size 16 \(this run: 32\)"):
         Trainer(TrainConfig(**{**tuned, "image_size": 32}), tmp_path / "b", progress=False)
     assert Trainer(TrainConfig(**tuned), tmp_path / "c", progress=False).policy.cfg.hidden == 32

@@ -206,13 +206,11 @@ class Trainer:
         if cfg.finetune:
             self.policy, _ = load_policy(cfg.finetune, arch=cfg.agent, vocab_words=self.vocab)
             pc = self.policy.cfg
-            if pc.progress_monitor != cfg.progress_monitor or pc.ablation != cfg.ablation:
-                raise CheckpointError(f"--finetune {cfg.finetune}: its progress_monitor={pc.progress_monitor}, "
-                                      f"ablation={pc.ablation!r} differ from this run's")
             # the checkpoint fixes the architecture; an option that asks for another would be ignored
-            theirs = {"image_size": pc.rgb_size, "hidden": pc.hidden, "rgb_encoder": pc.rgb_encoder}
-            diff = [f"--{k.replace('_', '-')} {v} (this run: {getattr(cfg, k)})" for k, v in theirs.items()
-                    if getattr(cfg, k) != v]
+            settings = {"--pm": (pc.progress_monitor, cfg.progress_monitor), "--ablation": (pc.ablation, cfg.ablation),
+                      "--image-size": (pc.rgb_size, cfg.image_size), "--hidden": (pc.hidden, cfg.hidden),
+                      "--rgb-encoder": (pc.rgb_encoder, cfg.rgb_encoder)}
+            diff = [f"{flag} {ckpt} (this run: {run})" for flag, (ckpt, run) in settings.items() if ckpt != run]
             if diff:
                 raise CheckpointError(f"--finetune {cfg.finetune} was trained with {', '.join(diff)}; "
                                       "pass the checkpoint's values")
