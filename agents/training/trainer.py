@@ -208,8 +208,8 @@ class Trainer:
             pc = self.policy.cfg
             # the checkpoint fixes the architecture; an option that asks for another would be ignored
             settings = {"--pm": (pc.progress_monitor, cfg.progress_monitor), "--ablation": (pc.ablation, cfg.ablation),
-                      "--image-size": (pc.rgb_size, cfg.image_size), "--hidden": (pc.hidden, cfg.hidden),
-                      "--rgb-encoder": (pc.rgb_encoder, cfg.rgb_encoder)}
+                        "--image-size": (pc.rgb_size, cfg.image_size), "--hidden": (pc.hidden, cfg.hidden),
+                        "--rgb-encoder": (pc.rgb_encoder, cfg.rgb_encoder)}
             diff = [f"{flag} {ckpt} (this run: {run})" for flag, (ckpt, run) in settings.items() if ckpt != run]
             if diff:
                 raise CheckpointError(f"--finetune {cfg.finetune} was trained with {', '.join(diff)}; "
