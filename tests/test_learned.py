@@ -232,6 +232,10 @@ def test_store_aggregates_iterations_and_pads_batches(tmp_path):
     assert b["progress"][1, 4] == pytest.approx(1.0)
 
 
+class _Unsafe:
+    """Stands for any Python object a checkpoint might smuggle in."""
+
+
 # --- checkpoints --------------------------------------------------------------------------------
 def test_checkpoint_round_trip_and_bad_checkpoints(tmp_path):
     p = _policy("cma", progress_monitor=True)
@@ -253,6 +257,11 @@ def test_checkpoint_round_trip_and_bad_checkpoints(tmp_path):
         load_policy(bad)
     with pytest.raises(CheckpointError, match="does not exist"):
         load_policy(tmp_path / "missing.pt")
+    # a pickled object is refused by the safe loader, and the message never advises the unsafe retry
+    torch.save({"format": "x", "hook": _Unsafe()}, tmp_path / "object.pt")
+    with pytest.raises(CheckpointError, match=r"weights-only loader: Unsupported global.*_Unsafe") as err:
+        load_policy(tmp_path / "object.pt")
+    assert "False" not in str(err.value)
     torch.save({"weights": torch.zeros(2)}, tmp_path / "other.pt")
     with pytest.raises(CheckpointError, match="not a VLN-CE policy checkpoint"):
         load_policy(tmp_path / "other.pt")

@@ -50,8 +50,8 @@ def load_blob(path: str | Path, expected_format: str, what: str, required: tuple
     try:
         blob = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises many types for truncated or foreign files
-        raise CheckpointError(f"checkpoint {path} is corrupt or not a PyTorch file ({type(exc).__name__}: "
-                              f"{str(exc).splitlines()[0][:200]})") from None
+        raise CheckpointError(f"checkpoint {path} is corrupt, not a PyTorch file, or holds Python objects "
+                              f"beyond tensors and plain values ({type(exc).__name__}: {_load_reason(exc)})") from None
     if not isinstance(blob, dict) or blob.get("format") != expected_format:
         found = blob.get("format") if isinstance(blob, dict) else type(blob).__name__
         raise CheckpointError(f"{path} is not a {what} (expected format {expected_format!r}, found {found!r})")
@@ -59,6 +59,18 @@ def load_blob(path: str | Path, expected_format: str, what: str, required: tuple
         if key not in blob:
             raise CheckpointError(f"checkpoint {path} lacks {key!r}")
     return blob
+
+
+def _load_reason(exc: Exception) -> str:
+    """The cause in torch's load error, without its advice to retry with ``weights_only=False``
+    (which would run whatever code the file carries)."""
+    lines = [ln.strip() for ln in str(exc).splitlines()]
+    for i, ln in enumerate(lines):
+        if "WeightsUnpickler error:" in ln:
+            rest = [ln.split("WeightsUnpickler error:", 1)[1].strip()] + lines[i + 1:]
+            cause = next((r for r in rest if r), "")
+            return f"refused by the weights-only loader: {cause[:200]}"
+    return next((ln for ln in lines if ln), "")[:200]
 
 
 def resolve_device(name: str = "auto"):
