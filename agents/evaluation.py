@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -58,6 +59,8 @@ class EvalConfig:
         plugins: perception plugins run on every observation (``vlnce plugins`` lists them); a
             LiDAR plugin turns the simulator's LiDAR on with the plugin's sensor.
         plugin_options: per-plugin constructor options, e.g. {"lidar_seg": {"checkpoint": PATH}}.
+        stop_bias: learned agents only: nats taken off the STOP logit before the argmax (see
+            ``LearnedAgent``); 0 is greedy decoding.
     """
 
     agent: str
@@ -74,12 +77,15 @@ class EvalConfig:
     max_steps: int = 500
     plugins: list[str] = field(default_factory=list)
     plugin_options: dict = field(default_factory=dict)
+    stop_bias: float = 0.0
 
 
-def make_agent(name: str, checkpoint: str | None = None):
-    """Instantiate a registered agent, passing the checkpoint to learned agents."""
+def make_agent(name: str, checkpoint: str | None = None, stop_bias: float = 0.0):
+    """Instantiate a registered agent, passing the checkpoint (and the STOP bias) to learned agents."""
     cls = AGENTS.get(name)
-    return cls(checkpoint=checkpoint) if cls.takes_checkpoint else cls()
+    if not cls.takes_checkpoint and stop_bias:
+        raise ConfigError(f"agent {name!r} is not learned: a STOP bias applies to learned agents only")
+    return cls(checkpoint=checkpoint, stop_bias=stop_bias) if cls.takes_checkpoint else cls()
 
 
 def episode_seed(seed: int, episode_id: str) -> list[int]:
@@ -99,7 +105,7 @@ class _Runner:
         self.out = out
         self.dataset = load_dataset(data_dir, cfg.split, strict=False)
         self.episodes = self.dataset.by_id()
-        self.agent = make_agent(cfg.agent, cfg.checkpoint)
+        self.agent = make_agent(cfg.agent, cfg.checkpoint, cfg.stop_bias)
         sim_cfg = load_simulator_config(overrides=cfg.sim_overrides)
         sensors = self.agent.sensor_config()
         if sensors is not None:
@@ -272,6 +278,10 @@ def evaluate(cfg: EvalConfig, out_dir: str | Path, progress: bool = True) -> dic
     agent_cls = AGENTS.get(cfg.agent)
     if cfg.checkpoint is not None and not agent_cls.takes_checkpoint:
         raise ConfigError(f"agent {cfg.agent!r} does not take a checkpoint")
+    if cfg.stop_bias and not agent_cls.takes_checkpoint:
+        raise ConfigError(f"--stop-bias applies to learned agents only, not {cfg.agent!r}")
+    if not math.isfinite(cfg.stop_bias):
+        raise ConfigError(f"--stop-bias must be a finite number of nats, got {cfg.stop_bias}")
     if agent_cls.takes_checkpoint:
         if cfg.checkpoint is None:
             raise ConfigError(f"agent {cfg.agent!r} needs --checkpoint PATH")
@@ -341,6 +351,8 @@ def summarize(cfg: EvalConfig, records: list[dict], out: Path, skipped=()) -> di
     results = {"agent": cfg.agent, "split": cfg.split, "dataset": cfg.dataset, "episodes": len(ok),
                "errors": len(errors), "skipped_in_dataset": len(skipped), "metrics": means,
                "error_examples": [r["error"] for r in errors[:5]]}
+    if cfg.stop_bias:
+        results["stop_bias"] = cfg.stop_bias
     results["outcomes"] = outcomes(ok)
     perception = [r["perception"] for r in ok if "perception" in r]
     if perception:

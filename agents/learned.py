@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import math
+
 import torch
 
 from agents.base import AGENTS, Agent, EpisodeInfo
+from sim.actions import Action
 from vlnce.errors import ConfigError
 
 
@@ -13,17 +16,27 @@ class LearnedAgent(Agent):
 
     The instruction text is tokenised with the checkpoint's own vocabulary, so the agent acts on
     any dataset; the simulator must render the sensors of ``sensor_config()``.
+
+    Args:
+        checkpoint: policy checkpoint path.
+        device: torch device the policy runs on.
+        stop_bias: nats subtracted from the STOP logit before the argmax, so the agent stops only
+            when STOP beats the best move by this margin; 0 is the paper's greedy decoding. A
+            calibration knob for agents that stop short, to be chosen on val_seen, not val_unseen.
     """
 
     arch: str = ""
     takes_checkpoint = True
 
-    def __init__(self, checkpoint: str | None = None, device: str = "cpu") -> None:
+    def __init__(self, checkpoint: str | None = None, device: str = "cpu", stop_bias: float = 0.0) -> None:
         from agents.models import load_policy
         from sim.tasks.dataset import Vocab
 
         if checkpoint is None:
             raise ConfigError(f"agent {self.arch!r} needs a checkpoint (--checkpoint PATH)")
+        if not math.isfinite(stop_bias):
+            raise ConfigError(f"stop_bias must be a finite number of nats, got {stop_bias}")
+        self.stop_bias = float(stop_bias)
         self.policy, blob = load_policy(checkpoint, arch=self.arch, device=device)
         self.policy.eval()
         self.vocab = Vocab(list(blob["vocab"]))
@@ -48,7 +61,11 @@ class LearnedAgent(Agent):
             self.instruction, *self.policy.frame_inputs(observations), self.prev_action, self.state)
         self.last_progress = None if progress is None else float(progress[0])
         self.last_logits = logits[0].float()
-        action = int(logits[0].argmax())
+        decision = self.last_logits
+        if self.stop_bias:
+            decision = decision.clone()
+            decision[Action.STOP] -= self.stop_bias
+        action = int(decision.argmax())
         self.prev_action = torch.tensor([action], device=self.device)
         return action
 

@@ -452,6 +452,32 @@ def test_eval_command_runs_a_checkpoint_and_rejects_bad_ones(trained, bench, tmp
                  *common]) == 2
 
 
+def test_stop_bias_moves_the_stop_threshold_by_its_margin(tmp_path):
+    from agents.evaluation import EvalConfig, evaluate, make_agent
+
+    save_checkpoint(tmp_path / "cma.pt", _policy("cma"), VOCAB, {})
+    logits = torch.tensor([[2.0, 1.5, 0.0, -1.0]])  # STOP leads FORWARD by 0.5 nats
+
+    def fixed(agent):
+        agent.policy.frame_inputs = lambda obs: (None, None)
+        agent.policy.act = lambda *a: (logits, None, None, {})
+        agent.instruction = agent.state = agent.prev_action = None  # what reset() sets; unused here
+        return agent
+
+    assert fixed(make_agent("cma", str(tmp_path / "cma.pt"))).act({}) == 0
+    assert fixed(make_agent("cma", str(tmp_path / "cma.pt"), stop_bias=0.4)).act({}) == 0
+    agent = fixed(make_agent("cma", str(tmp_path / "cma.pt"), stop_bias=0.6))
+    assert agent.act({}) == 1
+    assert agent.last_logits[0] == 2.0  # the reported logits stay the policy's own
+    assert int(agent.prev_action[0]) == 1  # and the policy is fed the action taken
+    with pytest.raises(ConfigError, match="finite"):
+        make_agent("cma", str(tmp_path / "cma.pt"), stop_bias=float("nan"))
+    with pytest.raises(ConfigError, match="learned agents only"):
+        make_agent("random", stop_bias=1.0)
+    with pytest.raises(ConfigError, match="learned agents only"):
+        evaluate(EvalConfig(agent="random", stop_bias=1.0), tmp_path / "e")
+
+
 def test_dagger_collection_labels_with_the_expert_and_records_executed_actions(bench, tmp_path):
     from agents.training.collect import CollectJob, run_job
     from sim.tasks.dataset import load_dataset

@@ -20,6 +20,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--plugins", default="", help="perception plugins to run on every observation (e.g. lidar_seg)")
     p.add_argument("--plugin-checkpoint", action="append", default=[], metavar="PLUGIN=PATH",
                    help="weights for a plugin (default: the plugin's shipped ones); repeatable")
+    p.add_argument("--stop-bias", type=float, default=0.0, metavar="NATS",
+                   help="learned agents: take NATS off the STOP logit before the argmax, so they stop "
+                        "only when sure by that margin (0: greedy, as the paper; tune on val_seen)")
     p.add_argument("--out", required=True, help="output directory (resumes if it holds episodes.jsonl)")
 
 
@@ -30,7 +33,7 @@ def run(args) -> int:
     cfg = EvalConfig(agent=args.agent, split=args.split, dataset=args.dataset, scenes_dir=args.scenes_dir,
                      episodes=args.episodes, workers=args.workers, video=args.video, maps=not args.no_maps,
                      seed=args.seed, checkpoint=args.checkpoint, max_steps=args.max_steps,
-                     plugins=parse_plugin_list(args.plugins))
+                     plugins=parse_plugin_list(args.plugins), stop_bias=args.stop_bias)
     cfg.plugin_options = parse_checkpoint_options(cfg.plugins, args.plugin_checkpoint)
     results = evaluate(cfg, args.out)
     print(format_table([results]))
