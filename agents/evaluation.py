@@ -29,6 +29,7 @@ import agents.nonlearning  # noqa: F401  (registers the baselines)
 from agents.base import AGENTS, EpisodeInfo
 from sim.actions import Action
 from sim.geometry import heading_from_quat
+from sim.tasks.measures import DEFAULT_MEASURES, DIAGNOSTIC_MEASURES
 from sim.tasks.measures import json_values
 from vlnce.errors import ConfigError, DatasetError, NavigationError
 from vlnce.fileio import atomic_write_bytes
@@ -125,7 +126,9 @@ class _Runner:
                     sim_cfg.lidar.enabled = True
                     for k, v in p.lidar_config().items():
                         setattr(sim_cfg.lidar, k, v)
-        self.task = VLNCETask(sim_cfg, TaskConfig(max_episode_steps=cfg.max_steps), scenes_dir=scenes_dir)
+        measures = [*DEFAULT_MEASURES, *DIAGNOSTIC_MEASURES]
+        self.task = VLNCETask(sim_cfg, TaskConfig(max_episode_steps=cfg.max_steps, measures=measures),
+                              scenes_dir=scenes_dir)
         self._maps: dict[str, object] = {}
 
     def run(self, episode_id: str) -> dict:
@@ -354,6 +357,7 @@ def summarize(cfg: EvalConfig, records: list[dict], out: Path, skipped=()) -> di
     if cfg.stop_bias:
         results["stop_bias"] = cfg.stop_bias
     results["outcomes"] = outcomes(ok)
+    results["failures_by_route_followed"] = failures_by_route_followed(ok)
     perception = [r["perception"] for r in ok if "perception" in r]
     if perception:
         results["perception"] = {k: round(float(np.mean([p[k] for p in perception if k in p])), 4)
@@ -392,6 +396,32 @@ def outcomes(records: list[dict]) -> dict[str, float]:
     return {k: round(ends.count(k) / len(ends), 4) for k in OUTCOMES}
 
 
+ROUTE_QUARTERS = ("under_25pct", "25_to_50pct", "50_to_75pct", "75pct_or_more")
+
+
+def failures_by_route_followed(records: list[dict]) -> dict[str, float]:
+    """How far along the reference route the navigation failures got before they strayed.
+
+    Navigation failures are the episodes that never came within the success radius (``outcome``
+    ``stopped_elsewhere`` or ``step_limit``); each falls in the quarter of ``ROUTE_QUARTERS`` that
+    holds its ``route_followed`` measure. Returns the fraction in each quarter (sums to 1), or {}
+    when no record is such a failure with that measure.
+    """
+    shares = [r["metrics"]["route_followed"] for r in records
+              if outcome(r) in ("stopped_elsewhere", "step_limit") and r["metrics"].get("route_followed") is not None]
+    if not shares:
+        return {}
+    quarter = [min(int(x * 4), 3) for x in shares]
+    return {k: round(quarter.count(i) / len(shares), 4) for i, k in enumerate(ROUTE_QUARTERS)}
+
+
+def format_failures_by_route(fractions: dict[str, float]) -> str:
+    """One line: ``navigation failures by share of the route followed: <25% 0.33, ...``."""
+    labels = ("<25%", "25-50%", "50-75%", ">=75%")
+    return "navigation failures by share of the route followed before straying: " + ", ".join(
+        f"{label} {fractions[k]:.2f}" for label, k in zip(labels, ROUTE_QUARTERS))
+
+
 def format_outcomes(fractions: dict[str, float]) -> str:
     """One line: ``outcomes: success 0.24, passed goal 0.03, ...``."""
     return "outcomes: " + ", ".join(f"{k.replace('_', ' ')} {v:.2f}" for k, v in fractions.items())
@@ -408,5 +438,6 @@ def format_table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
-__all__ = ["OUTCOMES", "EvalConfig", "evaluate", "format_outcomes", "format_table", "outcome", "outcomes",
+__all__ = ["OUTCOMES", "ROUTE_QUARTERS", "EvalConfig", "evaluate", "failures_by_route_followed",
+           "format_failures_by_route", "format_outcomes", "format_table", "outcome", "outcomes",
            "read_episode_log", "summarize"]

@@ -102,6 +102,41 @@ def test_ndtw_without_reference_locations_is_a_config_error():
         run([[0, 0, 0]], [0, 0, 1], gt=None, names=["ndtw"])
 
 
+def test_route_followed_freezes_where_the_agent_strays():
+    route = [[x / 4, 0, 0] for x in range(41)]  # 10 m along x, a point every 0.25 m
+    follow = run([[0, 0, 0], [2, 0, 0], [4, 0, 0]], [10, 0, 0], gt=route, names=["route_followed"])
+    assert follow["route_followed"] == pytest.approx(5.5 / 10)  # points within 1.5 m of x = 4
+    # 3.5 m off the route at x = 4 it has strayed; coming back to x = 9 changes nothing
+    strayed = run([[0, 0, 0], [4, 0, 0], [4, 0, 3.5], [9, 0, 0]], [10, 0, 0], gt=route, names=["route_followed"])
+    assert strayed["route_followed"] == pytest.approx(0.55)
+    # 2.9 m off is still near enough to carry on
+    kept = run([[0, 0, 0], [4, 0, 0], [4, 0, 2.9], [9, 0, 0]], [10, 0, 0], gt=route, names=["route_followed"])
+    assert kept["route_followed"] == 1.0
+    # the wrong way from the start: only the start's neighbourhood counts
+    back = run([[0, 0, 0], [-2, 0, 0], [-4, 0, 0]], [10, 0, 0], gt=route, names=["route_followed"])
+    assert back["route_followed"] == pytest.approx(0.15)
+    with pytest.raises(ConfigError, match="reference locations"):
+        run([[0, 0, 0]], [0, 0, 1], gt=None, names=["route_followed"])
+    with pytest.raises(ConfigError, match="near_m <= leave_m"):
+        Measurements(["route_followed"], options={"route_followed": {"near_m": 4.0}})
+
+
+def test_navigation_failures_are_binned_by_the_route_they_followed():
+    from agents.evaluation import failures_by_route_followed, format_failures_by_route
+
+    def rec(success, oracle, stopped, followed):
+        return {"metrics": {"success": success, "oracle_success": oracle, "route_followed": followed},
+                "stopped": stopped}
+
+    records = [rec(1.0, 1.0, True, 1.0), rec(0.0, 1.0, True, 0.9),  # a success and a stop failure: left out
+               rec(0.0, 0.0, True, 0.1), rec(0.0, 0.0, True, 0.25), rec(0.0, 0.0, False, 0.3),
+               rec(0.0, 0.0, True, 1.0)]
+    fr = failures_by_route_followed(records)
+    assert fr == {"under_25pct": 0.25, "25_to_50pct": 0.5, "50_to_75pct": 0.0, "75pct_or_more": 0.25}
+    assert format_failures_by_route(fr).endswith("<25% 0.25, 25-50% 0.50, 50-75% 0.00, >=75% 0.25")
+    assert failures_by_route_followed(records[:2]) == {}
+
+
 def test_measures_are_registered_by_name_and_a_fresh_registry_is_independent():
     assert {"distance_to_goal", "success", "spl", "ndtw", "sdtw", "path_length", "oracle_success",
             "steps_taken"} <= set(MEASURES.names())

@@ -283,8 +283,53 @@ class StepsTaken(Measure):
         self._value += 1.0
 
 
+@_register
+class RouteFollowed(Measure):
+    """Share of the reference route the agent followed before it first strayed from it, in [0, 1].
+
+    A diagnostic, not a VLN-CE measure: it tells the navigation failures that never found the route
+    from those that lost it midway. The route is the episode's dense reference locations R (the
+    ``{split}_gt.json.gz`` locations, as nDTW uses), each given the share of R's arc length up to it.
+    After every step: once the agent is more than ``leave_m`` from every point of R it has strayed
+    and the value is frozen; until then the value is the largest share among the points of R that
+    have been within ``near_m`` of it. So an agent that never moves scores the share within
+    ``near_m`` of the start, and one that reaches the goal along the route scores 1.
+    """
+
+    uuid = "route_followed"
+
+    def __init__(self, leave_m: float = SUCCESS_DISTANCE_M, near_m: float = SUCCESS_DISTANCE_M / 2) -> None:
+        super().__init__()
+        if not 0 < near_m <= leave_m:
+            raise ConfigError(f"route_followed needs 0 < near_m <= leave_m, got near_m={near_m}, leave_m={leave_m}")
+        self.leave_m, self.near_m = float(leave_m), float(near_m)
+
+    def reset(self, ctx):
+        if ctx.gt_locations is None or len(ctx.gt_locations) == 0:
+            raise ConfigError("the route_followed measure needs the episode's reference locations ({split}_gt.json.gz)")
+        self._route = np.asarray(ctx.gt_locations, np.float64)
+        arc = np.r_[0.0, np.cumsum(np.linalg.norm(np.diff(self._route, axis=0), axis=1))]
+        self._share = arc / arc[-1] if arc[-1] > 0 else np.ones(len(arc))
+        self._strayed = False
+        self._value = 0.0
+        self.update(ctx)
+
+    def update(self, ctx):
+        if self._strayed:
+            return
+        d = np.linalg.norm(self._route - np.asarray(ctx.position, np.float64), axis=1)
+        if d.min() > self.leave_m:
+            self._strayed = True
+            return
+        near = d <= self.near_m
+        if near.any():
+            self._value = max(self._value, float(self._share[near].max()))
+
+
 DEFAULT_MEASURES = ("distance_to_goal", "success", "oracle_success", "oracle_navigation_error", "path_length",
                     "spl", "ndtw", "sdtw", "steps_taken")
+# Not VLN-CE's: computed by ``vlnce eval`` to say where navigation failures go wrong.
+DIAGNOSTIC_MEASURES = ("route_followed",)
 
 
 class Measurements:
