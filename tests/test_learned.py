@@ -343,6 +343,7 @@ def test_training_lowers_the_loss_and_writes_its_outputs(trained, bench):
     for name in ("last.pt", "best.pt", "curves.png", "summary.json", "train_config.json", "logs/history.jsonl"):
         assert (out / name).is_file(), name
     assert summary["store_trajectories"] == 6 and summary["inflection_coef"] > 1.0
+    assert summary["best_val_episodes"] == 2  # what the best validation was measured on, for the table
     hist = [json.loads(x) for x in (out / "logs" / "history.jsonl").read_text().splitlines()]
     evals = [h for h in hist if "val/spl" in h]
     assert len(evals) == 2

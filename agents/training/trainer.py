@@ -497,6 +497,7 @@ class Trainer:
             self.state["best_spl"] = spl
             self.state["bad_evals"] = 0
             self.state["best_val"] = dict(m)
+            self.state["best_val_episodes"] = res["episodes"]
             self.state["best_at"] = {"round": n, "epoch": self.state["epoch"], "step": self.state["step"]}
             os.replace(self.out / "candidate.pt", self.out / "best.pt")
         else:
@@ -533,7 +534,8 @@ class Trainer:
             self.log.close()
         summary = {
             "config": asdict(self.cfg), "policy": asdict(self.policy.cfg), "inflection_coef": self.inflection_coef,
-            "best_val": self.state.get("best_val"), "best_at": self.state.get("best_at"),
+            "best_val": self.state.get("best_val"), "best_val_episodes": self.state.get("best_val_episodes"),
+            "best_at": self.state.get("best_at"),
             "stopped_early": self.state["stopped_early"], "steps": self.state["step"],
             "store_trajectories": len(self.store.trajectories), "store_frames": self.store.num_steps,
             "train_frames_per_s": self.state["train_frames"] / max(self.state["train_seconds"], 1e-9),

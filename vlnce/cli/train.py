@@ -68,7 +68,7 @@ def run(args) -> int:
     summary = train(cfg, args.out)
     print(f"inflection weight coefficient: {summary['inflection_coef']:.3f}")
     if summary["best_val"]:
-        print(format_table([{"agent": args.agent, "split": cfg.val_split, "episodes": cfg.val_episodes or 0,
+        print(format_table([{"agent": args.agent, "split": cfg.val_split, "episodes": summary.get("best_val_episodes") or 0,
                              "metrics": summary["best_val"]}]))
     print(f"best checkpoint: {args.out}/best.pt (at {summary['best_at']}); curves: {args.out}/curves.png; "
           f"TensorBoard: tensorboard --logdir {args.out}/logs")
