@@ -15,6 +15,7 @@ Writes, under the output directory:
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import math
@@ -300,6 +301,7 @@ def evaluate(cfg: EvalConfig, out_dir: str | Path, progress: bool = True) -> dic
         ordered = ordered[: cfg.episodes]
     log_path = out / "episodes.jsonl"
     done = read_episode_log(log_path)
+    _check_resume(cfg, out, resuming=bool(done))
     if log_path.is_file():
         # drop a line torn by a crash, so that appended records start on a fresh line
         atomic_write_bytes(log_path, "".join(json.dumps(r) + "\n" for r in done.values()).encode())
@@ -340,6 +342,34 @@ def evaluate(cfg: EvalConfig, out_dir: str | Path, progress: bool = True) -> dic
     bar.close()
     wanted = [e.episode_id for e in ordered]
     return summarize(cfg, [done[i] for i in wanted if i in done], out, skipped=dataset.skipped)
+
+
+def _run_identity(cfg: EvalConfig) -> dict:
+    """The settings that change an episode's result: a resumed evaluation must match them."""
+    checkpoint = None
+    if cfg.checkpoint is not None:
+        checkpoint = hashlib.sha256(Path(cfg.checkpoint).read_bytes()).hexdigest()
+    dataset = cfg.dataset if cfg.dataset == "embedded" else str(Path(cfg.dataset).resolve())
+    return {"agent": cfg.agent, "checkpoint_sha256": checkpoint, "split": cfg.split, "dataset": dataset,
+            "max_steps": cfg.max_steps, "seed": cfg.seed, "stop_bias": cfg.stop_bias,
+            "plugins": list(cfg.plugins), "sim_overrides": cfg.sim_overrides}
+
+
+def _check_resume(cfg: EvalConfig, out: Path, resuming: bool) -> None:
+    """Refuse to add episodes to an output directory that holds another evaluation's.
+
+    ``eval_config.json`` records ``_run_identity``; a directory from before it existed is adopted.
+    """
+    path = out / "eval_config.json"
+    mine = _run_identity(cfg)
+    if resuming and path.is_file():
+        theirs = json.loads(path.read_text())
+        differ = sorted(k for k in mine if theirs.get(k) != mine[k])
+        if differ:
+            detail = ", ".join(f"{k}: {theirs.get(k)!r} there, {mine[k]!r} now" for k in differ)
+            raise ConfigError(f"{out} holds episodes of another evaluation ({detail}); "
+                              "use another --out or delete that directory")
+    atomic_write_bytes(path, json.dumps(mine, indent=1).encode())
 
 
 def summarize(cfg: EvalConfig, records: list[dict], out: Path, skipped=()) -> dict:

@@ -14,7 +14,7 @@ from sim.tasks.dataset import Vocab, load_dataset
 from sim.tasks.vln import VLNCETask, resolve_scene_id
 from conftest import TINY_BENCHMARK
 from vlnce.cli.main import main
-from vlnce.errors import DatasetError, UnknownNameError
+from vlnce.errors import ConfigError, DatasetError, UnknownNameError
 
 SMALL_SENSORS = {"sensors": {"rgb": {"width_px": 32, "height_px": 32}, "depth": {"width_px": 32, "height_px": 32}}}
 
@@ -292,6 +292,12 @@ def test_interrupted_evaluation_resumes_without_redoing_episodes(bench, tmp_path
     resumed = _eval(bench, "random", part, episodes=6)
     assert len(calls) == 3
     assert resumed["metrics"] == full["metrics"]
+    assert len(read_episode_log(part / "episodes.jsonl")) == 6
+    # another agent, or another seed, must not be mixed into these episodes
+    with pytest.raises(ConfigError, match=r"another evaluation \(agent: 'random' there, 'handcrafted' now"):
+        _eval(bench, "handcrafted", part, episodes=6)
+    with pytest.raises(ConfigError, match="seed: 0 there, 1 now"):
+        _eval(bench, "random", part, episodes=6, seed=1)
     assert len(read_episode_log(part / "episodes.jsonl")) == 6
 
 
