@@ -30,8 +30,7 @@ import agents.nonlearning  # noqa: F401  (registers the baselines)
 from agents.base import AGENTS, EpisodeInfo
 from sim.actions import Action
 from sim.geometry import heading_from_quat
-from sim.tasks.measures import DEFAULT_MEASURES, DIAGNOSTIC_MEASURES
-from sim.tasks.measures import json_values
+from sim.tasks.measures import DEFAULT_MEASURES, DIAGNOSTIC_MEASURES, json_values
 from vlnce.errors import ConfigError, DatasetError, NavigationError
 from vlnce.fileio import atomic_write_bytes
 
@@ -82,11 +81,17 @@ class EvalConfig:
     stop_bias: float = 0.0
 
 
+def _check_stop_bias(name: str, cls, stop_bias: float) -> None:
+    if stop_bias and not cls.takes_checkpoint:
+        raise ConfigError(f"--stop-bias applies to learned agents only, not {name!r}")
+    if not math.isfinite(stop_bias):
+        raise ConfigError(f"--stop-bias must be a finite number of nats, got {stop_bias}")
+
+
 def make_agent(name: str, checkpoint: str | None = None, stop_bias: float = 0.0):
     """Instantiate a registered agent, passing the checkpoint (and the STOP bias) to learned agents."""
     cls = AGENTS.get(name)
-    if not cls.takes_checkpoint and stop_bias:
-        raise ConfigError(f"agent {name!r} is not learned: a STOP bias applies to learned agents only")
+    _check_stop_bias(name, cls, stop_bias)
     return cls(checkpoint=checkpoint, stop_bias=stop_bias) if cls.takes_checkpoint else cls()
 
 
@@ -282,10 +287,7 @@ def evaluate(cfg: EvalConfig, out_dir: str | Path, progress: bool = True) -> dic
     agent_cls = AGENTS.get(cfg.agent)
     if cfg.checkpoint is not None and not agent_cls.takes_checkpoint:
         raise ConfigError(f"agent {cfg.agent!r} does not take a checkpoint")
-    if cfg.stop_bias and not agent_cls.takes_checkpoint:
-        raise ConfigError(f"--stop-bias applies to learned agents only, not {cfg.agent!r}")
-    if not math.isfinite(cfg.stop_bias):
-        raise ConfigError(f"--stop-bias must be a finite number of nats, got {cfg.stop_bias}")
+    _check_stop_bias(cfg.agent, agent_cls, cfg.stop_bias)  # here too, so it fails before any worker starts
     if agent_cls.takes_checkpoint:
         if cfg.checkpoint is None:
             raise ConfigError(f"agent {cfg.agent!r} needs --checkpoint PATH")
