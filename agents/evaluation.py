@@ -39,6 +39,9 @@ log = logging.getLogger(__name__)
 OUTCOMES = ("success", "passed_goal", "stopped_elsewhere", "step_limit")
 TABLE = (("TL", "path_length"), ("NE", "distance_to_goal"), ("nDTW", "ndtw"), ("sDTW", "sdtw"),
          ("OS", "oracle_success"), ("SR", "success"), ("SPL", "spl"))
+# the columns of VLN-CE's Tables 2 and 3, per split
+PAPER_TABLE = (("TL", "path_length"), ("NE", "distance_to_goal"), ("nDTW", "ndtw"), ("OS", "oracle_success"),
+               ("SR", "success"), ("SPL", "spl"))
 
 
 @dataclass
@@ -470,6 +473,69 @@ def format_table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
-__all__ = ["OUTCOMES", "ROUTE_QUARTERS", "EvalConfig", "evaluate", "failures_by_route_followed",
-           "format_failures_by_route", "format_outcomes", "format_table", "outcome", "outcomes",
-           "read_episode_log", "summarize"]
+def load_results(path: str | Path) -> dict:
+    """The ``results.json`` of an evaluation directory (or the file itself), checked for what tables need."""
+    path = Path(path)
+    file = path / "results.json" if path.is_dir() else path
+    if not file.is_file():
+        raise DatasetError(f"{path}: no results.json (expected the --out directory of a finished `vlnce eval`)")
+    try:
+        res = json.loads(file.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise DatasetError(f"{file}: not valid JSON ({exc})") from exc
+    if not isinstance(res, dict):
+        raise DatasetError(f"{file}: expected a JSON object with 'split' and 'metrics', got {type(res).__name__}")
+    missing = [k for k in ("split", "episodes", "metrics") if k not in res]
+    if missing or not isinstance(res["metrics"], dict):
+        raise DatasetError(f"{file}: missing {', '.join(missing) or 'a metrics object'}; expected the results.json "
+                           "that `vlnce eval` writes")
+    return res
+
+
+def paper_table(rows: list[tuple[str, list[dict]]], splits: tuple[str, ...] = ("val_seen", "val_unseen")) -> str:
+    """A Markdown table shaped like VLN-CE's Tables 2 and 3: one row per model, TL, NE, nDTW, OS, SR
+    and SPL under each split.
+
+    Args:
+        rows: (label, results dicts of that model), at most one result per split; a split without
+            a result shows dashes.
+        splits: the column groups, in order.
+
+    Below the table, one line per split gives the number of episodes behind its figures, and names
+    the rows evaluated on a different number, as a subset is not comparable with the full split.
+    """
+    if not splits:
+        raise ConfigError("paper_table needs at least one split")
+    head = "| model | " + " | ".join(f"{s} {name}" for s in splits for name, _ in PAPER_TABLE) + " |"
+    lines = [head, "|---|" + "---|" * (len(splits) * len(PAPER_TABLE))]
+    counts: dict[str, dict[str, int]] = {s: {} for s in splits}
+    for label, results in rows:
+        by_split: dict[str, dict] = {}
+        for res in results:
+            split = res.get("split")
+            if split not in counts:
+                raise ConfigError(f"row {label!r}: a result on split {split!r}; the table's splits are "
+                                  f"{', '.join(splits)}")
+            if split in by_split:
+                raise ConfigError(f"row {label!r}: two results on split {split!r}; give one per split")
+            by_split[split] = res
+            counts[split][label] = int(res["episodes"])
+        cells = []
+        for s in splits:
+            m = by_split.get(s, {}).get("metrics", {})
+            cells += [f"{m[key]:.2f}" if m.get(key) is not None else "-" for _, key in PAPER_TABLE]
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    lines.append("")
+    for s in splits:
+        if not counts[s]:
+            continue
+        values = list(counts[s].values())
+        usual = max(set(values), key=values.count)
+        odd = [f"{label} ({n})" for label, n in counts[s].items() if n != usual]
+        lines.append(f"{s}: {usual} episodes per row" + (f"; other counts: {', '.join(odd)}" if odd else ""))
+    return "\n".join(lines)
+
+
+__all__ = ["OUTCOMES", "PAPER_TABLE", "ROUTE_QUARTERS", "EvalConfig", "evaluate", "failures_by_route_followed",
+           "format_failures_by_route", "format_outcomes", "format_table", "load_results", "outcome", "outcomes",
+           "paper_table", "read_episode_log", "summarize"]

@@ -137,6 +137,53 @@ def test_navigation_failures_are_binned_by_the_route_they_followed():
     assert failures_by_route_followed(records[:2]) == {}
 
 
+def test_evaluations_are_tabulated_per_split_like_the_papers_tables(tmp_path, capsys):
+    import json
+
+    from agents.evaluation import load_results, paper_table
+    from vlnce.cli.main import main
+    from vlnce.errors import DatasetError
+
+    def res(split, n, sr, tl=7.5):
+        return {"agent": "cma", "split": split, "episodes": n, "metrics": {
+            "path_length": tl, "distance_to_goal": 8.125, "ndtw": 0.4, "sdtw": 0.1, "oracle_success": 0.3,
+            "success": sr, "spl": sr - 0.02}}
+
+    for name, r in {"seen": res("val_seen", 312, 0.25), "unseen": res("val_unseen", 240, 0.125),
+                    "subset": res("val_unseen", 60, 0.5, tl=3.0)}.items():
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "results.json").write_text(json.dumps(r))
+    table = paper_table([("CMA", [res("val_seen", 312, 0.25), res("val_unseen", 240, 0.125)]),
+                         ("Seq2Seq", [res("val_unseen", 240, 0.0625)])])
+    lines = table.splitlines()
+    assert lines[0].startswith("| model | val_seen TL |") and lines[0].count("|") == 14
+    # TL NE nDTW OS SR SPL per split, two decimals; a split without a result shows dashes
+    assert lines[2] == "| CMA | 7.50 | 8.12 | 0.40 | 0.30 | 0.25 | 0.23 | 7.50 | 8.12 | 0.40 | 0.30 | 0.12 | 0.10 |"
+    assert lines[3] == "| Seq2Seq | - | - | - | - | - | - | 7.50 | 8.12 | 0.40 | 0.30 | 0.06 | 0.04 |"
+    assert lines[-2:] == ["val_seen: 312 episodes per row", "val_unseen: 240 episodes per row"]
+    with pytest.raises(ConfigError, match="two results on split 'val_unseen'"):
+        paper_table([("CMA", [res("val_unseen", 240, 0.1), res("val_unseen", 240, 0.2)])])
+    with pytest.raises(ConfigError, match="split 'test'"):
+        paper_table([("CMA", [res("test", 240, 0.1)])])
+
+    # the command: rows from eval directories; a row on a subset of the split is named below
+    assert main(["table", f"CMA, PM=a={tmp_path / 'seen'},{tmp_path / 'unseen'}",
+                 f"B={tmp_path / 'subset'}", f"C={tmp_path / 'unseen'}"]) == 0
+    out = capsys.readouterr().out
+    assert "| CMA, PM=a | 7.50 |" in out and "| B | - |" in out
+    assert "val_unseen: 240 episodes per row; other counts: B (60)" in out
+    assert main(["table", f"A={tmp_path / 'seen'}", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out) == {"A": {"val_seen": {
+        "episodes": 312, "TL": 7.5, "NE": 8.125, "nDTW": 0.4, "OS": 0.3, "SR": 0.25, "SPL": 0.23}}}
+    (tmp_path / "bad").mkdir()
+    (tmp_path / "bad" / "results.json").write_text("{\"split\": \"val_seen\"}")
+    with pytest.raises(DatasetError, match="missing episodes, metrics"):
+        load_results(tmp_path / "bad")
+    assert main(["table", f"A={tmp_path / 'nowhere'}"]) == 1
+    assert "no results.json" in capsys.readouterr().err
+    assert main(["table", "no label"]) == 2
+
+
 def test_measures_are_registered_by_name_and_a_fresh_registry_is_independent():
     assert {"distance_to_goal", "success", "spl", "ndtw", "sdtw", "path_length", "oracle_success",
             "steps_taken"} <= set(MEASURES.names())
