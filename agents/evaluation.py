@@ -510,6 +510,8 @@ def paper_table(rows: list[tuple[str, list[dict]]], splits: tuple[str, ...] = ("
     lines = [head, "|---|" + "---|" * (len(splits) * len(PAPER_TABLE))]
     counts: dict[str, dict[str, int]] = {s: {} for s in splits}
     for label, results in rows:
+        if any(label in c for c in counts.values()):
+            raise ConfigError(f"two rows are labelled {label!r}; give each row its own label")
         by_split: dict[str, dict] = {}
         for res in results:
             split = res.get("split")
@@ -524,7 +526,7 @@ def paper_table(rows: list[tuple[str, list[dict]]], splits: tuple[str, ...] = ("
         for s in splits:
             m = by_split.get(s, {}).get("metrics", {})
             cells += [f"{m[key]:.2f}" if m.get(key) is not None else "-" for _, key in PAPER_TABLE]
-        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+        lines.append(f"| {label.replace('|', chr(92) + '|')} | " + " | ".join(cells) + " |")
     lines.append("")
     for s in splits:
         if not counts[s]:

@@ -165,6 +165,9 @@ def test_evaluations_are_tabulated_per_split_like_the_papers_tables(tmp_path, ca
         paper_table([("CMA", [res("val_unseen", 240, 0.1), res("val_unseen", 240, 0.2)])])
     with pytest.raises(ConfigError, match="split 'test'"):
         paper_table([("CMA", [res("test", 240, 0.1)])])
+    with pytest.raises(ConfigError, match="two rows are labelled 'CMA'"):
+        paper_table([("CMA", [res("val_seen", 312, 0.1)]), ("CMA", [res("val_unseen", 240, 0.1)])])
+    assert paper_table([("a | b", [res("val_seen", 312, 0.1)])]).splitlines()[2].startswith("| a \\| b | 7.50 |")
 
     # the command: rows from eval directories; a row on a subset of the split is named below
     assert main(["table", f"CMA, PM=a={tmp_path / 'seen'},{tmp_path / 'unseen'}",
@@ -179,6 +182,8 @@ def test_evaluations_are_tabulated_per_split_like_the_papers_tables(tmp_path, ca
     (tmp_path / "bad" / "results.json").write_text("{\"split\": \"val_seen\"}")
     with pytest.raises(DatasetError, match="missing episodes, metrics"):
         load_results(tmp_path / "bad")
+    assert main(["table", f"A={tmp_path / 'unseen'}", "--splits", "val_seen", "--json"]) == 2  # checked too
+    assert "split 'val_unseen'" in capsys.readouterr().err
     assert main(["table", f"A={tmp_path / 'nowhere'}"]) == 1
     assert "no results.json" in capsys.readouterr().err
     assert main(["table", "no label"]) == 2

@@ -31,10 +31,11 @@ def run(args) -> int:
 
     splits = tuple(s for s in args.splits.split(",") if s)
     rows = [(label, [load_results(d) for d in dirs]) for label, dirs in map(parse_row, args.rows)]
+    table = paper_table(rows, splits)  # checks the rows for both outputs
     if args.json:
         out = {label: {r["split"]: {"episodes": r["episodes"], **{name: r["metrics"].get(key) for name, key in PAPER_TABLE}}
                        for r in results} for label, results in rows}
         print(json.dumps(out, indent=1))
         return 0
-    print(paper_table(rows, splits))
+    print(table)
     return 0
