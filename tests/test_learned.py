@@ -379,6 +379,37 @@ def test_training_resumes_where_it_stopped(trained):
         Trainer(more, out, progress=False)
 
 
+def test_early_stopping_resumes_inside_its_round_when_given_more_patience(trained, monkeypatch, tmp_path):
+    import shutil
+
+    from agents.models.policy import save_checkpoint
+    from agents.training.trainer import Trainer
+
+    cfg, out, _ = trained
+    run = tmp_path / "run"
+    (run / "store").mkdir(parents=True)
+    shutil.copytree(out / "store" / "chunks", run / "store" / "chunks")  # the same expert data, no collection
+    spls = iter([0.3, 0.2, 0.25, 0.1])
+
+    def validate(self):  # validation SPL falls after the first epoch
+        save_checkpoint(self.out / "candidate.pt", self.policy, self.vocab)
+        return {"metrics": {"spl": next(spls), "success": 0.0}, "episodes": 2}
+
+    monkeypatch.setattr(Trainer, "validate", validate)
+    four = {**cfg.__dict__, "epochs": 4, "val_episodes": 2}
+    first = Trainer(TrainConfig(**{**four, "patience": 1}), run, progress=False).run()
+    assert first["stopped_early"] and first["best_at"]["epoch"] == 1
+    state = torch.load(run / "last.pt", weights_only=True)["train_state"]
+    assert (state["round"], state["epoch"]) == (0, 2)  # stopped after epoch 2 of 4, the round unfinished
+    steps = state["step"]
+    # more patience on resume: the remaining two epochs run, in the same round
+    again = Trainer(TrainConfig(**{**four, "patience": 5}), run, progress=False).run()
+    assert not again["stopped_early"] and again["steps"] == 2 * steps
+    state = torch.load(run / "last.pt", weights_only=True)["train_state"]
+    assert (state["round"], state["epoch"], state["bad_evals"]) == (1, 0, 3)
+    assert again["best_at"]["epoch"] == 1  # 0.25 and 0.1 did not beat 0.3
+
+
 def test_nan_loss_stops_without_touching_the_last_checkpoint(trained, monkeypatch, tmp_path):
     import shutil
 

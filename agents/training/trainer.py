@@ -287,9 +287,12 @@ class Trainer:
         except (RuntimeError, ValueError, KeyError) as exc:
             raise CheckpointError(f"{last} does not match this run's policy ({exc}); use another --out") from None
         self.state.update(blob["train_state"])
+        # patience may change on resume: a run that stopped early goes on when a larger one allows it
+        self.state["stopped_early"] = self.state["bad_evals"] >= self.cfg.patience
         if "rng" in blob:
             torch.set_rng_state(blob["rng"])
-        log.info("resuming %s at round %d epoch %d", self.out, self.state["round"], self.state["epoch"])
+        log.info("resuming %s: %d rounds of the schedule finished, %d epochs into the next", self.out,
+                 self.state["round"], self.state["epoch"])
 
     def _inflection_coefficient(self) -> float:
         """The inflection weight: the configured one, else the one this run fixed when it started,
@@ -527,6 +530,8 @@ class Trainer:
                         self.state["last_epoch_stats"] = stats
                         self._save_last()  # an interrupted validation does not lose the epoch
                     self._validate_and_keep_best(n)
+                if self.state["stopped_early"]:
+                    break  # the round stays unfinished, so a resume with more patience goes on inside it
                 self.state["round"] = ri + 1
                 self.state["epoch"] = 0
                 self._save_last()
