@@ -329,9 +329,9 @@ def evaluate(cfg: EvalConfig, out_dir: str | Path, progress: bool = True) -> dic
 
         jobs = [(cfg, data_dir, scenes_dir, out, ids) for ids in chunks]
         if cfg.workers > 1 and len(jobs) > 1:
-            import multiprocessing as mp
+            from vlnce.workers import spawn_pool
 
-            with mp.get_context("spawn").Pool(cfg.workers) as pool:
+            with spawn_pool(cfg.workers) as pool:
                 for records in pool.imap_unordered(_worker, jobs):
                     write(records)
         else:

@@ -542,6 +542,25 @@ def test_dagger_collection_labels_with_the_expert_and_records_executed_actions(b
     assert steps["progress"][0] == 0 and steps["progress"][-1] > 0.8
 
 
+def test_collection_in_two_worker_processes_keeps_every_episode_and_label(bench, tmp_path):
+    from agents.training.collect import CollectJob, collect
+    from sim.tasks.dataset import load_dataset
+
+    data, _ = bench
+    train = load_dataset(data, "train")
+    sensors = _policy("cma").cfg.sensors()
+    ids = [e.episode_id for e in train.episodes[:4]]
+    jobs = [CollectJob(str(data), "train", str(data / "scenes"), ids[k::2], sensors, VOCAB, 1.0, str(tmp_path),
+                       f"0000_train_{k:02d}") for k in range(2)]
+    results = collect(jobs, workers=2, progress=False)
+    assert sorted(r["chunk"] for r in results) == ["0000_train_00", "0000_train_01"]
+    store = TrajectoryStore(tmp_path)
+    assert sorted(t.episode_id for t in store.trajectories) == sorted(ids)
+    for t in store.trajectories:  # teacher forcing: the dataset's actions, whichever process ran them
+        steps = store.chunks[t.chunk]["steps"][t.start:t.start + t.length]
+        assert steps["action"].tolist() == train.gt[t.episode_id].actions
+
+
 def test_look_around_expert_scans_the_start_room_first(bench, tmp_path):
     from agents.training.collect import CollectJob, run_job
     from agents.training.trainer import look_around_steps

@@ -273,6 +273,14 @@ def test_random_and_handcrafted_rarely_succeed(bench, tmp_path):
         assert res["metrics"]["success"] <= 0.15, agent
 
 
+def test_evaluation_in_two_worker_processes_matches_one(bench, tmp_path):
+    one = _eval(bench, "random", tmp_path / "one", episodes=6)
+    two = _eval(bench, "random", tmp_path / "two", episodes=6, workers=2)
+    assert two["metrics"] == one["metrics"]  # episodes are seeded by id, not by the process that runs them
+    assert sorted(read_episode_log(tmp_path / "two" / "episodes.jsonl")) == sorted(
+        read_episode_log(tmp_path / "one" / "episodes.jsonl"))
+
+
 def test_interrupted_evaluation_resumes_without_redoing_episodes(bench, tmp_path, monkeypatch):
     import agents.evaluation as ev
 

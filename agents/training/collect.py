@@ -157,9 +157,16 @@ def run_job(job: CollectJob, progress_queue=None) -> dict:
             "policy_agreement": agree / steps if policy is not None and steps else None}
 
 
-def _pool_job(args):
-    job, queue = args
-    return run_job(job, queue)
+_progress_queue = None  # a pool worker's end of the episode counter, set when the worker starts
+
+
+def _set_progress_queue(queue) -> None:
+    global _progress_queue
+    _progress_queue = queue
+
+
+def _pool_job(job: CollectJob) -> dict:
+    return run_job(job, _progress_queue)
 
 
 def collect(jobs: list[CollectJob], workers: int = 1, progress: bool = True, desc: str = "collecting") -> list[dict]:
@@ -172,20 +179,21 @@ def collect(jobs: list[CollectJob], workers: int = 1, progress: bool = True, des
     if workers > 1 and len(jobs) > 1:
         import multiprocessing as mp
 
-        ctx = mp.get_context("spawn")
-        with ctx.Manager() as manager:
-            queue = manager.Queue()
-            with ctx.Pool(min(workers, len(jobs))) as pool:
-                pending = pool.map_async(_pool_job, [(j, queue) for j in jobs])
-                done = 0
-                while done < total:
-                    try:
-                        done += queue.get(timeout=1.0)
-                        bar.update()
-                    except Exception:  # queue.Empty: check for a worker crash
-                        if pending.ready():
-                            break
-                results = pending.get()
+        from vlnce.workers import spawn_pool
+
+        # handed over as the workers start: a queue cannot travel with each job
+        queue = mp.get_context("spawn").Queue()
+        with spawn_pool(min(workers, len(jobs)), _set_progress_queue, (queue,)) as pool:
+            pending = pool.map_async(_pool_job, jobs)
+            done = 0
+            while done < total:
+                try:
+                    done += queue.get(timeout=1.0)
+                    bar.update()
+                except Exception:  # queue.Empty: check for a worker crash
+                    if pending.ready():
+                        break
+            results = pending.get()
     else:
         class _Bar:
             def put(self, n):

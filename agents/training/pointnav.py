@@ -229,9 +229,9 @@ def collect(cfg: PointNavConfig, episodes: list, scenes_dir: str | None, progres
 
     jobs = [(cfg, part, scenes_dir) for part in _by_scene(episodes, cfg.workers * 4)]
     if cfg.workers > 1 and len(jobs) > 1:
-        import multiprocessing as mp
+        from vlnce.workers import spawn_pool
 
-        with mp.get_context("spawn").Pool(cfg.workers) as pool:
+        with spawn_pool(cfg.workers) as pool:
             parts = list(tqdm(pool.imap(collect_expert, jobs), total=len(jobs), desc="expert", disable=not progress))
     else:
         parts = [collect_expert(j) for j in tqdm(jobs, desc="expert", disable=not progress)]

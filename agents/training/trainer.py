@@ -574,11 +574,10 @@ def make_augmentation(data_dir: Path, out: Path, per_house: int, seed: int, work
     records = []
     jobs = [(s, {"aug": per_house}, config, None) for s in seeds]
     if workers > 1:
-        import multiprocessing as mp
-
         from sim.tasks.benchmark import _house_job
+        from vlnce.workers import spawn_pool
 
-        with mp.get_context("spawn").Pool(workers) as pool:
+        with spawn_pool(workers) as pool:
             for _, eps in tqdm(pool.imap(_house_job, jobs), total=len(jobs), desc="augmentation", disable=not progress):
                 records += eps["aug"]
     else:

@@ -235,9 +235,9 @@ def build_benchmark(out_dir: str | Path, config: BenchmarkConfig | None = None, 
     results: dict[int, dict] = {}
     bar = tqdm(total=len(jobs), desc="building benchmark", unit="house", disable=not progress)
     if workers > 1:
-        import multiprocessing as mp
+        from vlnce.workers import spawn_pool
 
-        with mp.get_context("spawn").Pool(workers) as pool:
+        with spawn_pool(workers) as pool:
             for seed, eps in pool.imap_unordered(_house_job, jobs):
                 results[seed] = eps
                 bar.update()
