@@ -61,13 +61,16 @@ def test_workers_exit_when_their_parent_is_killed(tmp_path):
             time.sleep(120)
     """))
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
-    parent = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, text=True, env=env)
+    # the killed parent's resource tracker reports its pool's semaphores on the parent's stderr, late
+    err = (tmp_path / "parent.err").open("w")
+    parent = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, stderr=err, text=True, env=env)
     try:
         worker = int(parent.stdout.readline())
         assert _running(worker)
     finally:
         parent.kill()
         parent.wait()
+        err.close()
     deadline = time.monotonic() + 15
     while _running(worker) and time.monotonic() < deadline:
         time.sleep(0.1)
