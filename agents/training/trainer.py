@@ -236,7 +236,7 @@ class Trainer:
         self.optimizer = torch.optim.Adam([p for p in self.policy.parameters() if p.requires_grad], lr=cfg.lr)
         self.use_amp = bool(cfg.amp and self.device.type == "cuda")
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.use_amp)
-        self.state = {"round": 0, "epoch": 0, "step": 0, "best_spl": -1.0, "bad_evals": 0, "stopped_early": False,
+        self.state = {"round": 0, "epoch": 0, "step": 0, "best_spl": -1.0, "bad_evals": 0,
                       "train_seconds": 0.0, "collect_seconds": 0.0, "train_frames": 0, "collect_frames": 0}
         self._resume()
         from vlnce.tblog import TrainingLog
@@ -249,6 +249,11 @@ class Trainer:
         self.inflection_coef = self._inflection_coefficient()
         self.log = TrainingLog(self.out / "logs")
         self.log.truncate_after(self.state["step"])
+
+    @property
+    def stopped_early(self) -> bool:
+        """Derived, not stored: a run resumed with a larger ``patience`` goes on where it stopped."""
+        return self.state["bad_evals"] >= self.cfg.patience
 
     # --- run bookkeeping ----------------------------------------------------------------------
     def _check_run_config(self) -> None:
@@ -287,8 +292,6 @@ class Trainer:
         except (RuntimeError, ValueError, KeyError) as exc:
             raise CheckpointError(f"{last} does not match this run's policy ({exc}); use another --out") from None
         self.state.update(blob["train_state"])
-        # patience may change on resume: a run that stopped early goes on when a larger one allows it
-        self.state["stopped_early"] = self.state["bad_evals"] >= self.cfg.patience
         if "rng" in blob:
             torch.set_rng_state(blob["rng"])
         log.info("resuming %s: %d rounds of the schedule finished, %d epochs into the next", self.out,
@@ -505,8 +508,6 @@ class Trainer:
             os.replace(self.out / "candidate.pt", self.out / "best.pt")
         else:
             self.state["bad_evals"] += 1
-            if self.state["bad_evals"] >= self.cfg.patience:
-                self.state["stopped_early"] = True
         self.state["needs_eval"] = False
         self._save_last()
         plot_curves(self.out / "logs", self.out / "curves.png")
@@ -518,11 +519,11 @@ class Trainer:
         rounds = self.cfg.rounds()
         try:
             for ri, (n, beta, epochs) in enumerate(rounds):
-                if ri < self.state["round"] or self.state["stopped_early"]:
+                if ri < self.state["round"] or self.stopped_early:
                     continue
                 self._collect_round(n, beta)
                 self._fix_inflection_coefficient()
-                while (self.state["epoch"] < epochs or self.state.get("needs_eval")) and not self.state["stopped_early"]:
+                while (self.state["epoch"] < epochs or self.state.get("needs_eval")) and not self.stopped_early:
                     if not self.state.get("needs_eval"):
                         stats = self._train_epoch(n, self.state["epoch"])
                         self.state["epoch"] += 1
@@ -530,7 +531,7 @@ class Trainer:
                         self.state["last_epoch_stats"] = stats
                         self._save_last()  # an interrupted validation does not lose the epoch
                     self._validate_and_keep_best(n)
-                if self.state["stopped_early"]:
+                if self.stopped_early:
                     break  # the round stays unfinished, so a resume with more patience goes on inside it
                 self.state["round"] = ri + 1
                 self.state["epoch"] = 0
@@ -541,7 +542,7 @@ class Trainer:
             "config": asdict(self.cfg), "policy": asdict(self.policy.cfg), "inflection_coef": self.inflection_coef,
             "best_val": self.state.get("best_val"), "best_val_episodes": self.state.get("best_val_episodes"),
             "best_at": self.state.get("best_at"),
-            "stopped_early": self.state["stopped_early"], "steps": self.state["step"],
+            "stopped_early": self.stopped_early, "steps": self.state["step"],
             "store_trajectories": len(self.store.trajectories), "store_frames": self.store.num_steps,
             "train_frames_per_s": self.state["train_frames"] / max(self.state["train_seconds"], 1e-9),
             "collect_frames_per_s": self.state["collect_frames"] / max(self.state["collect_seconds"], 1e-9),
