@@ -353,7 +353,7 @@ def test_training_lowers_the_loss_and_writes_its_outputs(trained, bench):
     trainer.policy.train()
     first = trainer.loss(batch)[1].item()
     for _ in range(40):
-        total, _, _ = trainer.loss(batch)
+        total, *_ = trainer.loss(batch)
         trainer.optimizer.zero_grad()
         total.backward()
         trainer.optimizer.step()
@@ -423,7 +423,7 @@ def test_nan_loss_stops_without_touching_the_last_checkpoint(trained, monkeypatc
 
     def nan_loss(batch):
         x = torch.tensor(float("nan"), requires_grad=True)
-        return x, x, None
+        return x, x, None, None
 
     monkeypatch.setattr(trainer, "loss", nan_loss)
     with pytest.raises(TrainingError, match="loss became nan"):
@@ -445,6 +445,8 @@ def test_finetuning_and_stores_refuse_another_architecture(trained, monkeypatch,
     assert not (tmp_path / "a" / "train_config.json").exists()  # a refused start leaves nothing to resume
     with pytest.raises(CheckpointError, match=r"--pm True \(this run: False\)"):
         Trainer(TrainConfig(**{**tuned, "progress_monitor": False}), tmp_path / "a", progress=False)
+    with pytest.raises(CheckpointError, match=r"--room-aux False \(this run: True\)"):
+        Trainer(TrainConfig(**{**tuned, "room_aux": True}), tmp_path / "a", progress=False)
     with pytest.raises(CheckpointError, match=r"--image-size 16 \(this run: 32\)"):
         Trainer(TrainConfig(**{**tuned, "image_size": 32}), tmp_path / "b", progress=False)
     assert Trainer(TrainConfig(**tuned), tmp_path / "c", progress=False).policy.cfg.hidden == 32
@@ -464,7 +466,45 @@ def test_finetuning_and_stores_refuse_another_architecture(trained, monkeypatch,
 
     monkeypatch.setattr(trainer_mod, "train", fake_train)
     main(["train", "--agent", "cma", "--hidden", "512", "--out", str(tmp_path / "e")])
-    assert seen[0].hidden == 512
+    assert seen[0].hidden == 512 and not seen[0].room_aux
+    main(["train", "--agent", "cma", "--room-aux", "--room-alpha", "0.25", "--out", str(tmp_path / "e")])
+    assert seen[1].room_aux and seen[1].room_alpha == 0.25
+
+
+def test_room_auxiliary_loss_trains_on_the_simulators_room_labels(trained, tmp_path):
+    import shutil
+
+    from agents.training.trainer import Trainer
+    from sim.scenes.semantics import ROOM_TYPES
+    from vlnce.errors import DatasetError
+
+    cfg, out, _ = trained
+    rooms_cfg = TrainConfig(**{**cfg.__dict__, "room_aux": True, "epochs": 1, "val_episodes": 1})
+    # the trained run's store was collected with room labels; one from before them is refused
+    shutil.copytree(out / "store", tmp_path / "old" / "store")
+    for f in (tmp_path / "old" / "store" / "chunks").glob("*/*rooms.npy"):
+        f.unlink()
+    with pytest.raises(DatasetError, match="no room labels"):
+        Trainer(rooms_cfg, tmp_path / "old", progress=False).run()
+    trainer = Trainer(rooms_cfg, tmp_path / "new", progress=False)
+    trainer.run()
+    assert trainer.policy.cfg.room_aux
+    hist = [json.loads(x) for x in (tmp_path / "new" / "logs" / "history.jsonl").read_text().splitlines()]
+    assert [h["train/epoch_room_loss"] > 0 for h in hist if "val/spl" in h] == [True]
+    batch = trainer.store.batch(list(range(len(trainer.store.trajectories))))
+    m = batch["mask"]
+    # every step of an expert path is inside a room; most cells see one
+    assert (batch["room"][m] >= 0).all() and (batch["room"][m] < len(ROOM_TYPES)).all()
+    assert (batch["view_rooms"][m] >= 0).mean() > 0.5
+    assert len(np.unique(batch["room"][m])) >= 2  # the paths cross rooms
+    trainer.policy.train()
+    first = trainer.loss(batch)[3].item()
+    for _ in range(40):
+        total, *_ = trainer.loss(batch)
+        trainer.optimizer.zero_grad()
+        total.backward()
+        trainer.optimizer.step()
+    assert trainer.loss(batch)[3].item() < 0.75 * first  # 3.52 -> 2.33 when written
 
 
 def test_eval_command_runs_a_checkpoint_and_rejects_bad_ones(trained, bench, tmp_path, capsys):

@@ -18,6 +18,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from sim.sensors.rooms import VIEW_CELLS
 from vlnce.errors import CheckpointError, ConfigError
 from vlnce.registry import Registry
 
@@ -47,6 +48,9 @@ class PolicyConfig:
         ablation: "none", "no_rgb", "no_depth", "no_vision" or "no_instruction"; an ablated input is
             replaced by zeros and its encoder is not built.
         progress_monitor: add the progress head (tanh of a linear map of the state).
+        room_aux: add two room-type heads for an auxiliary loss: the room the agent is in (from
+            the state) and, per visual grid cell, the room the camera sees there (from the cell's
+            RGB and depth features). Acting does not use them.
     """
 
     arch: str = "cma"
@@ -66,6 +70,7 @@ class PolicyConfig:
     prev_action_dim: int = 32
     ablation: str = "none"
     progress_monitor: bool = False
+    room_aux: bool = False
 
     def validate(self) -> "PolicyConfig":
         POLICIES.get(self.arch)
@@ -139,6 +144,15 @@ class VLNPolicy(nn.Module, abc.ABC):
         self.depth_fc = nn.Sequential(nn.Linear(cfg.depth_channels * self.depth_cells, cfg.depth_dim), nn.ReLU())
         self.action_head = nn.Linear(cfg.hidden, NUM_ACTIONS)
         self.progress_head = nn.Linear(cfg.hidden, 1) if cfg.progress_monitor else None
+        self.room_head = self.view_room_head = None
+        if cfg.room_aux:
+            from sim.scenes.semantics import ROOM_TYPES
+
+            if not self.rgb_cells == self.depth_cells == VIEW_CELLS:
+                raise ConfigError(f"room_aux labels a 4 x 4 grid; this policy's visual grids have {self.rgb_cells} "
+                                  f"(RGB) and {self.depth_cells} (depth) cells")
+            self.room_head = nn.Linear(cfg.hidden, len(ROOM_TYPES))
+            self.view_room_head = nn.Linear(cfg.rgb_channels + cfg.depth_channels, len(ROOM_TYPES))
 
     bidirectional = False
 
@@ -189,16 +203,18 @@ class VLNPolicy(nn.Module, abc.ABC):
         progress = torch.tanh(self.progress_head(features)).squeeze(-1) if self.progress_head is not None else None
         return logits, progress
 
-    def forward_sequence(self, tokens, rgb, depth, prev_actions):
+    def forward_sequence(self, tokens, rgb, depth, prev_actions, rooms: bool = False):
         """Teacher-forced unroll over padded trajectories.
 
         Args:
             tokens: (B, L) int64 instruction ids. rgb: (B, T, H, W, 3) uint8 or None.
             depth: (B, T, H, W, 1) float or None. prev_actions: (B, T) int64, -1 at t = 0.
+            rooms: also return the room heads' logits (``room_aux`` policies).
 
         Returns:
-            logits (B, T, 4) and progress (B, T) or None. Padded steps produce values that the
-            loss masks out.
+            logits (B, T, 4) and progress (B, T) or None; with ``rooms`` a third item
+            {"room": (B, T, R), "view_rooms": (B, T, 16, R)} over the R room types. Padded steps
+            produce values that the loss masks out.
         """
         b, t = prev_actions.shape
         instruction = self.encode_instruction(tokens)
@@ -213,8 +229,14 @@ class VLNPolicy(nn.Module, abc.ABC):
         for i in range(t):
             f, state, _ = self.step(instruction, {k: v[i] for k, v in frames.items()}, prev_per_step[i], state)
             feats.append(f)
-        logits, progress = self.heads(torch.stack(feats, 1))
-        return logits, progress
+        feats = torch.stack(feats, 1)
+        logits, progress = self.heads(feats)
+        if not rooms:
+            return logits, progress
+        if self.room_head is None:
+            raise ConfigError("this policy has no room heads (built without room_aux)")
+        cells = torch.cat([visual["rgb_grid"], visual["depth_grid"]], -1)
+        return logits, progress, {"room": self.room_head(feats), "view_rooms": self.view_room_head(cells)}
 
     def frame_inputs(self, observations: dict) -> tuple[torch.Tensor | None, torch.Tensor | None]:
         """One frame's ``rgb`` (H, W, 3) and ``depth`` (H, W, 1) as batches of one on the policy's

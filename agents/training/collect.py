@@ -67,7 +67,9 @@ def run_job(job: CollectJob, progress_queue=None) -> dict:
 
     from sim.actions import Action
     from sim.config import CameraSensorConfig, load_simulator_config
+    from sim.geometry import heading_from_quat
     from sim.navigation.follower import ShortestPathFollower
+    from sim.sensors.rooms import RoomLabeler
     from sim.tasks.dataset import Vocab, load_dataset
     from sim.tasks.vln import TaskConfig, VLNCETask
 
@@ -92,6 +94,8 @@ def run_job(job: CollectJob, progress_queue=None) -> dict:
         if s["type"] == "depth":
             depth_shape = (s["height_px"], s["width_px"], 1)
     writer = ChunkWriter(Path(job.store_dir), job.chunk, rgb_shape, depth_shape)
+    cam = next(iter(job.sensors.values()), {})
+    labeler = RoomLabeler(hfov_deg=cam.get("hfov_deg", 90.0), camera_height_m=(cam.get("position_m") or [0.0, 1.25, 0.0])[1])
     rng = np.random.default_rng([job.seed, job.iteration])
     steps = agree = 0
     stepping = 0.0  # seconds inside episodes (acting, stepping, rendering), without loading
@@ -118,7 +122,9 @@ def run_job(job: CollectJob, progress_queue=None) -> dict:
                 with torch.inference_mode():
                     instr = policy.encode_instruction(torch.tensor([tokens or [0]]))
                     state = policy.initial_state(1)
-            frames, actions, prevs, progress = [], [], [], []
+            frames, actions, prevs, progress, rooms, views = [], [], [], [], [], []
+            # room labels need the scene's rooms and a ray caster (the embedded backend); else unknown
+            labelled = bool(getattr(getattr(sim, "scene", None), "rooms", None)) and hasattr(sim, "caster")
             prev = -1
             scan_left = job.look_around_steps
             t0 = time.perf_counter()
@@ -127,7 +133,12 @@ def run_job(job: CollectJob, progress_queue=None) -> dict:
                     expert = int(Action.TURN_LEFT)
                 else:
                     expert = int(follower.get_next_action(goal, prev if prev >= 0 else None))
-                d = geodesic(sim.get_agent_state().position)
+                agent = sim.get_agent_state()
+                d = geodesic(agent.position)
+                if labelled:
+                    here, seen = labeler(sim.scene, sim.caster, agent.position, heading_from_quat(agent.rotation))
+                    rooms.append(here)
+                    views.append(seen)
                 frames.append({k: v for k, v in obs.items() if k in ("rgb", "depth")})
                 actions.append(expert)
                 prevs.append(prev)
@@ -147,7 +158,8 @@ def run_job(job: CollectJob, progress_queue=None) -> dict:
                     break
             stepping += time.perf_counter() - t0
             steps += len(actions)
-            writer.add_episode(eid, job.iteration, tokens, frames, actions, prevs, progress)
+            writer.add_episode(eid, job.iteration, tokens, frames, actions, prevs, progress,
+                               rooms if labelled else None, views if labelled else None)
             if progress_queue is not None:
                 progress_queue.put(1)
     finally:

@@ -7,7 +7,11 @@ Layout of a store directory::
         depth.npy         (steps, H, W, 1) float16 (normalised depth, [0, 1])
         steps.npy         (steps,) structured: oracle action, previous executed action, progress
         tokens.npy        (episodes, L) int32 instruction ids
+        rooms.npy         (steps,) int8 type of the agent's room (``sim.sensors.rooms``; -1 none)
+        view_rooms.npy    (steps, 16) int8 room types seen in the 4 x 4 image cells
         episodes.json     per episode: id, first step, length, iteration
+
+Chunks written before room labels existed lack the two room arrays; they read as unlabelled.
 
 A chunk is written to a temporary directory and renamed into place, so a crash never leaves a
 half chunk: either it is there, complete, or it is collected again. Arrays open with
@@ -24,6 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
+from sim.sensors.rooms import VIEW_CELLS
 from vlnce.errors import DatasetError
 
 STEP_DTYPE = np.dtype([("action", np.int8), ("prev_action", np.int8), ("progress", np.float16)])
@@ -50,14 +55,24 @@ class ChunkWriter:
         self.depth: list[np.ndarray] = []
         self.steps: list[tuple] = []
         self.tokens: list[np.ndarray] = []
+        self.rooms: list[np.ndarray] = []
+        self.view_rooms: list[np.ndarray] = []
         self.episodes: list[dict] = []
 
     def add_episode(self, episode_id: str, iteration: int, tokens, frames: list[dict], actions, prev_actions,
-                    progress) -> None:
-        """Append one trajectory: per step the observation, oracle action, previous action, progress."""
+                    progress, rooms=None, view_rooms=None) -> None:
+        """Append one trajectory: per step the observation, oracle action, previous action, progress,
+        and the room labels (None: unknown, stored as -1)."""
         n = len(actions)
         if not (len(frames) == len(prev_actions) == len(progress) == n) or n == 0:
             raise ValueError(f"episode {episode_id}: inconsistent trajectory lengths")
+        rooms = np.full(n, -1, np.int8) if rooms is None else np.asarray(rooms, np.int8)
+        view_rooms = np.full((n, VIEW_CELLS), -1, np.int8) if view_rooms is None else np.asarray(view_rooms, np.int8)
+        if rooms.shape != (n,) or view_rooms.shape != (n, VIEW_CELLS):
+            raise ValueError(f"episode {episode_id}: room labels of shapes {rooms.shape} and {view_rooms.shape}, "
+                             f"expected ({n},) and ({n}, {VIEW_CELLS})")
+        self.rooms.append(rooms)
+        self.view_rooms.append(view_rooms)
         self.episodes.append({"episode_id": str(episode_id), "start": len(self.steps), "length": n,
                               "iteration": int(iteration), "token_row": len(self.tokens)})
         self.tokens.append(np.asarray(tokens, np.int32))
@@ -78,6 +93,9 @@ class ChunkWriter:
         np.save(self.tmp / "rgb.npy", rgb)
         np.save(self.tmp / "depth.npy", depth)
         np.save(self.tmp / "steps.npy", np.array(self.steps, STEP_DTYPE))
+        np.save(self.tmp / "rooms.npy", np.concatenate(self.rooms) if self.rooms else np.zeros(0, np.int8))
+        np.save(self.tmp / "view_rooms.npy",
+                np.concatenate(self.view_rooms) if self.view_rooms else np.zeros((0, VIEW_CELLS), np.int8))
         width = max((len(t) for t in self.tokens), default=1)
         tokens = np.zeros((len(self.tokens), width), np.int32)
         for i, t in enumerate(self.tokens):
@@ -110,6 +128,9 @@ class TrajectoryStore:
                          "steps": np.load(d / "steps.npy", mmap_mode="r"),
                          "tokens": np.load(d / "tokens.npy", mmap_mode="r"),
                          "episodes": json.loads((d / "episodes.json").read_text())}
+                labelled = (d / "rooms.npy").is_file() and (d / "view_rooms.npy").is_file()
+                chunk["rooms"] = np.load(d / "rooms.npy", mmap_mode="r") if labelled else None
+                chunk["view_rooms"] = np.load(d / "view_rooms.npy", mmap_mode="r") if labelled else None
             except (OSError, ValueError, json.JSONDecodeError) as exc:
                 raise DatasetError(f"trajectory store chunk {d} is unreadable ({exc}); delete it to collect it again") from None
             k = len(self.chunks)
@@ -132,6 +153,14 @@ class TrajectoryStore:
                                        f"policy takes {size}x{size} (--image-size); copy in a store collected at "
                                        "that size or use another --out")
 
+    def check_room_labels(self) -> None:
+        """Raises DatasetError when a chunk was collected before room labels were stored."""
+        old = [c["name"] for c in self.chunks if c["rooms"] is None]
+        if old:
+            raise DatasetError(f"store {self.dir}: chunks {', '.join(old[:4])}{' ...' if len(old) > 4 else ''} have "
+                               "no room labels (collected by an older version); the room loss needs them: use "
+                               "another --out, or delete those chunks to collect them again")
+
     def iterations(self) -> set[int]:
         return {t.iteration for t in self.trajectories}
 
@@ -141,7 +170,8 @@ class TrajectoryStore:
 
     def batch(self, indices) -> dict[str, np.ndarray]:
         """Padded arrays for the trajectories ``indices``: rgb (B, T, H, W, 3), depth, action,
-        prev_action, progress (B, T), mask (B, T) bool, tokens (B, L)."""
+        prev_action, progress (B, T), mask (B, T) bool, tokens (B, L), room (B, T) and view_rooms
+        (B, T, 16) int64 room types (-1 on padding and where unknown)."""
         trajs = [self.trajectories[i] for i in indices]
         b, t = len(trajs), max(tr.length for tr in trajs)
         first = self.chunks[trajs[0].chunk]
@@ -151,6 +181,8 @@ class TrajectoryStore:
         prev = np.full((b, t), -1, np.int64)
         progress = np.zeros((b, t), np.float32)
         mask = np.zeros((b, t), bool)
+        room = np.full((b, t), -1, np.int64)
+        view_rooms = np.full((b, t, VIEW_CELLS), -1, np.int64)
         width = max(self.chunks[tr.chunk]["tokens"].shape[1] for tr in trajs)
         tokens = np.zeros((b, width), np.int64)
         for i, tr in enumerate(trajs):
@@ -165,10 +197,13 @@ class TrajectoryStore:
             prev[i, : tr.length] = steps["prev_action"]
             progress[i, : tr.length] = steps["progress"]
             mask[i, : tr.length] = True
+            if c["rooms"] is not None:
+                room[i, : tr.length] = c["rooms"][sl]
+                view_rooms[i, : tr.length] = c["view_rooms"][sl]
             row = c["tokens"][tr.token_row]
             tokens[i, : len(row)] = row
         return {"rgb": rgb, "depth": depth, "action": action, "prev_action": prev, "progress": progress,
-                "mask": mask, "tokens": tokens}
+                "mask": mask, "tokens": tokens, "room": room, "view_rooms": view_rooms}
 
 
 def inflection_weights(actions, coef: float):
@@ -208,3 +243,17 @@ def inflection_coefficient(action_sequences) -> float:
         steps += len(a)
         infl += 1 + int(np.count_nonzero(a[1:] != a[:-1]))
     return steps / infl if infl else 1.0
+
+
+def labelled_ce(logits, labels):
+    """Mean cross-entropy over the entries whose label is not -1 (unknown or padding); 0 when none is.
+
+    ``logits``: (..., C); ``labels``: int64 of the leading shape.
+    """
+    import torch.nn.functional as F
+
+    logits, labels = logits.float().flatten(0, -2), labels.flatten()
+    known = labels >= 0
+    if not bool(known.any()):
+        return logits.sum() * 0.0  # keeps the graph, so a batch without labels still backpropagates
+    return F.cross_entropy(logits[known], labels[known])

@@ -10,7 +10,8 @@ trajectories into the on-disk store with beta = p^n (round n), then trains on *a
 
 The loss is cross-entropy with inflection weighting, ``sum_t w_t CE_t / sum_t w_t`` per trajectory
 averaged over the batch (weight = coefficient at t = 0 and where the expert's action changes),
-plus ``pm_alpha`` times the progress monitor's MSE when enabled. After each epoch the policy is
+plus ``pm_alpha`` times the progress monitor's MSE when enabled, plus ``room_alpha`` times the room
+heads' cross-entropy with ``room_aux``. After each epoch the policy is
 evaluated on (part of) val_unseen; the best SPL is kept in ``best.pt`` and training stops early
 after ``patience`` evaluations without improvement.
 
@@ -57,6 +58,11 @@ class TrainConfig:
         epochs: IL epochs. batch_size: trajectories per batch. lr: Adam learning rate.
         inflection_coef: None computes the inverse inflection frequency of the training data.
         pm_alpha: progress-monitor loss weight.
+        room_aux: add the room heads (``PolicyConfig.room_aux``) and their loss: cross-entropy of the
+            agent's room type plus that of the room type seen in each visual grid cell, labels from
+            the simulator (``sim.sensors.rooms``). Our addition, not the paper's: the instructions
+            name rooms, and a policy trained on actions alone must learn what rooms look like
+            from a handful of turns per episode. room_alpha: its weight.
         dagger_iterations, dagger_p, dagger_start: rounds n = start .. start + iterations - 1, beta = p^n.
         dagger_episodes: episodes collected per round, each at most once (so capped, with a warning,
             at the training pool). dagger_epochs: epochs per round.
@@ -94,6 +100,8 @@ class TrainConfig:
     lr: float = 1e-3
     inflection_coef: float | None = None
     pm_alpha: float = 1.0
+    room_aux: bool = False
+    room_alpha: float = 0.5
     dagger_iterations: int = 4
     dagger_p: float = 0.75
     dagger_start: int = 0
@@ -127,8 +135,8 @@ class TrainConfig:
                 raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
         if not (0.0 < self.dagger_p <= 1.0):
             raise ConfigError(f"dagger_p must be in (0, 1], got {self.dagger_p}")
-        if self.lr <= 0 or self.pm_alpha < 0 or self.dagger_start < 0:
-            raise ConfigError("lr must be > 0, pm_alpha >= 0 and dagger_start >= 0")
+        if self.lr <= 0 or self.pm_alpha < 0 or self.room_alpha < 0 or self.dagger_start < 0:
+            raise ConfigError("lr must be > 0, pm_alpha and room_alpha >= 0 and dagger_start >= 0")
         if not (0.0 <= self.expert_hold_deg < 90.0):
             raise ConfigError(f"--expert-hold-deg must be in [0, 90) degrees, got {self.expert_hold_deg}")
         if self.depth_init and self.finetune:
@@ -209,7 +217,7 @@ class Trainer:
             # the checkpoint fixes the architecture; an option that asks for another would be ignored
             settings = {"--pm": (pc.progress_monitor, cfg.progress_monitor), "--ablation": (pc.ablation, cfg.ablation),
                         "--image-size": (pc.rgb_size, cfg.image_size), "--hidden": (pc.hidden, cfg.hidden),
-                        "--rgb-encoder": (pc.rgb_encoder, cfg.rgb_encoder)}
+                        "--rgb-encoder": (pc.rgb_encoder, cfg.rgb_encoder), "--room-aux": (pc.room_aux, cfg.room_aux)}
             diff = [f"{flag} {ckpt} (this run: {run})" for flag, (ckpt, run) in settings.items() if ckpt != run]
             if diff:
                 raise CheckpointError(f"--finetune {cfg.finetune} was trained with {', '.join(diff)}; "
@@ -217,7 +225,8 @@ class Trainer:
         else:
             pc = PolicyConfig(arch=cfg.agent, vocab_size=len(self.vocab), embedding=embedding,
                               rgb_encoder=cfg.rgb_encoder, rgb_size=cfg.image_size, depth_size=cfg.image_size,
-                              hidden=cfg.hidden, ablation=cfg.ablation, progress_monitor=cfg.progress_monitor)
+                              hidden=cfg.hidden, ablation=cfg.ablation, progress_monitor=cfg.progress_monitor,
+                              room_aux=cfg.room_aux)
             torch.manual_seed(cfg.seed)
             self.policy = build_policy(pc, self.vocab)
             if cfg.depth_init:
@@ -415,9 +424,9 @@ class Trainer:
         return [batches[i] for i in rng.permutation(len(batches))]
 
     def loss(self, batch: dict) -> tuple:
-        """(total loss, action loss, progress loss or None) of a store batch."""
+        """(total loss, action loss, progress loss or None, room loss or None) of a store batch."""
         import torch
-        from agents.training.store import inflection_weighted_ce
+        from agents.training.store import inflection_weighted_ce, labelled_ce
 
         dev = self.device
         pc = self.policy.cfg
@@ -428,14 +437,19 @@ class Trainer:
         action = torch.from_numpy(batch["action"]).to(dev)
         mask = torch.from_numpy(batch["mask"]).to(dev)
         with torch.autocast(dev.type, enabled=self.use_amp):
-            logits, progress = self.policy.forward_sequence(tokens, rgb, depth, prev)
+            logits, progress, *rooms = self.policy.forward_sequence(tokens, rgb, depth, prev,
+                                                                    rooms=self.cfg.room_aux)
         action_loss = inflection_weighted_ce(logits, action, mask, self.inflection_coef)
-        total, pm_loss = action_loss, None
+        total, pm_loss, room_loss = action_loss, None, None
         if progress is not None:
             target = torch.from_numpy(batch["progress"]).to(dev)
             pm_loss = (((progress.float() - target) ** 2) * mask).sum() / mask.sum()
-            total = action_loss + self.cfg.pm_alpha * pm_loss
-        return total, action_loss, pm_loss
+            total = total + self.cfg.pm_alpha * pm_loss
+        if rooms:
+            room_loss = (labelled_ce(rooms[0]["room"], torch.from_numpy(batch["room"]).to(dev))
+                         + labelled_ce(rooms[0]["view_rooms"], torch.from_numpy(batch["view_rooms"]).to(dev)))
+            total = total + self.cfg.room_alpha * room_loss
+        return total, action_loss, pm_loss, room_loss
 
     def _train_epoch(self, n: int, epoch: int) -> dict:
         import torch
@@ -444,11 +458,11 @@ class Trainer:
         self.policy.train()
         batches = self._batches(n, epoch)
         t0 = time.perf_counter()
-        frames, losses = 0, []
+        frames, losses, room_losses = 0, [], []
         bar = tqdm(batches, desc=f"round {n} epoch {epoch + 1}", unit="batch", disable=not self.progress)
         for idx in bar:
             batch = self.store.batch(idx)
-            total, action_loss, pm_loss = self.loss(batch)
+            total, action_loss, pm_loss, room_loss = self.loss(batch)
             if not torch.isfinite(total):
                 raise TrainingError(f"the loss became {total.item()} at round {n}, epoch {epoch + 1}, step "
                                     f"{self.state['step']}; the last good checkpoint is {self.out / 'last.pt'} "
@@ -465,13 +479,17 @@ class Trainer:
             scalars = {"train/loss": total.item(), "train/action_loss": action_loss.item()}
             if pm_loss is not None:
                 scalars["train/progress_loss"] = pm_loss.item()
+            if room_loss is not None:
+                scalars["train/room_loss"] = room_loss.item()
+                room_losses.append(room_loss.item())
             if self.state["step"] % 10 == 0:
                 self.log.scalars(self.state["step"], scalars)
             bar.set_postfix(loss=f"{np.mean(losses[-20:]):.3f}")
         dt = time.perf_counter() - t0
         self.state["train_seconds"] += dt
         self.state["train_frames"] += frames
-        return {"loss": float(np.mean(losses)) if losses else float("nan"), "frames_per_s": frames / max(dt, 1e-9)}
+        return {"loss": float(np.mean(losses)) if losses else float("nan"), "frames_per_s": frames / max(dt, 1e-9),
+                "room_loss": float(np.mean(room_losses)) if room_losses else None}
 
     def validate(self) -> dict:
         """Evaluate the current weights on the validation episodes; returns the results dict."""
@@ -497,6 +515,7 @@ class Trainer:
         spl = m.get("spl") or 0.0
         self.log.scalars(self.state["step"], {
             "train/epoch_loss": stats.get("loss"), "train/frames_per_s": stats.get("frames_per_s"),
+            "train/epoch_room_loss": stats.get("room_loss"),
             "val/spl": spl, "val/success": m.get("success"), "val/ndtw": m.get("ndtw"),
             "val/distance_to_goal": m.get("distance_to_goal")})
         if spl > self.state["best_spl"]:
@@ -511,8 +530,9 @@ class Trainer:
         self.state["needs_eval"] = False
         self._save_last()
         plot_curves(self.out / "logs", self.out / "curves.png")
-        log.info("round %d epoch %d: loss %.4f, val SPL %.3f SR %.3f", n, self.state["epoch"],
-                 stats.get("loss", float("nan")), spl, m.get("success") or 0.0)
+        rooms = f" (room loss {stats['room_loss']:.4f})" if stats.get("room_loss") is not None else ""
+        log.info("round %d epoch %d: loss %.4f%s, val SPL %.3f SR %.3f", n, self.state["epoch"],
+                 stats.get("loss", float("nan")), rooms, spl, m.get("success") or 0.0)
 
     def run(self) -> dict:
         started = time.perf_counter()
@@ -522,6 +542,8 @@ class Trainer:
                 if ri < self.state["round"] or self.stopped_early:
                     continue
                 self._collect_round(n, beta)
+                if self.cfg.room_aux:
+                    self.store.check_room_labels()
                 self._fix_inflection_coefficient()
                 while (self.state["epoch"] < epochs or self.state.get("needs_eval")) and not self.stopped_early:
                     if not self.state.get("needs_eval"):

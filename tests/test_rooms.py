@@ -1,0 +1,117 @@
+"""Room-type labels (``sim.sensors.rooms``), their store arrays, and the room heads and loss."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from agents.training.store import ChunkWriter, TrajectoryStore, labelled_ce
+from sim.scenes import shapes
+from sim.scenes.scene import Room, scene_from_parts
+from sim.scenes.semantics import ROOM_TYPES
+from sim.sensors.raycast import RayCaster
+from sim.sensors.rooms import RoomLabeler, room_type_at
+from vlnce.errors import ConfigError, DatasetError
+
+KITCHEN, BEDROOM = ROOM_TYPES.index("kitchen"), ROOM_TYPES.index("bedroom")
+
+
+def _two_rooms():
+    """A kitchen x in [0, 4] and a bedroom x in [4, 8] (z in [0, 4]); the wall between them, 0.1 m
+    thick at x = 4 and 2.6 m high, has a full-height doorway at z in [1.4, 2.6]; the bedroom's far
+    wall at x = 8 is 4 m high. No outer side walls or ceilings: rays there hit nothing."""
+    parts = []
+    for center, size, cat in [((4.0, -0.05, 2.0), (8.0, 0.1, 4.0), "floor"),
+                              ((4.0, 1.3, 0.7), (0.1, 2.6, 1.4), "wall"),
+                              ((4.0, 1.3, 3.3), (0.1, 2.6, 1.4), "wall"),
+                              ((8.0, 2.0, 2.0), (0.1, 4.0, 4.0), "wall")]:
+        v, f = shapes.box(center, size)
+        parts.append({"vertices": v, "faces": f, "category": cat, "instance": len(parts) + 1, "color": (200, 200, 200)})
+    rooms = [Room(0, "kitchen", "kitchen", (0.0, 0.0, 4.0, 4.0)), Room(1, "bedroom", "bedroom", (4.0, 0.0, 8.0, 4.0))]
+    return scene_from_parts(parts, rooms=rooms)
+
+
+def test_room_labels_see_through_the_doorway_into_the_next_room():
+    scene = _two_rooms()
+    caster = RayCaster(scene.triangles())
+    # at (2, 1.8) looking along +x (heading -90 degrees, so the image's right is +z), camera 1.25 m
+    # high, 90 degree HFOV; cell-centre rays leave at tan = +-0.25 and +-0.75 off the axis both ways
+    here, seen = RoomLabeler()(scene, caster, np.array([2.0, 0.0, 1.8]), -math.pi / 2)
+    assert here == KITCHEN
+    k, b, none = KITCHEN, BEDROOM, -1
+    want = [
+        # top row rises 0.75 m per metre: 2.71 m high at the partition (over it) and 5.7 m at the far wall
+        [none, none, none, none],
+        # only the third column passes the partition inside the doorway (z = 1.8 + 0.51 m) and reaches
+        # the bedroom's far wall (2.74 m high there); the others hit the partition at z = 1.8 - 0.49,
+        # 1.8 -+ 1.46 m
+        [k, k, b, k],
+        # descending 0.25 m per metre: the third column reaches the bedroom floor at 5 m
+        [k, k, b, k],
+        # descending 0.75 m per metre: the kitchen floor at 1.67 m
+        [k, k, k, k],
+    ]
+    assert seen.reshape(4, 4).tolist() == want
+    # turned around, looking along -x: nothing but the kitchen floor below the horizon
+    _, back = RoomLabeler()(scene, caster, np.array([2.0, 0.0, 1.8]), math.pi / 2)
+    assert back.reshape(4, 4)[3].tolist() == [k] * 4 and set(back.tolist()) <= {k, none}
+    assert room_type_at(scene, 6.0, 1.0) == BEDROOM and room_type_at(scene, 9.0, 1.0) == -1
+
+
+def test_store_keeps_room_labels_and_reads_old_chunks_as_unlabelled(tmp_path):
+    frames = [{"rgb": np.zeros((8, 8, 3), np.uint8), "depth": np.zeros((8, 8, 1), np.float32)}] * 3
+    w = ChunkWriter(tmp_path, "0000_train_00", (8, 8, 3), (8, 8, 1))
+    views = np.arange(48).reshape(3, 16) % 7
+    w.add_episode("a", 0, [2, 3], frames, [1, 1, 0], [-1, 1, 1], [0, 0.5, 1], rooms=[2, 2, 4], view_rooms=views)
+    w.add_episode("b", 0, [2], frames[:2], [1, 0], [-1, 1], [0, 1])  # unknown rooms: -1
+    w.commit()
+    with pytest.raises(ValueError, match="room labels of shapes"):
+        ChunkWriter(tmp_path, "x", None, None).add_episode("c", 0, [2], frames[:1], [0], [-1], [0], rooms=[1, 2])
+    store = TrajectoryStore(tmp_path)
+    store.check_room_labels()
+    batch = store.batch([0, 1])
+    assert batch["room"].tolist() == [[2, 2, 4], [-1, -1, -1]]
+    assert (batch["view_rooms"][0] == views).all() and (batch["view_rooms"][1] == -1).all()
+    # a chunk from before room labels existed: read as unknown, refused by the room loss
+    old = tmp_path / "chunks" / "0001_train_00"
+    old.mkdir()
+    for name in ("rgb.npy", "depth.npy", "steps.npy", "tokens.npy", "episodes.json"):
+        (old / name).write_bytes((tmp_path / "chunks" / "0000_train_00" / name).read_bytes())
+    store.reload()
+    assert (store.batch([2])["room"] == -1).all()
+    with pytest.raises(DatasetError, match="0001_train_00 have no room labels"):
+        store.check_room_labels()
+
+
+def test_labelled_ce_skips_unknown_labels():
+    torch.manual_seed(0)
+    logits = torch.randn(2, 3, 7, requires_grad=True)
+    labels = torch.tensor([[1, -1, 6], [-1, -1, 0]])
+    want = torch.nn.functional.cross_entropy(logits[labels >= 0], labels[labels >= 0])
+    torch.testing.assert_close(labelled_ce(logits, labels), want)
+    none = labelled_ce(logits, torch.full((2, 3), -1))
+    none.backward()
+    assert none.item() == 0.0 and logits.grad is not None and (logits.grad == 0).all()
+
+
+def test_room_heads_shapes_and_config():
+    from agents.models import PolicyConfig, build_policy
+
+    vocab = ["<PAD>", "<UNK>", "a", "b"]
+    cfg = PolicyConfig(arch="cma", vocab_size=4, rgb_size=16, depth_size=16, hidden=32, instruction_hidden=16,
+                       rgb_channels=8, depth_channels=8, rgb_dim=16, depth_dim=16, room_aux=True)
+    p = build_policy(cfg, vocab)
+    tokens = torch.tensor([[2, 3, 0]])
+    rgb = torch.zeros(1, 5, 16, 16, 3, dtype=torch.uint8)
+    depth = torch.zeros(1, 5, 16, 16, 1)
+    prev = torch.tensor([[-1, 1, 1, 2, 1]])
+    logits, _, rooms = p.forward_sequence(tokens, rgb, depth, prev, rooms=True)
+    assert logits.shape == (1, 5, 4)
+    assert rooms["room"].shape == (1, 5, len(ROOM_TYPES)) and rooms["view_rooms"].shape == (1, 5, 16, len(ROOM_TYPES))
+    # acting is unchanged by the heads: the same weights without them give the same actions
+    plain = build_policy(PolicyConfig(**{**cfg.__dict__, "room_aux": False}), vocab)
+    plain.load_state_dict({k: v for k, v in p.state_dict().items() if "room" not in k})
+    torch.testing.assert_close(plain.forward_sequence(tokens, rgb, depth, prev)[0], logits)
+    with pytest.raises(ConfigError, match="no room heads"):
+        plain.forward_sequence(tokens, rgb, depth, prev, rooms=True)
