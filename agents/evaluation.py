@@ -456,6 +456,17 @@ def format_failures_by_route(fractions: dict[str, float]) -> str:
         f"{label} {fractions[k]:.2f}" for label, k in zip(labels, ROUTE_QUARTERS))
 
 
+def format_destinations(metrics: dict) -> str | None:
+    """One line on whether failures went to the wrong destination (``destination_success``), or
+    None when the episodes list no distractors."""
+    reached, sr = metrics.get("destination_success"), metrics.get("success")
+    if reached is None or sr is None:
+        return None
+    choice = f"{sr / reached:.2f}" if reached > 0 else "-"
+    return (f"destinations: stopped at one (the goal or a distractor) {reached:.2f}, at the instructed one "
+            f"{sr:.2f}, so the instructed one in {choice} of those")
+
+
 def format_outcomes(fractions: dict[str, float]) -> str:
     """One line: ``outcomes: success 0.24, passed goal 0.03, ...``."""
     return "outcomes: " + ", ".join(f"{k.replace('_', ' ')} {v:.2f}" for k, v in fractions.items())
@@ -538,5 +549,5 @@ def paper_table(rows: list[tuple[str, list[dict]]], splits: tuple[str, ...] = ("
 
 
 __all__ = ["OUTCOMES", "PAPER_TABLE", "ROUTE_QUARTERS", "EvalConfig", "evaluate", "failures_by_route_followed",
-           "format_failures_by_route", "format_outcomes", "format_table", "load_results", "outcome", "outcomes",
+           "format_destinations", "format_failures_by_route", "format_outcomes", "format_table", "load_results", "outcome", "outcomes",
            "paper_table", "read_episode_log", "summarize"]

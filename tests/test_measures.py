@@ -12,7 +12,7 @@ def straight_line_geodesic(p, goals):
     return float(min(np.linalg.norm(np.asarray(p) - g) for g in np.atleast_2d(goals)))
 
 
-def run(trajectory, goal, stop=True, gt=None, names=None):
+def run(trajectory, goal, stop=True, gt=None, names=None, distractors=None):
     """Feed positions to the measures: reset at trajectory[0], one update per later position."""
     if names is None:
         from sim.tasks.measures import DEFAULT_MEASURES
@@ -22,7 +22,8 @@ def run(trajectory, goal, stop=True, gt=None, names=None):
     goal = np.array([goal], float)
 
     def ctx(p, stopped):
-        return StepContext(np.array(p, float), stopped, goal, straight_line_geodesic, gt)
+        return StepContext(np.array(p, float), stopped, goal, straight_line_geodesic, gt,
+                           None if distractors is None else np.array(distractors, float))
 
     m.reset(ctx(trajectory[0], False))
     for i, p in enumerate(trajectory[1:], start=1):
@@ -119,6 +120,17 @@ def test_route_followed_freezes_where_the_agent_strays():
         run([[0, 0, 0]], [0, 0, 1], gt=None, names=["route_followed"])
     with pytest.raises(ConfigError, match="near_m <= leave_m"):
         Measurements(["route_followed"], options={"route_followed": {"near_m": 4.0}})
+
+
+def test_destination_success_counts_a_stop_at_the_goal_or_a_distractor():
+    names = ["distance_to_goal", "success", "destination_success"]
+    others = [[0, 0, -8.0], [8.0, 0, 0]]
+    at = lambda end, **kw: run([[0, 0, 0], end], [0, 0, 8.0], names=names, distractors=others, **kw)  # noqa: E731
+    assert at([0, 0, 6.0])["destination_success"] == 1.0  # the goal: 2 m
+    assert at([0, 0, -5.5])["destination_success"] == 1.0  # a distractor, 2.5 m away
+    assert at([0, 0, -5.0])["destination_success"] == 0.0  # exactly 3 m from it is not within
+    assert at([5.5, 0, 0], stop=False)["destination_success"] == 0.0  # there, but no STOP
+    assert math.isnan(run([[0, 0, 0]], [0, 0, 8.0], names=names)["destination_success"])  # none listed
 
 
 def test_navigation_failures_are_binned_by_the_route_they_followed():

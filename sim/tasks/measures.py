@@ -32,6 +32,8 @@ class StepContext:
         goals: (G, 3) goal positions.
         geodesic: callable(position, goals) -> metres (``inf`` if unreachable).
         gt_locations: dense reference locations of the episode (for nDTW), or None.
+        distractors: (D, 3) positions of the episode's other plausible destinations
+            (``info.distractors`` of the embedded benchmark), or None.
     """
 
     position: np.ndarray
@@ -39,6 +41,7 @@ class StepContext:
     goals: np.ndarray
     geodesic: Callable[[np.ndarray, np.ndarray], float]
     gt_locations: Sequence[Sequence[float]] | None = None
+    distractors: np.ndarray | None = None
     measures: dict = field(default_factory=dict)
 
 
@@ -326,10 +329,39 @@ class RouteFollowed(Measure):
             self._value = max(self._value, float(self._share[near].max()))
 
 
+@_register
+class DestinationSuccess(Measure):
+    """1 if STOP was called strictly within ``success_distance_m`` of the goal or of any of the
+    episode's distractors (geodesic), else 0; NaN for an episode that lists no distractors.
+
+    A diagnostic, not a VLN-CE measure. On the embedded benchmark the goal and its distractors
+    are the destinations plausible from the start, pairwise more than twice the radius apart, so
+    success / destination_success is how often the agent picked the instructed one among those it
+    reached: near the chance share of the goal among them (1/4 with three distractors) for an
+    agent that ignores the instruction.
+    """
+
+    uuid = "destination_success"
+    requires = ("success",)
+
+    def __init__(self, success_distance_m: float = SUCCESS_DISTANCE_M) -> None:
+        super().__init__()
+        self.success_distance_m = float(success_distance_m)
+
+    def update(self, ctx):
+        if ctx.distractors is None or len(ctx.distractors) == 0:
+            self._value = math.nan
+        elif ctx.measures["success"].value:
+            self._value = 1.0
+        else:
+            near = ctx.stop_called and ctx.geodesic(ctx.position, ctx.distractors) < self.success_distance_m
+            self._value = 1.0 if near else 0.0
+
+
 DEFAULT_MEASURES = ("distance_to_goal", "success", "oracle_success", "oracle_navigation_error", "path_length",
                     "spl", "ndtw", "sdtw", "steps_taken")
 # Not VLN-CE's: computed by ``vlnce eval`` to say where navigation failures go wrong.
-DIAGNOSTIC_MEASURES = ("route_followed",)
+DIAGNOSTIC_MEASURES = ("route_followed", "destination_success")
 
 
 class Measurements:

@@ -153,6 +153,8 @@ class VLNCETask:
             raise DatasetError(f"episode {episode.episode_id}: {exc}") from None
         self.episode = episode
         self._goals = np.array([g.position for g in episode.goals], np.float64)
+        distractors = (episode.info or {}).get("distractors")
+        self._distractors = np.array(distractors, np.float64).reshape(-1, 3) if distractors else None
         self._gt = gt
         self.steps = 0
         self.stop_called = False
@@ -163,7 +165,8 @@ class VLNCETask:
     def _context(self) -> StepContext:
         return StepContext(position=self.sim.get_agent_state().position, stop_called=self.stop_called,
                            goals=self._goals, geodesic=self.sim.geodesic_distance,
-                           gt_locations=None if self._gt is None else self._gt.locations)
+                           gt_locations=None if self._gt is None else self._gt.locations,
+                           distractors=self._distractors)
 
     def step(self, action: int) -> tuple[dict[str, np.ndarray], bool, bool]:
         """Apply an action. Returns (observations, terminated, truncated).

@@ -27,7 +27,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args) -> int:
-    from agents.evaluation import EvalConfig, evaluate, format_failures_by_route, format_outcomes, format_table
+    from agents.evaluation import (EvalConfig, evaluate, format_destinations, format_failures_by_route,
+                                   format_outcomes, format_table)
     from perception.registry import parse_checkpoint_options, parse_plugin_list
 
     cfg = EvalConfig(agent=args.agent, split=args.split, dataset=args.dataset, scenes_dir=args.scenes_dir,
@@ -41,6 +42,8 @@ def run(args) -> int:
         print(format_outcomes(results["outcomes"]))
     if results.get("failures_by_route_followed"):
         print(format_failures_by_route(results["failures_by_route_followed"]))
+    if format_destinations(results["metrics"]):
+        print(format_destinations(results["metrics"]))
     if results.get("perception"):
         print("perception: " + ", ".join(f"{k}={v}" for k, v in results["perception"].items()))
     if results["errors"]:
