@@ -67,6 +67,9 @@ class TrainConfig:
         dagger_episodes: episodes collected per round, each at most once (so capped, with a warning,
             at the training pool). dagger_epochs: epochs per round.
         aug_episodes_per_house: generated episodes per training house with ``aug``.
+        aug_all_destinations: generate the ``aug`` episodes in groups that share a start pose, one
+            to each destination plausible from it (``generate_house_episodes``), so that their first
+            steps look the same and only the instruction says which way to go.
         val_split, val_episodes: validation set (first N episodes; None: all). patience: early stopping.
         workers: collection and validation processes. device: "auto", "cpu", "cuda".
         amp: mixed precision on CUDA. finetune: start from this checkpoint's weights.
@@ -108,6 +111,7 @@ class TrainConfig:
     dagger_episodes: int = 1000
     dagger_epochs: int = 2
     aug_episodes_per_house: int = 40
+    aug_all_destinations: bool = False
     val_split: str = "val_unseen"
     val_episodes: int | None = 60
     patience: int = 3
@@ -345,7 +349,7 @@ class Trainer:
         aug = self.out / "aug"
         if not (aug / "aug" / "aug.json.gz").is_file():
             make_augmentation(self.data_dir, aug, self.cfg.aug_episodes_per_house, self.cfg.seed,
-                              self.cfg.workers, self.progress)
+                              self.cfg.workers, self.progress, self.cfg.aug_all_destinations)
         return aug
 
     def _collect_round(self, n: int, beta: float) -> None:
@@ -581,9 +585,10 @@ def train(cfg: TrainConfig, out: str | Path, progress: bool = True) -> dict:
 
 
 def make_augmentation(data_dir: Path, out: Path, per_house: int, seed: int, workers: int = 1,
-                      progress: bool = True) -> Path:
+                      progress: bool = True, all_destinations: bool = False) -> Path:
     """Extra instruction-path pairs on the training houses, from the benchmark generator with another
-    seed (VLN-CE's EnvDrop-style augmentation), written as split ``aug`` in ``out``."""
+    seed (VLN-CE's EnvDrop-style augmentation), written as split ``aug`` in ``out``; with
+    ``all_destinations``, in groups from one start pose to each of its plausible destinations."""
     from tqdm import tqdm
 
     from sim.actions import Action
@@ -595,7 +600,7 @@ def make_augmentation(data_dir: Path, out: Path, per_house: int, seed: int, work
     config = BenchmarkConfig(**{**meta["config"], "seed": meta["config"]["seed"] + 7919 + seed})
     vocab = load_dataset(data_dir, "train", strict=False).vocab
     records = []
-    jobs = [(s, {"aug": per_house}, config, None) for s in seeds]
+    jobs = [(s, {"aug": per_house}, config, None, all_destinations) for s in seeds]
     if workers > 1:
         from sim.tasks.benchmark import _house_job
         from vlnce.workers import spawn_pool
@@ -605,14 +610,14 @@ def make_augmentation(data_dir: Path, out: Path, per_house: int, seed: int, work
                 records += eps["aug"]
     else:
         for s in tqdm(seeds, desc="augmentation", disable=not progress):
-            records += generate_house_episodes(s, {"aug": per_house}, config)["aug"]
+            records += generate_house_episodes(s, {"aug": per_house}, config, all_destinations=all_destinations)["aug"]
     episodes, gt = [], {}
     for i, r in enumerate(records):
         eid = str(100000 + i + 1)
         episodes.append(Episode(eid, eid, r["scene_id"], r["start_position"], r["start_rotation"],
                                 Instruction(r["instruction_text"], vocab.encode(r["instruction_text"])),
                                 [Goal(r["goal"], config.goal_radius_m)], r["reference_path"],
-                                {"geodesic_distance": r["geodesic_distance"]}))
+                                {"geodesic_distance": r["geodesic_distance"], "distractors": r["distractors"]}))
         gt[eid] = GroundTruth(r["actions"], sum(a == Action.MOVE_FORWARD for a in r["actions"]), r["locations"])
     VLNDataset("aug", episodes, vocab, gt).save(out)
     return out

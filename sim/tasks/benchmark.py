@@ -117,8 +117,14 @@ def _expert_trajectory(sim, start, heading, goal, stop_radius, max_steps=500):
 
 
 def generate_house_episodes(house_seed: int, counts: dict[str, int], config: BenchmarkConfig,
-                            cache_dir: str | None = None) -> dict[str, list[dict]]:
-    """Episodes of one house for the given splits (``{split: count}``), as plain records."""
+                            cache_dir: str | None = None, all_destinations: bool = False) -> dict[str, list[dict]]:
+    """Episodes of one house for the given splits (``{split: count}``), as plain records.
+
+    ``all_destinations``: from each sampled start pose, one episode to every one of its plausible
+    destinations (each listing the others as distractors) instead of one to a random one of them.
+    Such a group shares its start and so its first observations; only the instructions tell the
+    episodes apart (used for training augmentation, not for the benchmark's splits).
+    """
     from sim.backends.embedded import EmbeddedSimulator
     from sim.config import load_simulator_config
 
@@ -181,38 +187,54 @@ def generate_house_episodes(house_seed: int, counts: dict[str, int], config: Ben
                         destinations.append((obj, p))
                 if len(destinations) < config.min_destinations:
                     continue
+                def record(goal_obj, goal, path, geodesic, heading):
+                    actions, locations = _expert_trajectory(sim, start, heading, goal, config.expert_stop_radius_m)
+                    if actions is None or np.linalg.norm((np.array(locations[-1]) - goal)[[0, 2]]) > 1.0:
+                        return None
+                    text = generate_instruction(scene, np.array(path), goal_obj, rng, landmark_objs)
+                    return {
+                        "house": house_seed,
+                        "scene_id": scene_id_of(house_seed),
+                        "instruction_text": text,
+                        "start_position": [round(float(v), 5) for v in start],
+                        "start_rotation": [round(float(v), 8) for v in quat_from_heading(heading)],
+                        "goal": [round(float(v), 5) for v in goal],
+                        "goal_object": {"category": goal_obj.category, "instance_id": goal_obj.instance_id,
+                                        "description": describe_goal(goal_obj, scene)},
+                        "distractors": [[round(float(v), 5) for v in q] for o, q in destinations if o is not goal_obj],
+                        "reference_path": [[round(float(v), 5) for v in p] for p in path],
+                        "geodesic_distance": round(float(geodesic), 5),
+                        "actions": actions,
+                        "locations": [[round(float(v), 5) for v in p] for p in locations],
+                    }
+
+                def in_range(path, geodesic):
+                    return bool(path) and config.min_goal_distance_m <= geodesic <= config.max_goal_distance_m
+
+                if all_destinations:
+                    heading = float(rng.uniform(-math.pi, math.pi))
+                    for goal_obj, goal in destinations:
+                        path, geodesic = pf.find_path(start, goal)
+                        rec = record(goal_obj, goal, path, geodesic, heading) if in_range(path, geodesic) else None
+                        if rec is not None and len(out[split]) < count:
+                            out[split].append(rec)
+                    continue
                 goal_obj, goal = destinations[int(rng.integers(len(destinations)))]
                 path, geodesic = pf.find_path(start, goal)
-                if not path or not (config.min_goal_distance_m <= geodesic <= config.max_goal_distance_m):
+                if not in_range(path, geodesic):
                     continue
                 heading = float(rng.uniform(-math.pi, math.pi))
-                actions, locations = _expert_trajectory(sim, start, heading, goal, config.expert_stop_radius_m)
-                if actions is None or np.linalg.norm((np.array(locations[-1]) - goal)[[0, 2]]) > 1.0:
-                    continue
-                text = generate_instruction(scene, np.array(path), goal_obj, rng, landmark_objs)
-                out[split].append({
-                    "house": house_seed,
-                    "scene_id": scene_id_of(house_seed),
-                    "instruction_text": text,
-                    "start_position": [round(float(v), 5) for v in start],
-                    "start_rotation": [round(float(v), 8) for v in quat_from_heading(heading)],
-                    "goal": [round(float(v), 5) for v in goal],
-                    "goal_object": {"category": goal_obj.category, "instance_id": goal_obj.instance_id,
-                                    "description": describe_goal(goal_obj, scene)},
-                    "distractors": [[round(float(v), 5) for v in q] for o, q in destinations if o is not goal_obj],
-                    "reference_path": [[round(float(v), 5) for v in p] for p in path],
-                    "geodesic_distance": round(float(geodesic), 5),
-                    "actions": actions,
-                    "locations": [[round(float(v), 5) for v in p] for p in locations],
-                })
+                rec = record(goal_obj, goal, path, geodesic, heading)
+                if rec is not None:
+                    out[split].append(rec)
             if len(out[split]) < count:
                 log.info("house %d: only %d of %d %s episodes could be sampled", house_seed, len(out[split]), count, split)
     return out
 
 
 def _house_job(args):
-    seed, counts, config, cache_dir = args
-    return seed, generate_house_episodes(seed, counts, config, cache_dir)
+    seed, counts, config, cache_dir, *all_destinations = args
+    return seed, generate_house_episodes(seed, counts, config, cache_dir, *all_destinations)
 
 
 def build_benchmark(out_dir: str | Path, config: BenchmarkConfig | None = None, workers: int = 1,
