@@ -718,6 +718,31 @@ def test_augmentation_adds_episodes_on_the_training_houses(bench, tmp_path):
     assert {tuple(e.start_position) for e in aug.episodes}.isdisjoint({tuple(e.start_position) for e in train.episodes})
 
 
+def test_augmentation_in_destination_groups_shares_the_start_and_swaps_the_goal(bench, tmp_path):
+    from agents.training.trainer import make_augmentation
+    from sim.tasks.dataset import load_dataset
+
+    data, _ = bench
+    make_augmentation(data, tmp_path, per_house=12, seed=0, all_destinations=True)
+    aug = load_dataset(tmp_path, "aug")
+    assert len(aug.episodes) == 12
+    groups = {}
+    for e in aug.episodes:
+        groups.setdefault((tuple(e.start_position), tuple(e.start_rotation)), []).append(e)
+    assert len(groups) < 12 and max(len(g) for g in groups.values()) >= 4  # at least 4 destinations per start
+    for group in groups.values():
+        goals = [tuple(e.goals[0].position) for e in group]
+        assert len(set(goals)) == len(goals)
+        for e in group:  # each lists the others of its start as its distractors
+            assert set(map(tuple, e.info["distractors"])) >= set(goals) - {tuple(e.goals[0].position)}
+        assert len({e.instruction.instruction_text for e in group}) == len(group)
+        # one start, so the experts' paths only part where the destinations do: the ground truth
+        # of each still reaches its own goal
+        for e in group:
+            end = np.array(aug.gt[e.episode_id].locations[-1])
+            assert np.linalg.norm((end - np.array(e.goals[0].position))[[0, 2]]) <= 1.0
+
+
 def test_missing_encoder_packages_give_install_hints(monkeypatch):
     import sys
 
