@@ -323,6 +323,18 @@ def test_tensorboard_events_are_valid_tfrecords(tmp_path):
 
 
 # --- training end to end ------------------------------------------------------------------------
+def _fit(trainer, batch, steps, part):
+    """(before, after) of ``trainer.loss(batch)[part]`` around ``steps`` optimiser steps on one batch."""
+    trainer.policy.train()
+    first = trainer.loss(batch)[part].item()
+    for _ in range(steps):
+        total, *_ = trainer.loss(batch)
+        trainer.optimizer.zero_grad()
+        total.backward()
+        trainer.optimizer.step()
+    return first, trainer.loss(batch)[part].item()
+
+
 @pytest.fixture(scope="module")
 def trained(bench, tmp_path_factory):
     """A short IL run on the tiny benchmark (6 training episodes, 16x16 images)."""
@@ -350,14 +362,8 @@ def test_training_lowers_the_loss_and_writes_its_outputs(trained, bench):
     # measurable learning: fit the stored trajectories for 40 more steps from the trained weights
     trainer = Trainer(TrainConfig(**{**cfg.__dict__, "epochs": 2}), out, progress=False)
     batch = trainer.store.batch(list(range(6)))
-    trainer.policy.train()
-    first = trainer.loss(batch)[1].item()
-    for _ in range(40):
-        total, *_ = trainer.loss(batch)
-        trainer.optimizer.zero_grad()
-        total.backward()
-        trainer.optimizer.step()
-    assert trainer.loss(batch)[1].item() < 0.7 * first
+    first, last = _fit(trainer, batch, 40, part=1)  # the action loss
+    assert last < 0.7 * first
 
 
 def test_training_resumes_where_it_stopped(trained):
@@ -497,14 +503,8 @@ def test_room_auxiliary_loss_trains_on_the_simulators_room_labels(trained, tmp_p
     assert (batch["room"][m] >= 0).all() and (batch["room"][m] < len(ROOM_TYPES)).all()
     assert (batch["view_rooms"][m] >= 0).mean() > 0.5
     assert len(np.unique(batch["room"][m])) >= 2  # the paths cross rooms
-    trainer.policy.train()
-    first = trainer.loss(batch)[3].item()
-    for _ in range(40):
-        total, *_ = trainer.loss(batch)
-        trainer.optimizer.zero_grad()
-        total.backward()
-        trainer.optimizer.step()
-    assert trainer.loss(batch)[3].item() < 0.75 * first  # 3.52 -> 2.33 when written
+    first, last = _fit(trainer, batch, 40, part=3)  # the room loss
+    assert last < 0.75 * first  # 3.52 -> 2.33 when written
 
 
 def test_eval_command_runs_a_checkpoint_and_rejects_bad_ones(trained, bench, tmp_path, capsys):

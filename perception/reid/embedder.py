@@ -84,7 +84,8 @@ def images_to_tensor(images: list[np.ndarray], size: tuple[int, int]) -> torch.T
         if arr.ndim != 3 or arr.shape[2] != 3 or arr.dtype != np.uint8 or 0 in arr.shape:
             raise ValueError(f"crop {i}: expected a non-empty (H, W, 3) uint8 image, got shape {arr.shape} "
                              f"dtype {arr.dtype}")
-        t = torch.from_numpy(np.ascontiguousarray(arr)).permute(2, 0, 1)[None].float() / 255.0
+        # a copy: crops are often read-only views (memory-mapped datasets), which torch warns about
+        t = torch.tensor(arr).permute(2, 0, 1)[None].float() / 255.0
         if tuple(t.shape[-2:]) != tuple(size):
             t = F.interpolate(t, size=size, mode="bilinear", align_corners=False, antialias=True)
         out[i] = t[0]
