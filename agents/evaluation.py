@@ -549,5 +549,5 @@ def paper_table(rows: list[tuple[str, list[dict]]], splits: tuple[str, ...] = ("
 
 
 __all__ = ["OUTCOMES", "PAPER_TABLE", "ROUTE_QUARTERS", "EvalConfig", "evaluate", "failures_by_route_followed",
-           "format_destinations", "format_failures_by_route", "format_outcomes", "format_table", "load_results", "outcome", "outcomes",
-           "paper_table", "read_episode_log", "summarize"]
+           "format_destinations", "format_failures_by_route", "format_outcomes", "format_table", "load_results",
+           "outcome", "outcomes", "paper_table", "read_episode_log", "summarize"]

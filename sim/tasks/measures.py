@@ -80,6 +80,14 @@ def _register(cls):
     return cls
 
 
+class _WithinRadius(Measure):
+    """A measure judged against the success radius (``success_distance_m``, metres)."""
+
+    def __init__(self, success_distance_m: float = SUCCESS_DISTANCE_M) -> None:
+        super().__init__()
+        self.success_distance_m = float(success_distance_m)
+
+
 @_register
 class DistanceToGoal(Measure):
     """Geodesic distance from the agent to the goal (habitat-lab DistanceToGoal; NE at the end).
@@ -101,15 +109,11 @@ class DistanceToGoal(Measure):
 
 
 @_register
-class Success(Measure):
+class Success(_WithinRadius):
     """1 if STOP was called strictly within ``success_distance_m`` of the goal (geodesic), else 0."""
 
     uuid = "success"
     requires = ("distance_to_goal",)
-
-    def __init__(self, success_distance_m: float = SUCCESS_DISTANCE_M) -> None:
-        super().__init__()
-        self.success_distance_m = float(success_distance_m)
 
     def update(self, ctx):
         d = ctx.measures["distance_to_goal"].value
@@ -117,15 +121,11 @@ class Success(Measure):
 
 
 @_register
-class OracleSuccess(Measure):
+class OracleSuccess(_WithinRadius):
     """1 once the agent has been strictly within ``success_distance_m`` of the goal; STOP not needed."""
 
     uuid = "oracle_success"
     requires = ("distance_to_goal",)
-
-    def __init__(self, success_distance_m: float = SUCCESS_DISTANCE_M) -> None:
-        super().__init__()
-        self.success_distance_m = float(success_distance_m)
 
     def reset(self, ctx):
         self._value = 0.0
@@ -330,7 +330,7 @@ class RouteFollowed(Measure):
 
 
 @_register
-class DestinationSuccess(Measure):
+class DestinationSuccess(_WithinRadius):
     """1 if STOP was called strictly within ``success_distance_m`` of the goal or of any of the
     episode's distractors (geodesic), else 0; NaN for an episode that lists no distractors.
 
@@ -343,10 +343,6 @@ class DestinationSuccess(Measure):
 
     uuid = "destination_success"
     requires = ("success",)
-
-    def __init__(self, success_distance_m: float = SUCCESS_DISTANCE_M) -> None:
-        super().__init__()
-        self.success_distance_m = float(success_distance_m)
 
     def update(self, ctx):
         if ctx.distractors is None or len(ctx.distractors) == 0:
