@@ -192,6 +192,24 @@ def test_inflection_weighted_ce_matches_the_formula_with_padding():
     logits2 = logits.clone()
     logits2[1, 2:] = 100.0
     assert inflection_weighted_ce(logits2, actions, mask, 3.2).item() == pytest.approx(want.item(), rel=1e-6)
+    # step factors multiply the weights: 5 at (0, 1) -> w = [3.2, 5, 3.2, 1]
+    factors = torch.ones(2, 4)
+    factors[0, 1] = 5.0
+    want5 = ((3.2 * ce[0, 0] + 5 * ce[0, 1] + 3.2 * ce[0, 2] + ce[0, 3]) / 12.4 + (ce[1, 0] + ce[1, 1]) / 2) / 2
+    assert inflection_weighted_ce(logits, actions, mask, 3.2, factors).item() == pytest.approx(want5.item(), rel=1e-6)
+
+
+def test_sibling_decision_steps_on_a_hand_made_group():
+    from agents.training.store import sibling_decision_steps
+
+    a = [1, 1, 2, 1, 0]
+    b = [1, 1, 3, 0]        # parts from a at t = 2
+    c = [1, 2, 1, 1, 1, 0]  # parts from a and b at t = 1
+    same = list(a)          # a duplicate parts from nobody it equals
+    got = sibling_decision_steps([a, b, c, same])
+    assert [g.tolist() for g in got] == [[1, 2], [1, 2], [1], [1, 2]]
+    assert [g.tolist() for g in sibling_decision_steps([a, same])] == [[], []]
+    assert [g.tolist() for g in sibling_decision_steps([a])] == [[]]
 
 
 def test_dagger_beta_schedule():
@@ -741,6 +759,43 @@ def test_augmentation_in_destination_groups_shares_the_start_and_swaps_the_goal(
         for e in group:
             end = np.array(aug.gt[e.episode_id].locations[-1])
             assert np.linalg.norm((end - np.array(e.goals[0].position))[[0, 2]]) <= 1.0
+
+
+def test_sibling_weight_marks_the_steps_where_destination_groups_part(bench, tmp_path):
+    from agents.training.trainer import Trainer
+    from sim.tasks.dataset import load_dataset
+
+    data, _ = bench
+    cfg = TrainConfig(agent="cma", dataset=str(data), image_size=16, hidden=32, epochs=1, batch_size=4,
+                      train_episodes=1, aug=True, aug_all_destinations=True, aug_episodes_per_house=8,
+                      sibling_weight=5.0, val_episodes=1, workers=1, embedding="learned", max_collect_steps=200)
+    trainer = Trainer(cfg, tmp_path, progress=False)
+    trainer.run()
+    store, marked = trainer.store, trainer.sibling_decisions
+    assert marked and all(store.trajectories[i].iteration == 0 for i in marked)
+    aug = {e.episode_id: e for e in load_dataset(tmp_path / "aug", "aug").episodes}
+    everything = store.batch(list(range(len(store.trajectories))))
+    for i, steps in marked.items():
+        me = aug[store.trajectories[i].episode_id]
+        for t in steps:
+            # an independent look at the premise: some sibling (same start, another goal) took the
+            # same actions up to t, saw the same frame at t, and was told to do something else
+            siblings = [j for j, tr in enumerate(store.trajectories) if j != i and tr.episode_id in aug
+                        and aug[tr.episode_id].start_position == me.start_position
+                        and aug[tr.episode_id].start_rotation == me.start_rotation]
+            acts = everything["action"]
+            assert any((acts[j, :t] == acts[i, :t]).all() and acts[j, t] != acts[i, t]
+                       and (everything["rgb"][j, t] == everything["rgb"][i, t]).all() for j in siblings)
+    batch = store.batch(sorted(marked)[:3])
+    w = trainer._sibling_weights(batch)
+    for row, i in enumerate(batch["index"]):
+        assert sorted(np.flatnonzero(w[row] == 5.0).tolist()) == marked[int(i)].tolist()
+    assert (w[w != 5.0] == 1.0).all()
+    weighted = trainer.loss(batch)[1].item()
+    trainer.sibling_decisions = {}
+    assert trainer.loss(batch)[1].item() != pytest.approx(weighted)
+    with pytest.raises(ConfigError, match="sibling-weight"):
+        TrainConfig(sibling_weight=0.0).validate()
 
 
 def test_missing_encoder_packages_give_install_hints(monkeypatch):

@@ -171,7 +171,8 @@ class TrajectoryStore:
     def batch(self, indices) -> dict[str, np.ndarray]:
         """Padded arrays for the trajectories ``indices``: rgb (B, T, H, W, 3), depth, action,
         prev_action, progress (B, T), mask (B, T) bool, tokens (B, L), room (B, T) and view_rooms
-        (B, T, 16) int64 room types (-1 on padding and where unknown)."""
+        (B, T, 16) int64 room types (-1 on padding and where unknown), index (B,) the trajectories'
+        indices."""
         trajs = [self.trajectories[i] for i in indices]
         b, t = len(trajs), max(tr.length for tr in trajs)
         first = self.chunks[trajs[0].chunk]
@@ -203,7 +204,8 @@ class TrajectoryStore:
             row = c["tokens"][tr.token_row]
             tokens[i, : len(row)] = row
         return {"rgb": rgb, "depth": depth, "action": action, "prev_action": prev, "progress": progress,
-                "mask": mask, "tokens": tokens, "room": room, "view_rooms": view_rooms}
+                "mask": mask, "tokens": tokens, "room": room, "view_rooms": view_rooms,
+                "index": np.asarray(indices, np.int64)}
 
 
 def inflection_weights(actions, coef: float):
@@ -219,16 +221,19 @@ def inflection_weights(actions, coef: float):
     return torch.where(infl, float(coef), 1.0)
 
 
-def inflection_weighted_ce(logits, actions, mask, coef: float):
+def inflection_weighted_ce(logits, actions, mask, coef: float, step_weights=None):
     """VLN-CE's imitation loss: ``sum_t w_t CE_t / sum_t w_t`` per trajectory, averaged over the batch.
 
     Args:
         logits: (B, T, A). actions: (B, T) int64 expert actions. mask: (B, T) bool, False on padding.
         coef: the inflection weight (``inflection_weights``).
+        step_weights: optional (B, T) float factors multiplying w_t (e.g. ``sibling_decision_steps``'s).
     """
     import torch.nn.functional as F
 
     w = inflection_weights(actions, coef) * mask
+    if step_weights is not None:
+        w = w * step_weights
     ce = F.cross_entropy(logits.float().flatten(0, 1), actions.flatten(), reduction="none").view_as(w)
     return ((ce * w).sum(1) / w.sum(1)).mean()
 
@@ -243,6 +248,27 @@ def inflection_coefficient(action_sequences) -> float:
         steps += len(a)
         infl += 1 + int(np.count_nonzero(a[1:] != a[:-1]))
     return steps / infl if infl else 1.0
+
+
+def sibling_decision_steps(action_sequences) -> list[np.ndarray]:
+    """For expert action sequences that start from one pose in one house (to different goals), the
+    steps at which each first departs from one of the others, sorted.
+
+    Up to such a step t both took the same actions, so at t they see the same frames and have the
+    same previous action: only their instructions can tell them apart. Those are the steps that
+    teach an imitation policy to read the instruction; identical sequences have none.
+    """
+    seqs = [np.asarray(a) for a in action_sequences]
+    out = []
+    for i, a in enumerate(seqs):
+        steps = set()
+        for j, b in enumerate(seqs):
+            n = min(len(a), len(b))
+            differ = np.flatnonzero(a[:n] != b[:n]) if j != i else ()
+            if len(differ):
+                steps.add(int(differ[0]))
+        out.append(np.array(sorted(steps), np.int64))
+    return out
 
 
 def labelled_ce(logits, labels):

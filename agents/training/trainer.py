@@ -70,6 +70,11 @@ class TrainConfig:
         aug_all_destinations: generate the ``aug`` episodes in groups that share a start pose, one
             to each destination plausible from it (``generate_house_episodes``), so that their first
             steps look the same and only the instruction says which way to go.
+        sibling_weight: factor on the imitation loss at sibling decisions: the steps at which a
+            teacher-forcing trajectory first departs from another that started at the same pose in
+            the same house (``sibling_decision_steps``; the destination groups make them). There the
+            frames agree and only the instruction can say which way; they are about 2 % of the
+            steps. 1: off. Our addition, not the paper's.
         val_split, val_episodes: validation set (first N episodes; None: all). patience: early stopping.
         workers: collection and validation processes. device: "auto", "cpu", "cuda".
         amp: mixed precision on CUDA. finetune: start from this checkpoint's weights.
@@ -112,6 +117,7 @@ class TrainConfig:
     dagger_epochs: int = 2
     aug_episodes_per_house: int = 40
     aug_all_destinations: bool = False
+    sibling_weight: float = 1.0
     val_split: str = "val_unseen"
     val_episodes: int | None = 60
     patience: int = 3
@@ -141,6 +147,8 @@ class TrainConfig:
             raise ConfigError(f"dagger_p must be in (0, 1], got {self.dagger_p}")
         if self.lr <= 0 or self.pm_alpha < 0 or self.room_alpha < 0 or self.dagger_start < 0:
             raise ConfigError("lr must be > 0, pm_alpha and room_alpha >= 0 and dagger_start >= 0")
+        if self.sibling_weight <= 0:
+            raise ConfigError(f"--sibling-weight must be > 0 (1: off), got {self.sibling_weight}")
         if not (0.0 <= self.expert_hold_deg < 90.0):
             raise ConfigError(f"--expert-hold-deg must be in [0, 90) degrees, got {self.expert_hold_deg}")
         if self.depth_init and self.finetune:
@@ -251,6 +259,7 @@ class Trainer:
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.use_amp)
         self.state = {"round": 0, "epoch": 0, "step": 0, "best_spl": -1.0, "bad_evals": 0,
                       "train_seconds": 0.0, "collect_seconds": 0.0, "train_frames": 0, "collect_frames": 0}
+        self.sibling_decisions: dict[int, np.ndarray] = {}  # trajectory index -> steps; see sibling_weight
         self._resume()
         from vlnce.tblog import TrainingLog
         from agents.training.store import TrajectoryStore
@@ -334,6 +343,44 @@ class Trainer:
             self.inflection_coef = self._inflection_coefficient()
             self.state["inflection_coef"] = self.inflection_coef
             log.info("inflection coefficient %.3f", self.inflection_coef)
+
+    def _find_sibling_decisions(self) -> None:
+        """Marks, for ``sibling_weight``, the steps of teacher-forcing trajectories at which one
+        departs from another that started at the same pose in the same house (destination groups)."""
+        from agents.training.store import sibling_decision_steps
+        from sim.tasks.dataset import load_dataset
+
+        self.sibling_decisions = {}
+        if self.cfg.sibling_weight == 1.0:
+            return
+        episodes = list(self.train_set.episodes)
+        if self.cfg.aug:
+            episodes += load_dataset(self._augmentation_dir(), "aug", strict=False).episodes
+        start = {e.episode_id: (e.scene_id, tuple(e.start_position), tuple(e.start_rotation)) for e in episodes}
+        groups: dict[tuple, list[int]] = {}
+        for i, t in enumerate(self.store.trajectories):
+            if t.iteration == 0 and t.episode_id in start:
+                groups.setdefault(start[t.episode_id], []).append(i)
+        steps = 0
+        for members in groups.values():
+            if len(members) < 2:
+                continue
+            actions = [self.store.chunks[t.chunk]["steps"]["action"][t.start:t.start + t.length]
+                       for t in (self.store.trajectories[i] for i in members)]
+            for i, found in zip(members, sibling_decision_steps(actions)):
+                if len(found):
+                    self.sibling_decisions[i] = found
+                    steps += len(found)
+        teacher = sum(t.length for t in self.store.trajectories if t.iteration == 0)
+        log.info("sibling decisions: %d steps in %d trajectories (%.2f %% of the teacher-forcing steps) weigh %.1f",
+                 steps, len(self.sibling_decisions), 100.0 * steps / max(teacher, 1), self.cfg.sibling_weight)
+
+    def _sibling_weights(self, batch: dict):
+        """(B, T) factors of the imitation loss: ``sibling_weight`` at sibling decisions, else 1."""
+        w = np.ones(batch["action"].shape, np.float32)
+        for row, i in enumerate(batch["index"]):
+            w[row, self.sibling_decisions.get(int(i), [])] = self.cfg.sibling_weight
+        return w
 
     def _save_last(self) -> None:
         import torch
@@ -443,7 +490,10 @@ class Trainer:
         with torch.autocast(dev.type, enabled=self.use_amp):
             logits, progress, *rooms = self.policy.forward_sequence(tokens, rgb, depth, prev,
                                                                     rooms=self.cfg.room_aux)
-        action_loss = inflection_weighted_ce(logits, action, mask, self.inflection_coef)
+        weights = None
+        if self.sibling_decisions:
+            weights = torch.from_numpy(self._sibling_weights(batch)).to(dev)
+        action_loss = inflection_weighted_ce(logits, action, mask, self.inflection_coef, weights)
         total, pm_loss, room_loss = action_loss, None, None
         if progress is not None:
             target = torch.from_numpy(batch["progress"]).to(dev)
@@ -549,6 +599,7 @@ class Trainer:
                 if self.cfg.room_aux:
                     self.store.check_room_labels()
                 self._fix_inflection_coefficient()
+                self._find_sibling_decisions()
                 while (self.state["epoch"] < epochs or self.state.get("needs_eval")) and not self.stopped_early:
                     if not self.state.get("needs_eval"):
                         stats = self._train_epoch(n, self.state["epoch"])

@@ -42,6 +42,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--aug-all-destinations", action="store_true",
                    help="generate the --aug episodes in groups from one start pose to each destination plausible "
                         "from it, told apart only by their instructions")
+    p.add_argument("--sibling-weight", type=float, default=1.0,
+                   help="weigh the imitation loss this much more at the steps where an expert path first departs "
+                        "from one that started at the same pose (destination groups); 1: off")
     p.add_argument("--val-episodes", type=int, default=60, help="val_unseen episodes per evaluation (0: all)")
     p.add_argument("--patience", type=int, default=3, help="evaluations without a better SPL before stopping")
     p.add_argument("--finetune", default=None, help="start from this checkpoint's weights")
@@ -67,7 +70,7 @@ def run(args) -> int:
                       train_episodes=args.train_episodes, dagger_iterations=args.dagger_iterations,
                       dagger_p=args.dagger_p, dagger_start=args.dagger_start, dagger_episodes=args.dagger_episodes,
                       dagger_epochs=args.dagger_epochs, aug_episodes_per_house=args.aug_episodes_per_house,
-                      aug_all_destinations=args.aug_all_destinations,
+                      aug_all_destinations=args.aug_all_destinations, sibling_weight=args.sibling_weight,
                       val_episodes=args.val_episodes or None, patience=args.patience, finetune=args.finetune,
                       depth_init=args.depth_init, freeze_depth=args.freeze_depth,
                       dataset=args.dataset, workers=args.workers, device=args.device, amp=not args.no_amp,
