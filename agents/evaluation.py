@@ -457,14 +457,19 @@ def format_failures_by_route(fractions: dict[str, float]) -> str:
 
 
 def format_destinations(metrics: dict) -> str | None:
-    """One line on whether failures went to the wrong destination (``destination_success``), or
-    None when the episodes list no distractors."""
+    """One line on whether failures went to the wrong destination (``destination_success``) and
+    whether the wrong ones were nearer than the goal (``nearer_destination``), or None when the
+    episodes list no distractors."""
     reached, sr = metrics.get("destination_success"), metrics.get("success")
     if reached is None or sr is None:
         return None
     choice = f"{sr / reached:.2f}" if reached > 0 else "-"
-    return (f"destinations: stopped at one (the goal or a distractor) {reached:.2f}, at the instructed one "
+    line = (f"destinations: stopped at one (the goal or a distractor) {reached:.2f}, at the instructed one "
             f"{sr:.2f}, so the instructed one in {choice} of those")
+    nearer, wrong = metrics.get("nearer_destination"), reached - sr
+    if nearer is not None and wrong > 1e-9:
+        line += f"; of the wrong ones {nearer / wrong:.2f} nearer the start than the goal"
+    return line
 
 
 def format_outcomes(fractions: dict[str, float]) -> str:

@@ -133,6 +133,27 @@ def test_destination_success_counts_a_stop_at_the_goal_or_a_distractor():
     assert math.isnan(run([[0, 0, 0]], [0, 0, 8.0], names=names)["destination_success"])  # none listed
 
 
+def test_nearer_destination_counts_stops_at_distractors_nearer_than_the_goal():
+    names = ["distance_to_goal", "success", "nearer_destination"]
+    others = [[0, 0, -5.0], [12.0, 0, 0]]  # 5 m and 12 m from the start; the goal is 8 m away
+    at = lambda end, **kw: run([[0, 0, 0], end], [0, 0, 8.0], names=names, distractors=others, **kw)  # noqa: E731
+    assert at([0, 0, -4.0])["nearer_destination"] == 1.0  # 1 m from the nearer one
+    assert at([0, 0, -4.0], stop=False)["nearer_destination"] == 0.0  # there without STOP
+    assert at([11.0, 0, 0])["nearer_destination"] == 0.0  # at the farther one
+    assert at([0, 0, 7.0])["nearer_destination"] == 0.0  # at the goal
+    assert at([0, 0, 3.0])["nearer_destination"] == 0.0  # nowhere: 5 m from the goal, 8 m from the nearer one
+    # measured from the start: walking towards the farther one first does not make it nearer
+    assert run([[0, 0, 0], [12.0, 0, 2.0], [11.0, 0, 0]], [0, 0, 8.0], names=names,
+               distractors=others)["nearer_destination"] == 0.0
+    assert math.isnan(run([[0, 0, 0]], [0, 0, 8.0], names=names)["nearer_destination"])  # none listed
+    from agents.evaluation import format_destinations
+
+    # 0.6 at a destination, 0.2 the instructed one: 0.4 wrong, 0.3 of all nearer -> 0.75 of the wrong ones
+    line = format_destinations({"destination_success": 0.6, "success": 0.2, "nearer_destination": 0.3})
+    assert "instructed one in 0.33 of those" in line and "wrong ones 0.75 nearer" in line
+    assert "nearer" not in format_destinations({"destination_success": 0.6, "success": 0.6, "nearer_destination": 0.0})
+
+
 def test_navigation_failures_are_binned_by_the_route_they_followed():
     from agents.evaluation import failures_by_route_followed, format_failures_by_route
 

@@ -270,6 +270,7 @@ def test_instruction_blind_agent_stays_under_the_ceiling(bench, tmp_path):
     from agents.evaluation import format_destinations
 
     assert "instructed one in 0." in format_destinations(res["metrics"])
+    assert 0.0 <= res["metrics"]["nearer_destination"] <= res["metrics"]["destination_success"] - res["metrics"]["success"]
 
 
 def test_random_and_handcrafted_rarely_succeed(bench, tmp_path):

@@ -354,10 +354,42 @@ class DestinationSuccess(_WithinRadius):
             self._value = 1.0 if near else 0.0
 
 
+@_register
+class NearerDestination(_WithinRadius):
+    """1 if STOP was called strictly within ``success_distance_m`` of a distractor that is nearer
+    the start than the goal (geodesic, measured at reset), else 0; NaN for an episode that lists no
+    distractors.
+
+    A diagnostic, not a VLN-CE measure, read beside ``destination_success``: of the stops at a
+    wrong destination, the share at a nearer one says whether the agent turns off the route too
+    soon (an agent choosing among the destinations regardless of distance is near the share of
+    nearer distractors, about a half on the embedded benchmark).
+    """
+
+    uuid = "nearer_destination"
+    requires = ("success",)
+
+    def reset(self, ctx):
+        self._nearer = None
+        if ctx.distractors is not None and len(ctx.distractors) > 0:
+            to_goal = ctx.geodesic(ctx.position, ctx.goals)
+            others = np.asarray(ctx.distractors, np.float64)
+            self._nearer = others[[ctx.geodesic(ctx.position, p[None]) < to_goal for p in others]]
+        self.update(ctx)
+
+    def update(self, ctx):
+        if self._nearer is None:
+            self._value = math.nan
+        elif ctx.stop_called and not ctx.measures["success"].value and len(self._nearer) > 0:
+            self._value = 1.0 if ctx.geodesic(ctx.position, self._nearer) < self.success_distance_m else 0.0
+        else:
+            self._value = 0.0
+
+
 DEFAULT_MEASURES = ("distance_to_goal", "success", "oracle_success", "oracle_navigation_error", "path_length",
                     "spl", "ndtw", "sdtw", "steps_taken")
 # Not VLN-CE's: computed by ``vlnce eval`` to say where navigation failures go wrong.
-DIAGNOSTIC_MEASURES = ("route_followed", "destination_success")
+DIAGNOSTIC_MEASURES = ("route_followed", "destination_success", "nearer_destination")
 
 
 class Measurements:
