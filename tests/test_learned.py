@@ -761,19 +761,28 @@ def test_augmentation_in_destination_groups_shares_the_start_and_swaps_the_goal(
             assert np.linalg.norm((end - np.array(e.goals[0].position))[[0, 2]]) <= 1.0
 
 
-def test_sibling_weight_marks_the_steps_where_destination_groups_part(bench, tmp_path):
+@pytest.fixture(scope="module")
+def grouped(bench, tmp_path_factory):
+    """A one-epoch IL run with Aug in destination groups and --sibling-weight 5: (trainer, out)."""
     from agents.training.trainer import Trainer
-    from sim.tasks.dataset import load_dataset
 
     data, _ = bench
+    out = tmp_path_factory.mktemp("grouped")
     cfg = TrainConfig(agent="cma", dataset=str(data), image_size=16, hidden=32, epochs=1, batch_size=4,
                       train_episodes=1, aug=True, aug_all_destinations=True, aug_episodes_per_house=8,
                       sibling_weight=5.0, val_episodes=1, workers=1, embedding="learned", max_collect_steps=200)
-    trainer = Trainer(cfg, tmp_path, progress=False)
+    trainer = Trainer(cfg, out, progress=False)
     trainer.run()
+    return trainer, out
+
+
+def test_sibling_weight_marks_the_steps_where_destination_groups_part(grouped):
+    from sim.tasks.dataset import load_dataset
+
+    trainer, out = grouped
     store, marked = trainer.store, trainer.sibling_decisions
     assert marked and all(store.trajectories[i].iteration == 0 for i in marked)
-    aug = {e.episode_id: e for e in load_dataset(tmp_path / "aug", "aug").episodes}
+    aug = {e.episode_id: e for e in load_dataset(out / "aug", "aug").episodes}
     everything = store.batch(list(range(len(store.trajectories))))
     for i, steps in marked.items():
         me = aug[store.trajectories[i].episode_id]
@@ -793,9 +802,60 @@ def test_sibling_weight_marks_the_steps_where_destination_groups_part(bench, tmp
     assert (w[w != 5.0] == 1.0).all()
     weighted = trainer.loss(batch)[1].item()
     trainer.sibling_decisions = {}
-    assert trainer.loss(batch)[1].item() != pytest.approx(weighted)
+    try:
+        assert trainer.loss(batch)[1].item() != pytest.approx(weighted)
+    finally:
+        trainer.sibling_decisions = marked
     with pytest.raises(ConfigError, match="sibling-weight"):
         TrainConfig(sibling_weight=0.0).validate()
+
+
+class _Oracle(torch.nn.Module):
+    """Reads the instruction perfectly: answers each instruction's expert actions (teacher-forced)."""
+
+    def __init__(self, cfg, answers):
+        super().__init__()
+        self.cfg, self.answers = cfg, answers
+        self.unused = torch.nn.Parameter(torch.zeros(1))
+
+    def forward_sequence(self, tokens, rgb, depth, prev_action):
+        out = torch.full((*prev_action.shape, 4), -10.0)
+        for row, tok in enumerate(tokens.tolist()):
+            acts = self.answers[tuple(x for x in tok if x)]
+            out[row, torch.arange(len(acts)), torch.as_tensor(acts)] = 10.0
+        return out, None
+
+
+def test_instruction_probe_tells_readers_from_policies_that_ignore_the_instruction(grouped, capsys):
+    from agents.training.probe import instruction_probe, sibling_pairs
+
+    trainer, out = grouped
+    store = trainer.store
+    episodes = trainer._episodes()
+    pairs = sibling_pairs(store, episodes)
+    assert pairs
+    everything = store.batch(list(range(len(store.trajectories))))
+    acts, rgb = everything["action"], everything["rgb"]
+    for i, j, t in pairs:  # the sibling takes the same path up to t, sees the same, and parts there
+        assert (acts[j, :t] == acts[i, :t]).all() and acts[j, t] != acts[i, t] and (rgb[j, t] == rgb[i, t]).all()
+    # an oracle that answers each instruction's own expert actions scores 1 with its own, 0 with the sibling's
+    answers = {}
+    for i, tr in enumerate(store.trajectories):
+        row = store.chunks[tr.chunk]["tokens"][tr.token_row]
+        answers[tuple(int(x) for x in row if x)] = store.actions(i).tolist()
+    oracle = _Oracle(trainer.policy.cfg, answers)
+    got = instruction_probe(oracle, store, episodes, trajectories=1000)
+    assert got == {"trajectories": len(pairs), "own_instruction": 1.0, "sibling_instruction": 0.0, "other_steps": 1.0}
+    # a policy that cannot read answers both the same
+    deaf = build_policy(PolicyConfig(**{**trainer.policy.cfg.__dict__, "ablation": "no_instruction"}), trainer.vocab)
+    got = instruction_probe(deaf, store, episodes, trajectories=2)
+    assert got["trajectories"] == min(2, len(pairs)) and got["own_instruction"] == got["sibling_instruction"]
+    # the command: a trained checkpoint, and a run without groups refused
+    assert main(["probe", str(out), "--checkpoint", str(out / "last.pt"), "--json"]) == 0
+    res = json.loads(capsys.readouterr().out)
+    assert res["trajectories"] == len(pairs) and 0.0 <= res["own_instruction"] <= 1.0
+    assert main(["probe", str(out / "store"), "--checkpoint", str(out / "last.pt")]) == 2
+    assert "not a training run" in capsys.readouterr().err
 
 
 def test_missing_encoder_packages_give_install_hints(monkeypatch):

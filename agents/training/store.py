@@ -168,6 +168,11 @@ class TrajectoryStore:
     def num_steps(self) -> int:
         return sum(t.length for t in self.trajectories)
 
+    def actions(self, index: int) -> np.ndarray:
+        """The expert actions (T,) of trajectory ``index``, without loading its frames."""
+        t = self.trajectories[index]
+        return self.chunks[t.chunk]["steps"]["action"][t.start:t.start + t.length]
+
     def batch(self, indices) -> dict[str, np.ndarray]:
         """Padded arrays for the trajectories ``indices``: rgb (B, T, H, W, 3), depth, action,
         prev_action, progress (B, T), mask (B, T) bool, tokens (B, L), room (B, T) and view_rooms
@@ -251,8 +256,8 @@ def inflection_coefficient(action_sequences) -> float:
 
 
 def sibling_decision_steps(action_sequences) -> list[np.ndarray]:
-    """For expert action sequences that start from one pose in one house (to different goals), the
-    steps at which each first departs from one of the others, sorted.
+    """For expert action sequences that start from one pose in one house (to different goals;
+    ``sibling_groups``), the steps at which each first departs from one of the others, sorted.
 
     Up to such a step t both took the same actions, so at t they see the same frames and have the
     same previous action: only their instructions can tell them apart. Those are the steps that
@@ -268,6 +273,29 @@ def sibling_decision_steps(action_sequences) -> list[np.ndarray]:
             if len(differ):
                 steps.add(int(differ[0]))
         out.append(np.array(sorted(steps), np.int64))
+    return out
+
+
+def sibling_groups(store: TrajectoryStore, episodes) -> list[list[int]]:
+    """The store's teacher-forcing (iteration 0) trajectories grouped by start pose: indices of
+    those whose episodes (``Episode`` records, by id) share a scene, start position and rotation;
+    only groups of two or more. Destination-group Aug (``--aug-all-destinations``) makes them."""
+    start = {e.episode_id: (e.scene_id, tuple(e.start_position), tuple(e.start_rotation)) for e in episodes}
+    groups: dict[tuple, list[int]] = {}
+    for i, t in enumerate(store.trajectories):
+        if t.iteration == 0 and t.episode_id in start:
+            groups.setdefault(start[t.episode_id], []).append(i)
+    return [g for g in groups.values() if len(g) > 1]
+
+
+def sibling_decisions(store: TrajectoryStore, episodes) -> dict[int, np.ndarray]:
+    """Trajectory index -> its sibling decision steps (``sibling_decision_steps``), for the grouped
+    teacher-forcing trajectories of ``store`` that have any."""
+    out = {}
+    for members in sibling_groups(store, episodes):
+        for i, found in zip(members, sibling_decision_steps(store.actions(m) for m in members)):
+            if len(found):
+                out[i] = found
     return out
 
 

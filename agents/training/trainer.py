@@ -330,8 +330,7 @@ class Trainer:
             return float(self.cfg.inflection_coef)
         if "inflection_coef" in self.state:  # a resumed run keeps the weighting it trained with
             return float(self.state["inflection_coef"])
-        teacher = [self.store.chunks[t.chunk]["steps"]["action"][t.start:t.start + t.length]
-                   for t in self.store.trajectories if t.iteration == 0]
+        teacher = [self.store.actions(i) for i, t in enumerate(self.store.trajectories) if t.iteration == 0]
         if teacher:
             return inflection_coefficient(teacher)
         gt = self.train_set.gt
@@ -347,33 +346,25 @@ class Trainer:
     def _find_sibling_decisions(self) -> None:
         """Marks, for ``sibling_weight``, the steps of teacher-forcing trajectories at which one
         departs from another that started at the same pose in the same house (destination groups)."""
-        from agents.training.store import sibling_decision_steps
-        from sim.tasks.dataset import load_dataset
+        from agents.training.store import sibling_decisions
 
         self.sibling_decisions = {}
         if self.cfg.sibling_weight == 1.0:
             return
-        episodes = list(self.train_set.episodes)
-        if self.cfg.aug:
-            episodes += load_dataset(self._augmentation_dir(), "aug", strict=False).episodes
-        start = {e.episode_id: (e.scene_id, tuple(e.start_position), tuple(e.start_rotation)) for e in episodes}
-        groups: dict[tuple, list[int]] = {}
-        for i, t in enumerate(self.store.trajectories):
-            if t.iteration == 0 and t.episode_id in start:
-                groups.setdefault(start[t.episode_id], []).append(i)
-        steps = 0
-        for members in groups.values():
-            if len(members) < 2:
-                continue
-            actions = [self.store.chunks[t.chunk]["steps"]["action"][t.start:t.start + t.length]
-                       for t in (self.store.trajectories[i] for i in members)]
-            for i, found in zip(members, sibling_decision_steps(actions)):
-                if len(found):
-                    self.sibling_decisions[i] = found
-                    steps += len(found)
+        self.sibling_decisions = sibling_decisions(self.store, self._episodes())
+        steps = sum(len(found) for found in self.sibling_decisions.values())
         teacher = sum(t.length for t in self.store.trajectories if t.iteration == 0)
         log.info("sibling decisions: %d steps in %d trajectories (%.2f %% of the teacher-forcing steps) weigh %.1f",
                  steps, len(self.sibling_decisions), 100.0 * steps / max(teacher, 1), self.cfg.sibling_weight)
+
+    def _episodes(self) -> list:
+        """The training episodes and, with ``aug``, the augmentation's."""
+        from sim.tasks.dataset import load_dataset
+
+        episodes = list(self.train_set.episodes)
+        if self.cfg.aug:
+            episodes += load_dataset(self._augmentation_dir(), "aug", strict=False).episodes
+        return episodes
 
     def _sibling_weights(self, batch: dict):
         """(B, T) factors of the imitation loss: ``sibling_weight`` at sibling decisions, else 1."""
