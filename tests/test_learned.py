@@ -831,7 +831,7 @@ def test_instruction_probe_tells_readers_from_policies_that_ignore_the_instructi
 
     trainer, out = grouped
     store = trainer.store
-    episodes = trainer._episodes()
+    episodes = trainer.training_episodes()
     pairs = sibling_pairs(store, episodes)
     assert pairs
     everything = store.batch(list(range(len(store.trajectories))))

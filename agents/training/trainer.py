@@ -351,13 +351,13 @@ class Trainer:
         self.sibling_decisions = {}
         if self.cfg.sibling_weight == 1.0:
             return
-        self.sibling_decisions = sibling_decisions(self.store, self._episodes())
+        self.sibling_decisions = sibling_decisions(self.store, self.training_episodes())
         steps = sum(len(found) for found in self.sibling_decisions.values())
         teacher = sum(t.length for t in self.store.trajectories if t.iteration == 0)
         log.info("sibling decisions: %d steps in %d trajectories (%.2f %% of the teacher-forcing steps) weigh %.1f",
                  steps, len(self.sibling_decisions), 100.0 * steps / max(teacher, 1), self.cfg.sibling_weight)
 
-    def _episodes(self) -> list:
+    def training_episodes(self) -> list:
         """The training episodes and, with ``aug``, the augmentation's."""
         from sim.tasks.dataset import load_dataset
 
