@@ -828,11 +828,13 @@ class _Oracle(torch.nn.Module):
 
 def test_instruction_probe_tells_readers_from_policies_that_ignore_the_instruction(grouped, capsys):
     from agents.training.probe import instruction_probe, sibling_pairs
+    from agents.training.store import sibling_decisions, sibling_groups
 
     trainer, out = grouped
     store = trainer.store
     episodes = trainer.training_episodes()
-    pairs = sibling_pairs(store, episodes)
+    groups = sibling_groups(store, episodes)
+    pairs = sibling_pairs(store, groups, sibling_decisions(store, groups))
     assert pairs
     everything = store.batch(list(range(len(store.trajectories))))
     acts, rgb = everything["action"], everything["rgb"]

@@ -13,22 +13,23 @@ from __future__ import annotations
 
 import numpy as np
 
-from agents.training.store import TrajectoryStore, sibling_decision_steps, sibling_decisions, sibling_groups
+from agents.training.store import TrajectoryStore, sibling_decisions, sibling_groups
 
 
-def sibling_pairs(store: TrajectoryStore, episodes) -> list[tuple[int, int, int]]:
-    """(trajectory i, sibling j, step t) for each grouped teacher-forcing trajectory i with a
-    sibling decision: t is its first, j the first sibling (by index) that parts from it at t."""
+def sibling_pairs(store: TrajectoryStore, groups: list[list[int]],
+                  decisions: dict[int, np.ndarray]) -> list[tuple[int, int, int]]:
+    """(trajectory i, sibling j, step t) for each trajectory i of ``groups`` (``sibling_groups``)
+    with sibling decisions (``sibling_decisions``): t is its first, j the first sibling (by index)
+    that parts from it at t."""
     pairs = []
-    for members in sibling_groups(store, episodes):
-        actions = [store.actions(i) for i in members]
-        for k, found in enumerate(sibling_decision_steps(actions)):
-            if not len(found):
+    for members in groups:
+        for i in members:
+            if i not in decisions:
                 continue
-            t, a = int(found[0]), actions[k]
-            j = next(members[m] for m, b in enumerate(actions)
-                     if m != k and len(b) > t and (b[:t] == a[:t]).all() and b[t] != a[t])
-            pairs.append((members[k], j, t))
+            t, a = int(decisions[i][0]), store.actions(i)
+            j = next(m for m in members
+                     if m != i and len(b := store.actions(m)) > t and (b[:t] == a[:t]).all() and b[t] != a[t])
+            pairs.append((i, j, t))
     return pairs
 
 
@@ -51,15 +52,20 @@ def instruction_probe(policy, store: TrajectoryStore, episodes, trajectories: in
     """
     import torch
 
-    pairs = sibling_pairs(store, episodes)
+    groups = sibling_groups(store, episodes)
+    decisions = sibling_decisions(store, groups)
+    pairs = sibling_pairs(store, groups, decisions)
     if not pairs:
         return {"trajectories": 0, "own_instruction": None, "sibling_instruction": None, "other_steps": None}
     rng = np.random.default_rng(seed)
     pairs = [pairs[k] for k in sorted(rng.permutation(len(pairs))[:trajectories])]
-    decisions = sibling_decisions(store, episodes)
     device = next(policy.parameters()).device
     pc = policy.cfg
     own = swapped = other = other_n = 0
+
+    def twice(x):  # the same frames under both instructions
+        return torch.from_numpy(np.concatenate([x, x])).to(device)
+
     policy.eval()
     for s in range(0, len(pairs), batch_size):
         chunk = pairs[s:s + batch_size]
@@ -69,10 +75,6 @@ def instruction_probe(policy, store: TrajectoryStore, episodes, trajectories: in
         tokens = np.zeros((2 * len(chunk), width), np.int64)
         tokens[: len(chunk), : mine["tokens"].shape[1]] = mine["tokens"]
         tokens[len(chunk):, : theirs.shape[1]] = theirs
-
-        def twice(x):
-            return torch.from_numpy(np.concatenate([x, x])).to(device)
-
         with torch.no_grad():
             logits = policy.forward_sequence(torch.from_numpy(tokens).to(device),
                                              twice(mine["rgb"]) if pc.uses_rgb else None,

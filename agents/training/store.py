@@ -268,8 +268,10 @@ def sibling_decision_steps(action_sequences) -> list[np.ndarray]:
     for i, a in enumerate(seqs):
         steps = set()
         for j, b in enumerate(seqs):
+            if j == i:
+                continue
             n = min(len(a), len(b))
-            differ = np.flatnonzero(a[:n] != b[:n]) if j != i else ()
+            differ = np.flatnonzero(a[:n] != b[:n])
             if len(differ):
                 steps.add(int(differ[0]))
         out.append(np.array(sorted(steps), np.int64))
@@ -288,11 +290,11 @@ def sibling_groups(store: TrajectoryStore, episodes) -> list[list[int]]:
     return [g for g in groups.values() if len(g) > 1]
 
 
-def sibling_decisions(store: TrajectoryStore, episodes) -> dict[int, np.ndarray]:
-    """Trajectory index -> its sibling decision steps (``sibling_decision_steps``), for the grouped
-    teacher-forcing trajectories of ``store`` that have any."""
+def sibling_decisions(store: TrajectoryStore, groups: list[list[int]]) -> dict[int, np.ndarray]:
+    """Trajectory index -> its sibling decision steps (``sibling_decision_steps``), for the
+    trajectories of ``groups`` (``sibling_groups``) that have any."""
     out = {}
-    for members in sibling_groups(store, episodes):
+    for members in groups:
         for i, found in zip(members, sibling_decision_steps(store.actions(m) for m in members)):
             if len(found):
                 out[i] = found

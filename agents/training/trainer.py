@@ -346,12 +346,12 @@ class Trainer:
     def _find_sibling_decisions(self) -> None:
         """Marks, for ``sibling_weight``, the steps of teacher-forcing trajectories at which one
         departs from another that started at the same pose in the same house (destination groups)."""
-        from agents.training.store import sibling_decisions
+        from agents.training.store import sibling_decisions, sibling_groups
 
-        self.sibling_decisions = {}
         if self.cfg.sibling_weight == 1.0:
+            self.sibling_decisions = {}
             return
-        self.sibling_decisions = sibling_decisions(self.store, self.training_episodes())
+        self.sibling_decisions = sibling_decisions(self.store, sibling_groups(self.store, self.training_episodes()))
         steps = sum(len(found) for found in self.sibling_decisions.values())
         teacher = sum(t.length for t in self.store.trajectories if t.iteration == 0)
         log.info("sibling decisions: %d steps in %d trajectories (%.2f %% of the teacher-forcing steps) weigh %.1f",
