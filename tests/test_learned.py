@@ -973,3 +973,46 @@ def test_depth_init_copies_and_freezes_the_pointnav_encoder(pointnav, bench, tmp
     torch.save({"state_dict": {}}, tmp_path / "other.pt")
     with pytest.raises(CheckpointError, match="not a point-goal depth checkpoint"):
         load_depth_init(trainer.policy, tmp_path / "other.pt")
+
+
+def test_probe_builds_groups_on_other_houses_and_regenerates_a_runs_own(grouped, bench, tmp_path, capsys):
+    from agents.training.probe import build_group_store, instruction_probe
+    from sim.tasks.dataset import load_dataset
+
+    trainer, out = grouped
+    data, _ = bench
+    policy, words = trainer.policy, trainer.vocab
+    # seed 0 on the training houses regenerates the run's own groups: the same expert paths, so the
+    # same probe result as on the run's store
+    store, episodes = build_group_store(tmp_path / "train0", "train", policy.cfg.sensors(), words, per_house=8,
+                                        seed=0, workers=1, progress=False, data_dir=data)
+    run_aug = load_dataset(out / "aug", "aug").episodes
+    assert [e.instruction.instruction_text for e in episodes] == [e.instruction.instruction_text for e in run_aug]
+    run_paths = sorted(trainer.store.actions(i).tolist() for i, tr in enumerate(trainer.store.trajectories)
+                       if tr.iteration == 0 and int(tr.episode_id) > 100000)
+    assert sorted(store.actions(i).tolist() for i in range(len(store.trajectories))) == run_paths
+    assert (instruction_probe(policy, store, episodes, trajectories=1000)
+            == instruction_probe(policy, trainer.store, trainer.training_episodes(), trajectories=1000))
+    # held-out houses: every group lies in a val_unseen house, none in a training house
+    assert main(["probe", "--houses", "val_unseen", "--out", str(tmp_path / "unseen"), "--dataset", str(data),
+                 "--groups-per-house", "8", "--workers", "1", "--checkpoint", str(out / "last.pt"), "--json"]) == 0
+    res = json.loads(capsys.readouterr().out)
+    unseen = load_dataset(tmp_path / "unseen" / "aug", "aug").episodes
+    val_scenes = {e.scene_id for e in load_dataset(data, "val_unseen").episodes}
+    assert unseen and {e.scene_id for e in unseen} == val_scenes
+    assert res["trajectories"] > 0 and 0.0 <= res["own_instruction"] <= 1.0
+    chunks = sorted((tmp_path / "unseen" / "store" / "chunks").iterdir())
+    stamp = [c.stat().st_mtime_ns for c in chunks]  # a second probe reuses what the directory holds
+    assert main(["probe", "--houses", "val_unseen", "--out", str(tmp_path / "unseen"), "--dataset", str(data),
+                 "--groups-per-house", "8", "--workers", "1", "--checkpoint", str(out / "last.pt"), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out) == res
+    assert [c.stat().st_mtime_ns for c in sorted((tmp_path / "unseen" / "store" / "chunks").iterdir())] == stamp
+    # bad requests name what was wrong
+    assert main(["probe", str(out), "--houses", "train", "--out", str(tmp_path / "x"),
+                 "--checkpoint", str(out / "last.pt")]) == 2
+    assert "not both" in capsys.readouterr().err
+    assert main(["probe", "--houses", "train", "--checkpoint", str(out / "last.pt")]) == 2
+    assert "--out" in capsys.readouterr().err
+    assert main(["probe", "--houses", "train", "--out", str(tmp_path / "y"), "--dataset", str(tmp_path),
+                 "--checkpoint", str(out / "last.pt")]) == 2
+    assert "benchmark.json" in capsys.readouterr().err

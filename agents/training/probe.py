@@ -94,4 +94,45 @@ def instruction_probe(policy, store: TrajectoryStore, episodes, trajectories: in
             "other_steps": other / max(other_n, 1)}
 
 
-__all__ = ["instruction_probe", "sibling_pairs"]
+def build_group_store(out, houses: str, sensors: dict, vocab_words: list[str], per_house: int = 40, seed: int = 1,
+                      workers: int = 1, progress: bool = True, data_dir=None):
+    """Destination groups on the houses of benchmark split ``houses`` and their expert paths.
+
+    The groups (``make_augmentation(..., all_destinations=True)``) are written to ``out/aug`` and
+    teacher-forcing trajectories (beta = 1, the benchmark's expert) rendered with ``sensors`` to
+    ``out/store``; whatever ``out`` already holds of either is reused, so a second probe of another
+    checkpoint with the same sensors costs nothing. On ``train`` houses, ``seed`` 0 regenerates the
+    groups a training run with ``--aug-all-destinations --seed 0`` made; other seeds give new ones.
+
+    Returns (store, episodes): the ``TrajectoryStore`` and the groups' ``Episode`` records.
+    """
+    from pathlib import Path
+
+    from agents.training.collect import CollectJob, collect
+    from agents.training.trainer import make_augmentation
+    from sim.tasks.benchmark import ensure_benchmark
+    from sim.tasks.dataset import load_dataset
+
+    out = Path(out)
+    data_dir = Path(data_dir) if data_dir else ensure_benchmark(progress=progress)
+    aug = out / "aug"
+    if not (aug / "aug" / "aug.json.gz").is_file():
+        make_augmentation(data_dir, aug, per_house, seed, workers, progress, all_destinations=True, houses=houses)
+    episodes = load_dataset(aug, "aug", strict=False).episodes
+    by_scene: dict[str, list[str]] = {}
+    for ep in episodes:
+        by_scene.setdefault(ep.scene_id, []).append(ep.episode_id)
+    shares: list[list[str]] = [[] for _ in range(max(workers, 1))]
+    for ids in sorted(by_scene.values(), key=len, reverse=True):
+        min(shares, key=len).extend(ids)
+    jobs = [CollectJob(str(aug), "aug", str(data_dir / "scenes"), share, sensors, list(vocab_words), 1.0,
+                       str(out / "store"), f"0000_aug_{w:02d}") for w, share in enumerate(shares) if share]
+    store = TrajectoryStore(out / "store")
+    todo = [j for j in jobs if not store.has_chunk(j.chunk)]
+    if todo:
+        collect(todo, workers, progress, desc=f"collecting groups on {houses} houses")
+        store.reload()
+    return store, episodes
+
+
+__all__ = ["build_group_store", "instruction_probe", "sibling_pairs"]

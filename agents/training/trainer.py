@@ -627,10 +627,13 @@ def train(cfg: TrainConfig, out: str | Path, progress: bool = True) -> dict:
 
 
 def make_augmentation(data_dir: Path, out: Path, per_house: int, seed: int, workers: int = 1,
-                      progress: bool = True, all_destinations: bool = False) -> Path:
+                      progress: bool = True, all_destinations: bool = False, houses: str = "train") -> Path:
     """Extra instruction-path pairs on the training houses, from the benchmark generator with another
     seed (VLN-CE's EnvDrop-style augmentation), written as split ``aug`` in ``out``; with
-    ``all_destinations``, in groups from one start pose to each of its plausible destinations."""
+    ``all_destinations``, in groups from one start pose to each of its plausible destinations.
+
+    ``houses`` names the benchmark split whose houses are used (``train``; ``val_unseen`` or
+    ``test`` only for diagnostics such as ``vlnce probe --houses``, never for training)."""
     from tqdm import tqdm
 
     from sim.actions import Action
@@ -638,7 +641,9 @@ def make_augmentation(data_dir: Path, out: Path, per_house: int, seed: int, work
     from sim.tasks.dataset import Episode, Goal, GroundTruth, Instruction, VLNDataset, load_dataset
 
     meta = json.loads((Path(data_dir) / "benchmark.json").read_text())
-    seeds = meta["house_seeds"]["train"]
+    if houses not in meta["house_seeds"]:
+        raise ConfigError(f"no houses of split {houses!r} in {data_dir}; expected one of {sorted(meta['house_seeds'])}")
+    seeds = meta["house_seeds"][houses]
     config = BenchmarkConfig(**{**meta["config"], "seed": meta["config"]["seed"] + 7919 + seed})
     vocab = load_dataset(data_dir, "train", strict=False).vocab
     records = []
