@@ -1016,3 +1016,35 @@ def test_probe_builds_groups_on_other_houses_and_regenerates_a_runs_own(grouped,
     assert main(["probe", "--houses", "train", "--out", str(tmp_path / "y"), "--dataset", str(tmp_path),
                  "--checkpoint", str(out / "last.pt")]) == 2
     assert "benchmark.json" in capsys.readouterr().err
+
+
+def test_augmentation_on_new_houses_saves_them_and_trains_on_them(bench, tmp_path):
+    from agents.training.trainer import AUG_HOUSE_SEED, Trainer, make_augmentation
+    from sim.tasks.benchmark import scene_id_of
+    from sim.tasks.dataset import load_dataset
+
+    data, summary = bench
+    make_augmentation(data, tmp_path / "gen", per_house=3, seed=0, new_houses=2)
+    aug = load_dataset(tmp_path / "gen", "aug")
+    benchmark_scenes = {scene_id_of(s) for seeds in summary["house_seeds"].values() for s in seeds}
+    scenes = {e.scene_id for e in aug.episodes}
+    assert len(aug.episodes) == 6 and scenes == {scene_id_of(AUG_HOUSE_SEED), scene_id_of(AUG_HOUSE_SEED + 1)}
+    assert scenes.isdisjoint(benchmark_scenes)
+    assert all((tmp_path / "gen" / "scenes" / s).is_file() for s in scenes)
+    # a run collects them from the saved houses: its store holds the training episode and every Aug one,
+    # each following its ground-truth actions (teacher forcing)
+    cfg = TrainConfig(agent="cma", dataset=str(data), image_size=16, hidden=32, epochs=1, batch_size=4,
+                      train_episodes=1, aug=True, aug_houses=1, aug_episodes_per_house=3, val_episodes=1,
+                      workers=1, embedding="learned")
+    trainer = Trainer(cfg, tmp_path / "run", progress=False)
+    trainer.run()
+    run_aug = load_dataset(tmp_path / "run" / "aug", "aug")
+    assert {e.scene_id for e in run_aug.episodes} == {scene_id_of(AUG_HOUSE_SEED)}
+    stored = {tr.episode_id: trainer.store.actions(i).tolist() for i, tr in enumerate(trainer.store.trajectories)}
+    assert len(stored) == 1 + len(run_aug.episodes)
+    for e in run_aug.episodes:
+        assert stored[e.episode_id] == list(run_aug.gt[e.episode_id].actions)
+    with pytest.raises(ConfigError, match="aug-houses"):
+        TrainConfig(aug_houses=3).validate()
+    with pytest.raises(ConfigError, match="aug-houses"):
+        TrainConfig(aug=True, aug_houses=-1).validate()

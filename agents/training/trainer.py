@@ -39,6 +39,7 @@ from vlnce.errors import CheckpointError, ConfigError, TrainingError
 
 log = logging.getLogger(__name__)
 TRAINERS = ("il", "dagger")
+AUG_HOUSE_SEED = 50000  # new Aug houses (``aug_houses``); the benchmark's are 1000+, 2000+, 3000+
 
 
 @dataclass
@@ -66,7 +67,12 @@ class TrainConfig:
         dagger_iterations, dagger_p, dagger_start: rounds n = start .. start + iterations - 1, beta = p^n.
         dagger_episodes: episodes collected per round, each at most once (so capped, with a warning,
             at the training pool). dagger_epochs: epochs per round.
-        aug_episodes_per_house: generated episodes per training house with ``aug``.
+        aug_episodes_per_house: generated episodes per house with ``aug``.
+        aug_houses: 0 generates the ``aug`` episodes on the training houses (VLN-CE's EnvDrop
+            setting); N > 0 on N new houses from the benchmark's generator instead, whose seeds no
+            split uses, saved with the episodes. Our addition: more environments is what narrows
+            the seen / unseen gap in later VLN work (AutoVLN, ScaleVLN), and the generator makes
+            them for free.
         aug_all_destinations: generate the ``aug`` episodes in groups that share a start pose, one
             to each destination plausible from it (``generate_house_episodes``), so that their first
             steps look the same and only the instruction says which way to go.
@@ -117,6 +123,7 @@ class TrainConfig:
     dagger_epochs: int = 2
     aug_episodes_per_house: int = 40
     aug_all_destinations: bool = False
+    aug_houses: int = 0
     sibling_weight: float = 1.0
     val_split: str = "val_unseen"
     val_episodes: int | None = 60
@@ -147,6 +154,9 @@ class TrainConfig:
             raise ConfigError(f"dagger_p must be in (0, 1], got {self.dagger_p}")
         if self.lr <= 0 or self.pm_alpha < 0 or self.room_alpha < 0 or self.dagger_start < 0:
             raise ConfigError("lr must be > 0, pm_alpha and room_alpha >= 0 and dagger_start >= 0")
+        if self.aug_houses < 0 or (self.aug_houses and not self.aug):
+            raise ConfigError(f"--aug-houses must be >= 0 and needs --aug, got {self.aug_houses}"
+                              f"{'' if self.aug else ' without --aug'}")
         if self.sibling_weight <= 0:
             raise ConfigError(f"--sibling-weight must be > 0 (1: off), got {self.sibling_weight}")
         if not (0.0 <= self.expert_hold_deg < 90.0):
@@ -387,7 +397,8 @@ class Trainer:
         aug = self.out / "aug"
         if not (aug / "aug" / "aug.json.gz").is_file():
             make_augmentation(self.data_dir, aug, self.cfg.aug_episodes_per_house, self.cfg.seed,
-                              self.cfg.workers, self.progress, self.cfg.aug_all_destinations)
+                              self.cfg.workers, self.progress, self.cfg.aug_all_destinations,
+                              new_houses=self.cfg.aug_houses)
         return aug
 
     def _collect_round(self, n: int, beta: float) -> None:
@@ -401,7 +412,8 @@ class Trainer:
                     [e for e in self.train_set.episodes if e.episode_id in wanted])]
         if cfg.aug:
             aug = self._augmentation_dir()
-            sources.append((str(aug), "aug", self.scenes_dir, load_dataset(aug, "aug", strict=False).episodes))
+            scenes = str(aug / "scenes") if cfg.aug_houses else self.scenes_dir
+            sources.append((str(aug), "aug", scenes, load_dataset(aug, "aug", strict=False).episodes))
         picks = [(k, ep) for k, (*_, eps) in enumerate(sources) for ep in eps]
         if cfg.trainer == "dagger":
             rng = np.random.default_rng([cfg.seed, n])
@@ -627,13 +639,16 @@ def train(cfg: TrainConfig, out: str | Path, progress: bool = True) -> dict:
 
 
 def make_augmentation(data_dir: Path, out: Path, per_house: int, seed: int, workers: int = 1,
-                      progress: bool = True, all_destinations: bool = False, houses: str = "train") -> Path:
+                      progress: bool = True, all_destinations: bool = False, houses: str = "train",
+                      new_houses: int = 0) -> Path:
     """Extra instruction-path pairs on the training houses, from the benchmark generator with another
     seed (VLN-CE's EnvDrop-style augmentation), written as split ``aug`` in ``out``; with
     ``all_destinations``, in groups from one start pose to each of its plausible destinations.
 
     ``houses`` names the benchmark split whose houses are used (``train``; ``val_unseen`` or
-    ``test`` only for diagnostics such as ``vlnce probe --houses``, never for training)."""
+    ``test`` only for diagnostics such as ``vlnce probe --houses``, never for training).
+    ``new_houses`` > 0 uses that many new houses instead (seeds ``AUG_HOUSE_SEED`` + i, which no
+    split of the benchmark uses), written to ``out/scenes`` under their scene ids."""
     from tqdm import tqdm
 
     from sim.actions import Action
@@ -644,6 +659,14 @@ def make_augmentation(data_dir: Path, out: Path, per_house: int, seed: int, work
     if houses not in meta["house_seeds"]:
         raise ConfigError(f"no houses of split {houses!r} in {data_dir}; expected one of {sorted(meta['house_seeds'])}")
     seeds = meta["house_seeds"][houses]
+    if new_houses:
+        from sim.tasks.benchmark import HOUSE_CONFIG, scene_id_of
+        from sim.scenes.generator import generate_house
+
+        seeds = [AUG_HOUSE_SEED + i for i in range(new_houses)]
+        taken = set().union(*map(set, meta["house_seeds"].values()))
+        if taken & set(seeds):
+            raise ConfigError(f"new Aug house seeds {seeds[0]}..{seeds[-1]} overlap the benchmark's own houses")
     config = BenchmarkConfig(**{**meta["config"], "seed": meta["config"]["seed"] + 7919 + seed})
     vocab = load_dataset(data_dir, "train", strict=False).vocab
     records = []
@@ -666,6 +689,13 @@ def make_augmentation(data_dir: Path, out: Path, per_house: int, seed: int, work
                                 [Goal(r["goal"], config.goal_radius_m)], r["reference_path"],
                                 {"geodesic_distance": r["geodesic_distance"], "distractors": r["distractors"]}))
         gt[eid] = GroundTruth(r["actions"], sum(a == Action.MOVE_FORWARD for a in r["actions"]), r["locations"])
+    if new_houses:
+        used = sorted({r["house"] for r in records})
+        for s in tqdm(used, desc="saving Aug houses", disable=not progress):
+            path = Path(out) / "scenes" / scene_id_of(s)
+            if not path.is_file():
+                generate_house(s, HOUSE_CONFIG).save(path)
+    # the split is written last: a crash before it leaves no aug.json.gz, so everything is made again
     VLNDataset("aug", episodes, vocab, gt).save(out)
     return out
 
