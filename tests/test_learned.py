@@ -255,6 +255,35 @@ class _Unsafe:
 
 
 # --- checkpoints --------------------------------------------------------------------------------
+@pytest.mark.parametrize("arch", ["seq2seq", "cma"])
+def test_feature_dropout_acts_in_training_only_and_round_trips(arch, tmp_path):
+    from dataclasses import asdict
+
+    plain, dropped = _policy(arch), _policy(arch, dropout=0.5)  # same seed, so the same weights
+    x = _inputs()
+    with torch.no_grad():
+        # evaluation and acting are untouched by it
+        torch.testing.assert_close(dropped.forward_sequence(*x)[0], plain.forward_sequence(*x)[0])
+        dropped.train()
+        a, b = dropped.forward_sequence(*x)[0], dropped.forward_sequence(*x)[0]
+        assert not torch.allclose(a, b)  # a fresh mask each pass
+        # dropout zeroes features: the instruction states are zero in about half their elements
+        states = dropped.encode_instruction(x[0])[0]
+        assert 0.35 < (states == 0).float().mean().item() < 0.65
+        dropped.set_dropout(0.0)
+        torch.testing.assert_close(dropped.forward_sequence(*x)[0], plain.forward_sequence(*x)[0])
+    dropped.set_dropout(0.25)
+    save_checkpoint(tmp_path / "p.pt", dropped, VOCAB)
+    q, blob = load_policy(tmp_path / "p.pt", vocab_words=VOCAB)
+    assert blob["config"]["dropout"] == 0.25 and q.cfg.dropout == 0.25 and q.feature_dropout.p == 0.25
+    old = {k: v for k, v in asdict(plain.cfg).items() if k != "dropout"}  # a checkpoint from before it existed
+    assert PolicyConfig.from_dict(old).dropout == 0.0
+    with pytest.raises(ConfigError, match="dropout"):
+        dropped.set_dropout(1.0)
+    with pytest.raises(ConfigError, match="dropout"):
+        TrainConfig(dropout=-0.1).validate()
+
+
 def test_checkpoint_round_trip_and_bad_checkpoints(tmp_path):
     p = _policy("cma", progress_monitor=True)
     path = tmp_path / "cma.pt"
@@ -474,6 +503,9 @@ def test_finetuning_and_stores_refuse_another_architecture(trained, monkeypatch,
     with pytest.raises(CheckpointError, match=r"--image-size 16 \(this run: 32\)"):
         Trainer(TrainConfig(**{**tuned, "image_size": 32}), tmp_path / "b", progress=False)
     assert Trainer(TrainConfig(**tuned), tmp_path / "c", progress=False).policy.cfg.hidden == 32
+    # dropout is a training setting, not architecture: a fine-tuning run sets its own
+    dropped = Trainer(TrainConfig(**{**tuned, "dropout": 0.3}), tmp_path / "e", progress=False).policy
+    assert dropped.cfg.dropout == 0.3 and dropped.feature_dropout.p == 0.3
     # a store collected at 16 px copied into a 32 px run
     shutil.copytree(out / "store", tmp_path / "d" / "store")
     with pytest.raises(DatasetError, match="holds 16x16 rgb frames, this policy takes 32x32"):

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import abc
 import io
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 
 import numpy as np
@@ -51,6 +51,10 @@ class PolicyConfig:
         room_aux: add two room-type heads for an auxiliary loss: the room the agent is in (from
             the state) and, per visual grid cell, the room the camera sees there (from the cell's
             RGB and depth features). Acting does not use them.
+        dropout: probability of zeroing an element of the instruction states and of the RGB and
+            depth grid features while training (EnvDrop's feature dropout, Tan et al. 2019; VLN-CE's
+            CMA has none). Not architecture: acting and evaluation are unaffected, and a
+            fine-tuning run may set another value.
     """
 
     arch: str = "cma"
@@ -71,6 +75,7 @@ class PolicyConfig:
     ablation: str = "none"
     progress_monitor: bool = False
     room_aux: bool = False
+    dropout: float = 0.0
 
     def validate(self) -> "PolicyConfig":
         POLICIES.get(self.arch)
@@ -84,6 +89,8 @@ class PolicyConfig:
                      "depth_channels", "rgb_dim", "depth_dim", "hidden", "prev_action_dim"):
             if int(getattr(self, name)) < 1:
                 raise ConfigError(f"policy.{name} must be positive, got {getattr(self, name)}")
+        if not 0.0 <= float(self.dropout) < 1.0:
+            raise ConfigError(f"policy.dropout must be in [0, 1), got {self.dropout}")
         return self
 
     @property
@@ -138,6 +145,7 @@ class VLNPolicy(nn.Module, abc.ABC):
         rgb = RGB_ENCODERS.get(cfg.rgb_encoder)(cfg.rgb_channels, cfg.rgb_size)
         depth = DEPTH_ENCODERS.get(cfg.depth_encoder)(cfg.depth_channels, cfg.depth_size)
         self.rgb_cells, self.depth_cells = rgb.cells, depth.cells
+        self.feature_dropout = nn.Dropout(cfg.dropout)
         self.rgb_encoder = rgb if cfg.uses_rgb else None
         self.depth_encoder = depth if cfg.uses_depth else None
         self.rgb_fc = nn.Sequential(nn.Linear(cfg.rgb_channels, cfg.rgb_dim), nn.ReLU())
@@ -161,7 +169,7 @@ class VLNPolicy(nn.Module, abc.ABC):
         states, final, mask = self.instruction_encoder(tokens)
         if not self.cfg.uses_instruction:
             states, final = torch.zeros_like(states), torch.zeros_like(final)
-        return states, final, mask
+        return self.feature_dropout(states), self.feature_dropout(final), mask
 
     def encode_visual(self, rgb: torch.Tensor | None, depth: torch.Tensor | None, n: int) -> dict:
         """Per frame (n frames): RGB cells (n, cells, C), pooled RGB (n, rgb_dim), depth cells and vector."""
@@ -174,10 +182,16 @@ class VLNPolicy(nn.Module, abc.ABC):
             dgrid = self.depth_encoder(self._check(depth, "depth", (cfg.depth_size, cfg.depth_size, 1))).flatten(2).transpose(1, 2)
         else:
             dgrid = torch.zeros(n, self.depth_cells, cfg.depth_channels, device=dev)
+        grid, dgrid = self.feature_dropout(grid), self.feature_dropout(dgrid)
         rgb_vec = self.rgb_fc(grid.mean(1)) if self.rgb_encoder is not None else torch.zeros(n, cfg.rgb_dim, device=dev)
         depth_vec = (self.depth_fc(dgrid.transpose(1, 2).flatten(1)) if self.depth_encoder is not None
                      else torch.zeros(n, cfg.depth_dim, device=dev))
         return {"rgb_grid": grid, "rgb": rgb_vec, "depth_grid": dgrid, "depth": depth_vec}
+
+    def set_dropout(self, p: float) -> None:
+        """Change the training-time feature dropout (``PolicyConfig.dropout``), e.g. to fine-tune with another."""
+        self.cfg = replace(self.cfg, dropout=float(p)).validate()
+        self.feature_dropout.p = float(p)
 
     @staticmethod
     def _check(x: torch.Tensor | None, name: str, shape: tuple) -> torch.Tensor:

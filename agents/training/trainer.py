@@ -76,6 +76,9 @@ class TrainConfig:
         aug_all_destinations: generate the ``aug`` episodes in groups that share a start pose, one
             to each destination plausible from it (``generate_house_episodes``), so that their first
             steps look the same and only the instruction says which way to go.
+        dropout: training-time dropout on the instruction states and visual grid features
+            (``PolicyConfig.dropout``; EnvDrop's feature dropout). With ``finetune`` it replaces
+            the checkpoint's. 0: off, as VLN-CE's CMA.
         sibling_weight: factor on the imitation loss at sibling decisions: the steps at which a
             teacher-forcing trajectory first departs from another that started at the same pose in
             the same house (``sibling_decision_steps``; the destination groups make them). There the
@@ -124,6 +127,7 @@ class TrainConfig:
     aug_episodes_per_house: int = 40
     aug_all_destinations: bool = False
     aug_houses: int = 0
+    dropout: float = 0.0
     sibling_weight: float = 1.0
     val_split: str = "val_unseen"
     val_episodes: int | None = 60
@@ -157,6 +161,8 @@ class TrainConfig:
         if self.aug_houses < 0 or (self.aug_houses and not self.aug):
             raise ConfigError(f"--aug-houses must be >= 0 and needs --aug, got {self.aug_houses}"
                               f"{'' if self.aug else ' without --aug'}")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ConfigError(f"--dropout must be in [0, 1), got {self.dropout}")
         if self.sibling_weight <= 0:
             raise ConfigError(f"--sibling-weight must be > 0 (1: off), got {self.sibling_weight}")
         if not (0.0 <= self.expert_hold_deg < 90.0):
@@ -244,11 +250,12 @@ class Trainer:
             if diff:
                 raise CheckpointError(f"--finetune {cfg.finetune} was trained with {', '.join(diff)}; "
                                       "pass the checkpoint's values")
+            self.policy.set_dropout(cfg.dropout)  # a training setting, not the checkpoint's architecture
         else:
             pc = PolicyConfig(arch=cfg.agent, vocab_size=len(self.vocab), embedding=embedding,
                               rgb_encoder=cfg.rgb_encoder, rgb_size=cfg.image_size, depth_size=cfg.image_size,
                               hidden=cfg.hidden, ablation=cfg.ablation, progress_monitor=cfg.progress_monitor,
-                              room_aux=cfg.room_aux)
+                              room_aux=cfg.room_aux, dropout=cfg.dropout)
             torch.manual_seed(cfg.seed)
             self.policy = build_policy(pc, self.vocab)
             if cfg.depth_init:

@@ -45,6 +45,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--aug-houses", type=int, default=0,
                    help="generate the --aug episodes on this many new houses from the benchmark's generator "
                         "(saved with them) instead of the training houses; 0: the training houses")
+    p.add_argument("--dropout", type=float, default=0.0,
+                   help="training-time dropout on the instruction states and visual grid features (EnvDrop's "
+                        "feature dropout; 0: off, as VLN-CE's CMA)")
     p.add_argument("--sibling-weight", type=float, default=1.0,
                    help="weigh the imitation loss this much more at the steps where an expert path first departs "
                         "from one that started at the same pose (destination groups); 1: off")
@@ -73,7 +76,7 @@ def run(args) -> int:
                       train_episodes=args.train_episodes, dagger_iterations=args.dagger_iterations,
                       dagger_p=args.dagger_p, dagger_start=args.dagger_start, dagger_episodes=args.dagger_episodes,
                       dagger_epochs=args.dagger_epochs, aug_episodes_per_house=args.aug_episodes_per_house,
-                      aug_all_destinations=args.aug_all_destinations, aug_houses=args.aug_houses,
+                      aug_all_destinations=args.aug_all_destinations, aug_houses=args.aug_houses, dropout=args.dropout,
                       sibling_weight=args.sibling_weight,
                       val_episodes=args.val_episodes or None, patience=args.patience, finetune=args.finetune,
                       depth_init=args.depth_init, freeze_depth=args.freeze_depth,
