@@ -7,6 +7,10 @@ only the instructions differ. At a trajectory's first such step the probe asks t
 the action twice, once with the trajectory's own instruction and once with the instruction of
 the sibling that parts from it there. A policy that ignores the instruction answers both the
 same; one that reads it matches the expert with its own and not with the sibling's.
+
+A run's own store asks about trajectories the policy was trained on; ``build_group_store`` makes
+new groups (another generation seed, or the houses of another split) to ask whether that
+reading carries over to episodes it never saw.
 """
 
 from __future__ import annotations
