@@ -117,8 +117,26 @@ def build_group_store(out, houses: str, sensors: dict, vocab_words: list[str], p
     from sim.tasks.benchmark import ensure_benchmark
     from sim.tasks.dataset import load_dataset
 
+    import json
+
+    from vlnce.errors import ConfigError
+    from vlnce.fileio import atomic_write_bytes
+
     out = Path(out)
     data_dir = Path(data_dir) if data_dir else ensure_benchmark(progress=progress)
+    # what the directory was made for; reusing it for other groups would probe the wrong ones
+    made = {"houses": houses, "per_house": per_house, "seed": seed, "benchmark": str(Path(data_dir).resolve())}
+    record = out / "groups.json"
+    if record.is_file():
+        before = json.loads(record.read_text())
+        diff = sorted(k for k in made if before.get(k) != made[k])
+        if diff:
+            was = ", ".join(f"{k} {before.get(k)}" for k in diff)
+            raise ConfigError(f"{out} holds groups made with other settings ({was}); use another --out or the same "
+                              "settings")
+    else:
+        out.mkdir(parents=True, exist_ok=True)
+        atomic_write_bytes(record, json.dumps(made, indent=1).encode())
     aug = out / "aug"
     if not (aug / "aug" / "aug.json.gz").is_file():
         make_augmentation(data_dir, aug, per_house, seed, workers, progress, all_destinations=True, houses=houses)
