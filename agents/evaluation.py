@@ -32,7 +32,7 @@ from sim.actions import Action
 from sim.geometry import heading_from_quat
 from sim.tasks.measures import DEFAULT_MEASURES, DIAGNOSTIC_MEASURES, json_values
 from vlnce.errors import ConfigError, DatasetError, NavigationError
-from vlnce.fileio import atomic_write_bytes
+from vlnce.fileio import atomic_write_bytes, setting_changes
 
 log = logging.getLogger(__name__)
 # How an episode can end; every episode ends exactly one way (see ``outcomes``).
@@ -367,10 +367,8 @@ def _check_resume(cfg: EvalConfig, out: Path, resuming: bool) -> None:
     path = out / "eval_config.json"
     mine = _run_identity(cfg)
     if resuming and path.is_file():
-        theirs = json.loads(path.read_text())
-        differ = sorted(k for k in mine if theirs.get(k) != mine[k])
-        if differ:
-            detail = ", ".join(f"{k}: {theirs.get(k)!r} there, {mine[k]!r} now" for k in differ)
+        detail = setting_changes(json.loads(path.read_text()), mine)
+        if detail:
             raise ConfigError(f"{out} holds episodes of another evaluation ({detail}); "
                               "use another --out or delete that directory")
     atomic_write_bytes(path, json.dumps(mine, indent=1).encode())

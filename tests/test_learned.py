@@ -1042,7 +1042,7 @@ def test_probe_builds_groups_on_other_houses_and_regenerates_a_runs_own(grouped,
     # ... and refuses to reuse it for other groups
     assert main(["probe", "--houses", "val_unseen", "--out", str(tmp_path / "unseen"), "--dataset", str(data),
                  "--groups-per-house", "9", "--workers", "1", "--checkpoint", str(out / "last.pt")]) == 2
-    assert "per_house 8" in capsys.readouterr().err
+    assert "per_house: 8 there, 9 now" in capsys.readouterr().err
     # bad requests name what was wrong
     assert main(["probe", str(out), "--houses", "train", "--out", str(tmp_path / "x"),
                  "--checkpoint", str(out / "last.pt")]) == 2

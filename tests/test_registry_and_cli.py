@@ -22,6 +22,21 @@ def test_registry_checks_the_base_class():
         reg.add("x", list)
 
 
+def test_setting_changes_names_each_difference_with_both_values():
+    from vlnce.fileio import setting_changes
+
+    recorded = {"lr": 0.001, "epochs": 5, "workers": 2}
+    assert setting_changes(recorded, dict(recorded)) == ""
+    assert setting_changes(recorded, {**recorded, "lr": 0.0005, "epochs": 6}) == \
+        "epochs: 5 there, 6 now, lr: 0.001 there, 0.0005 now"
+    assert setting_changes(recorded, {**recorded, "workers": 8}, ignore={"workers"}) == ""
+    # a setting the run predates: equal to its default is no change, anything else is
+    assert setting_changes(recorded, {**recorded, "dropout": 0.0}, defaults={"dropout": 0.0}) == ""
+    assert setting_changes(recorded, {**recorded, "dropout": 0.3}, defaults={"dropout": 0.0}) == \
+        "dropout: 0.0 there, 0.3 now"
+    assert setting_changes(recorded, {**recorded, "dropout": 0.3}) == "dropout: None there, 0.3 now"
+
+
 @pytest.mark.parametrize("argv", [[], *[[name] for name in COMMANDS], ["scene", "build"], ["scene", "show"],
                                   ["scene", "walk"], ["bench", "sim"], ["data", "build"]])
 def test_every_command_has_help(argv, capsys):

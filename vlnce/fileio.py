@@ -1,4 +1,5 @@
-"""File helpers: atomic writes, so that a crash never leaves a half-written output behind."""
+"""File helpers: atomic writes, so that a crash never leaves a half-written output behind, and the check
+that a run's directory is resumed with the settings it was made with."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ import contextlib
 import os
 import tempfile
 from pathlib import Path
-from typing import Iterator
+from typing import Iterable, Iterator, Mapping
 
 
 @contextlib.contextmanager
@@ -40,6 +41,18 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
     with atomic_path(path) as tmp:
         tmp.write_bytes(data)
     return Path(path)
+
+
+def setting_changes(recorded: Mapping, current: Mapping, ignore: Iterable[str] = (),
+                    defaults: Mapping | None = None) -> str:
+    """Where ``current`` settings differ from those ``recorded`` with an earlier run, for refusing to
+    resume or reuse its directory: ``"name: old there, new now"`` per setting, comma-separated, or
+    ``""`` when nothing differs. Names in ``ignore`` may change; a name missing from ``recorded``
+    takes its value from ``defaults`` (an option added after the run started ran with its default).
+    """
+    defaults, ignore = defaults or {}, set(ignore)
+    changed = sorted(k for k in current if k not in ignore and recorded.get(k, defaults.get(k)) != current[k])
+    return ", ".join(f"{k}: {recorded.get(k, defaults.get(k))!r} there, {current[k]!r} now" for k in changed)
 
 
 def default_cache_dir() -> Path:

@@ -300,14 +300,16 @@ def train_pointnav(cfg: PointNavConfig, out: str | Path, progress: bool = True) 
     from agents.training.store import inflection_coefficient
     from sim.tasks.benchmark import locate_dataset
     from sim.tasks.dataset import load_dataset
-    from vlnce.fileio import atomic_write_bytes
+    from vlnce.fileio import atomic_write_bytes, setting_changes
 
     cfg.validate()
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     cfg_path = out / "pointnav_config.json"
-    if cfg_path.is_file() and json.loads(cfg_path.read_text()) != asdict(cfg):
-        raise ConfigError(f"{out} holds a point-goal run with other settings; use another --out or the same options")
+    diff = setting_changes(json.loads(cfg_path.read_text()), asdict(cfg)) if cfg_path.is_file() else ""
+    if diff:
+        raise ConfigError(f"{out} holds a point-goal run with other settings ({diff}); use another --out or the "
+                          "same options")
     atomic_write_bytes(cfg_path, json.dumps(asdict(cfg), indent=1).encode())
     data_dir, scenes = locate_dataset(cfg.dataset, None, workers=max(cfg.workers, 2), progress=progress)
     scenes_dir = str(scenes) if scenes else None

@@ -120,7 +120,7 @@ def build_group_store(out, houses: str, sensors: dict, vocab_words: list[str], p
     import json
 
     from vlnce.errors import ConfigError
-    from vlnce.fileio import atomic_write_bytes
+    from vlnce.fileio import atomic_write_bytes, setting_changes
 
     out = Path(out)
     data_dir = Path(data_dir) if data_dir else ensure_benchmark(progress=progress)
@@ -128,11 +128,9 @@ def build_group_store(out, houses: str, sensors: dict, vocab_words: list[str], p
     made = {"houses": houses, "per_house": per_house, "seed": seed, "benchmark": str(Path(data_dir).resolve())}
     record = out / "groups.json"
     if record.is_file():
-        before = json.loads(record.read_text())
-        diff = sorted(k for k in made if before.get(k) != made[k])
+        diff = setting_changes(json.loads(record.read_text()), made)
         if diff:
-            was = ", ".join(f"{k} {before.get(k)}" for k in diff)
-            raise ConfigError(f"{out} holds groups made with other settings ({was}); use another --out or the same "
+            raise ConfigError(f"{out} holds groups made with other settings ({diff}); use another --out or the same "
                               "settings")
     else:
         out.mkdir(parents=True, exist_ok=True)

@@ -299,15 +299,14 @@ class Trainer:
         path = self.out / "train_config.json"
         mine = asdict(self.cfg)
         if path.is_file():
-            theirs = json.loads(path.read_text())
-            # options added after a run started take their defaults there
-            theirs = {**asdict(TrainConfig()), **theirs}
+            from vlnce.fileio import setting_changes
+
             # may change on resume; dagger_iterations too, as the finished rounds stay a prefix of the
             # schedule, so a finished run can be given more rounds
             keep = {"workers", "device", "val_episodes", "patience", "dagger_iterations"}
-            diff = sorted(k for k in mine if k not in keep and theirs.get(k) != mine[k])
+            diff = setting_changes(json.loads(path.read_text()), mine, keep, defaults=asdict(TrainConfig()))
             if diff:
-                raise ConfigError(f"{self.out} holds a run with other settings ({', '.join(diff)}); "
+                raise ConfigError(f"{self.out} holds a run with other settings ({diff}); "
                                   "use another --out or the same options to resume")
 
     def _write_run_config(self) -> None:

@@ -41,6 +41,7 @@ from perception.detection.faster_rcnn import FasterRCNN, build_faster_rcnn
 from perception.detection.roi_heads import RoIHeadsConfig
 from perception.detection.rpn import RPNConfig
 from vlnce.errors import CheckpointError, ConfigError, TrainingError
+from vlnce.fileio import setting_changes
 from vlnce.torchio import resolve_device
 
 log = logging.getLogger(__name__)
@@ -213,14 +214,11 @@ class DetectionTrainer:
 
     def _resume(self, path: Path) -> None:
         model, blob = load_detector(path, "cpu")
-        theirs = blob.get("train_config", {})
-        mine = self.cfg.to_json()
-        # runs from before an option existed ran with its default
-        defaults = DetectTrainConfig().to_json()
         keep = {"device", "threads", "eval_every", "max_eval_images", "save_every", "epochs"}
-        diff = sorted(k for k in mine if k not in keep and theirs.get(k, defaults[k]) != mine[k])
+        diff = setting_changes(blob.get("train_config", {}), self.cfg.to_json(), keep,
+                               defaults=DetectTrainConfig().to_json())
         if diff:
-            raise ConfigError(f"{path} holds a run with other settings ({', '.join(diff)}); use the same options, "
+            raise ConfigError(f"{path} holds a run with other settings ({diff}); use the same options, "
                               "another --out or --no-resume")
         try:
             self.model.load_state_dict(model.state_dict())
