@@ -632,6 +632,20 @@ def test_dagger_collection_labels_with_the_expert_and_records_executed_actions(b
     assert steps["progress"][0] == 0 and steps["progress"][-1] > 0.8
 
 
+def test_collection_shares_keep_scenes_whole_and_even():
+    from types import SimpleNamespace
+
+    from agents.training.collect import shares_by_scene
+
+    eps = [SimpleNamespace(scene_id=s, episode_id=f"{s}{i}") for s, n in (("b", 2), ("a", 3), ("c", 2), ("d", 1))
+           for i in range(n)]
+    # largest scene first, each to the smallest share so far (the first of equals)
+    assert shares_by_scene(eps, 2) == [["a0", "a1", "a2", "d0"], ["b0", "b1", "c0", "c1"]]
+    assert shares_by_scene(eps, 3) == [["a0", "a1", "a2"], ["b0", "b1", "d0"], ["c0", "c1"]]
+    assert shares_by_scene(eps, 6)[4:] == [[], []]
+    assert shares_by_scene(eps, 0) == [["a0", "a1", "a2", "b0", "b1", "c0", "c1", "d0"]]
+
+
 def test_collection_in_two_worker_processes_keeps_every_episode_and_label(bench, tmp_path):
     from agents.training.collect import CollectJob, collect
     from sim.tasks.dataset import load_dataset

@@ -181,6 +181,19 @@ def _pool_job(job: CollectJob) -> dict:
     return run_job(job, _progress_queue)
 
 
+def shares_by_scene(episodes, workers: int) -> list[list[str]]:
+    """The ids of ``episodes`` dealt into ``workers`` shares (some may be empty), a scene's episodes
+    all in one share so that each worker loads few houses; the largest scenes go first, each to the
+    smallest share so far, to keep the shares even."""
+    by_scene: dict[str, list[str]] = {}
+    for ep in episodes:
+        by_scene.setdefault(ep.scene_id, []).append(ep.episode_id)
+    shares: list[list[str]] = [[] for _ in range(max(workers, 1))]
+    for ids in sorted(by_scene.values(), key=len, reverse=True):
+        min(shares, key=len).extend(ids)
+    return shares
+
+
 def collect(jobs: list[CollectJob], workers: int = 1, progress: bool = True, desc: str = "collecting") -> list[dict]:
     """Run collection jobs, in ``workers`` processes when > 1, with one progress bar over episodes."""
     from tqdm import tqdm

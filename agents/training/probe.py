@@ -15,6 +15,9 @@ reading carries over to episodes it never saw.
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import numpy as np
 
 from agents.training.store import TrajectoryStore, sibling_decisions, sibling_groups
@@ -110,15 +113,10 @@ def build_group_store(out, houses: str, sensors: dict, vocab_words: list[str], p
 
     Returns (store, episodes): the ``TrajectoryStore`` and the groups' ``Episode`` records.
     """
-    from pathlib import Path
-
-    from agents.training.collect import CollectJob, collect
+    from agents.training.collect import CollectJob, collect, shares_by_scene
     from agents.training.trainer import make_augmentation
     from sim.tasks.benchmark import ensure_benchmark
     from sim.tasks.dataset import load_dataset
-
-    import json
-
     from vlnce.errors import ConfigError
     from vlnce.fileio import atomic_write_bytes, setting_changes
 
@@ -139,12 +137,7 @@ def build_group_store(out, houses: str, sensors: dict, vocab_words: list[str], p
     if not (aug / "aug" / "aug.json.gz").is_file():
         make_augmentation(data_dir, aug, per_house, seed, workers, progress, all_destinations=True, houses=houses)
     episodes = load_dataset(aug, "aug", strict=False).episodes
-    by_scene: dict[str, list[str]] = {}
-    for ep in episodes:
-        by_scene.setdefault(ep.scene_id, []).append(ep.episode_id)
-    shares: list[list[str]] = [[] for _ in range(max(workers, 1))]
-    for ids in sorted(by_scene.values(), key=len, reverse=True):
-        min(shares, key=len).extend(ids)
+    shares = shares_by_scene(episodes, workers)
     jobs = [CollectJob(str(aug), "aug", str(data_dir / "scenes"), share, sensors, list(vocab_words), 1.0,
                        str(out / "store"), f"0000_aug_{w:02d}") for w, share in enumerate(shares) if share]
     store = TrajectoryStore(out / "store")

@@ -408,7 +408,7 @@ class Trainer:
         return aug
 
     def _collect_round(self, n: int, beta: float) -> None:
-        from agents.training.collect import CollectJob, collect
+        from agents.training.collect import CollectJob, collect, shares_by_scene
         from sim.tasks.dataset import load_dataset
 
         cfg = self.cfg
@@ -441,14 +441,7 @@ class Trainer:
             scan = look_around_steps(hfov, load_simulator_config().agent.turn_angle_deg)
         jobs = []
         for k, (data_dir, split, scenes_dir, _) in enumerate(sources):
-            # episodes of a scene stay together so that each worker loads few houses
-            by_scene: dict[str, list[str]] = {}
-            for kk, ep in picks:
-                if kk == k:
-                    by_scene.setdefault(ep.scene_id, []).append(ep.episode_id)
-            shares: list[list[str]] = [[] for _ in range(cfg.workers)]
-            for group in sorted(by_scene.values(), key=len, reverse=True):
-                min(shares, key=len).extend(group)
+            shares = shares_by_scene([ep for kk, ep in picks if kk == k], cfg.workers)
             for w, share in enumerate(shares):
                 if share:
                     jobs.append(CollectJob(data_dir, split, scenes_dir, share, self.policy.cfg.sensors(), self.vocab,
