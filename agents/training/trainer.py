@@ -67,6 +67,10 @@ class TrainConfig:
         dagger_iterations, dagger_p, dagger_start: rounds n = start .. start + iterations - 1, beta = p^n.
         dagger_episodes: episodes collected per round, each at most once (so capped, with a warning,
             at the training pool). dagger_epochs: epochs per round.
+        dagger_pool: where the rounds draw their episodes: ``all`` (the training episodes and, with
+            ``aug``, the Aug set, as VLN-CE) or ``aug`` (the Aug set alone; with
+            ``aug_all_destinations``, rollouts only where the instruction decides at a sibling's
+            parting step). Our addition.
         aug_episodes_per_house: generated episodes per house with ``aug``.
         aug_houses: 0 generates the ``aug`` episodes on the training houses (VLN-CE's EnvDrop
             setting); N > 0 on N new houses from the benchmark's generator instead, whose seeds no
@@ -124,6 +128,7 @@ class TrainConfig:
     dagger_start: int = 0
     dagger_episodes: int = 1000
     dagger_epochs: int = 2
+    dagger_pool: str = "all"
     aug_episodes_per_house: int = 40
     aug_all_destinations: bool = False
     aug_houses: int = 0
@@ -163,6 +168,11 @@ class TrainConfig:
                               f"{'' if self.aug else ' without --aug'}")
         if not 0.0 <= self.dropout < 1.0:
             raise ConfigError(f"--dropout must be in [0, 1), got {self.dropout}")
+        if self.dagger_pool not in ("all", "aug"):
+            raise ConfigError(f"--dagger-pool must be 'all' or 'aug', got {self.dagger_pool!r}")
+        if self.dagger_pool == "aug" and not (self.aug and self.trainer == "dagger"):
+            raise ConfigError("--dagger-pool aug needs --aug and --trainer dagger: it draws the DAgger rounds' "
+                              "episodes from the Aug set")
         if self.sibling_weight <= 0:
             raise ConfigError(f"--sibling-weight must be > 0 (1: off), got {self.sibling_weight}")
         if not (0.0 <= self.expert_hold_deg < 90.0):
@@ -421,6 +431,8 @@ class Trainer:
             scenes = str(aug / "scenes") if cfg.aug_houses else self.scenes_dir
             sources.append((str(aug), "aug", scenes, load_dataset(aug, "aug", strict=False).episodes))
         picks = [(k, ep) for k, (*_, eps) in enumerate(sources) for ep in eps]
+        if cfg.trainer == "dagger" and cfg.dagger_pool == "aug":
+            picks = [(k, ep) for k, ep in picks if sources[k][1] == "aug"]
         if cfg.trainer == "dagger":
             rng = np.random.default_rng([cfg.seed, n])
             if cfg.dagger_episodes > len(picks):

@@ -31,6 +31,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dagger-episodes", type=int, default=1000,
                    help="episodes collected per iteration (at most the training pool: each once)")
     p.add_argument("--dagger-epochs", type=int, default=2, help="epochs over the aggregated data per iteration")
+    p.add_argument("--dagger-pool", choices=("all", "aug"), default="all",
+                   help="episodes the DAgger iterations draw from: the training ones and the --aug set (all), or "
+                        "the --aug set alone (aug; with --aug-all-destinations, the destination groups)")
     p.add_argument("--max-collect-steps", type=int, default=500,
                    help="cut collected episodes after this many steps (DAgger rollouts that loop; 500 = the task's limit)")
     p.add_argument("--look-around", action="store_true",
@@ -75,7 +78,8 @@ def run(args) -> int:
                       batch_size=args.batch_size, lr=args.lr,
                       train_episodes=args.train_episodes, dagger_iterations=args.dagger_iterations,
                       dagger_p=args.dagger_p, dagger_start=args.dagger_start, dagger_episodes=args.dagger_episodes,
-                      dagger_epochs=args.dagger_epochs, aug_episodes_per_house=args.aug_episodes_per_house,
+                      dagger_epochs=args.dagger_epochs, dagger_pool=args.dagger_pool,
+                      aug_episodes_per_house=args.aug_episodes_per_house,
                       aug_all_destinations=args.aug_all_destinations, aug_houses=args.aug_houses, dropout=args.dropout,
                       sibling_weight=args.sibling_weight,
                       val_episodes=args.val_episodes or None, patience=args.patience, finetune=args.finetune,
