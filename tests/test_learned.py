@@ -1068,6 +1068,35 @@ def test_probe_builds_groups_on_other_houses_and_regenerates_a_runs_own(grouped,
     assert "benchmark.json" in capsys.readouterr().err
 
 
+def test_dagger_pool_aug_draws_the_rounds_from_the_aug_set_alone(bench, tmp_path):
+    from agents.training.trainer import Trainer
+    from sim.tasks.dataset import load_dataset
+
+    data, _ = bench
+    cfg = TrainConfig(agent="cma", dataset=str(data), image_size=16, hidden=32, batch_size=4, train_episodes=2,
+                      aug=True, aug_episodes_per_house=1, trainer="dagger", dagger_pool="aug", dagger_iterations=2,
+                      dagger_episodes=1000, dagger_epochs=1, val_episodes=1, workers=1, embedding="learned",
+                      max_collect_steps=30)
+    trainer = Trainer(cfg, tmp_path / "run", progress=False)
+    trainer.run()
+    aug_ids = {e.episode_id for e in load_dataset(tmp_path / "run" / "aug", "aug").episodes}
+    train_ids = set(trainer.train_ids)
+    per_round: dict[int, list[str]] = {}
+    for tr in trainer.store.trajectories:
+        per_round.setdefault(tr.iteration, []).append(tr.episode_id)
+    # both rounds (teacher forcing at beta 1, then the policy at beta 0.75) collect every Aug episode once
+    # and no training episode
+    assert sorted(per_round) == [0, 1] and aug_ids and train_ids
+    for ids in per_round.values():
+        assert sorted(ids) == sorted(aug_ids) and not set(ids) & train_ids
+    with pytest.raises(ConfigError, match="dagger-pool aug needs --aug"):
+        TrainConfig(trainer="dagger", dagger_pool="aug").validate()
+    with pytest.raises(ConfigError, match="dagger-pool aug needs"):
+        TrainConfig(aug=True, dagger_pool="aug").validate()
+    with pytest.raises(ConfigError, match="'all' or 'aug'"):
+        TrainConfig(trainer="dagger", dagger_pool="groups").validate()
+
+
 def test_augmentation_on_new_houses_saves_them_and_trains_on_them(bench, tmp_path):
     from agents.training.trainer import AUG_HOUSE_SEED, Trainer, make_augmentation
     from sim.tasks.benchmark import scene_id_of
