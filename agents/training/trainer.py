@@ -431,9 +431,9 @@ class Trainer:
             scenes = str(aug / "scenes") if cfg.aug_houses else self.scenes_dir
             sources.append((str(aug), "aug", scenes, load_dataset(aug, "aug", strict=False).episodes))
         picks = [(k, ep) for k, (*_, eps) in enumerate(sources) for ep in eps]
-        if cfg.trainer == "dagger" and cfg.dagger_pool == "aug":
-            picks = [(k, ep) for k, ep in picks if sources[k][1] == "aug"]
         if cfg.trainer == "dagger":
+            if cfg.dagger_pool == "aug":
+                picks = [(k, ep) for k, ep in picks if sources[k][1] == "aug"]
             rng = np.random.default_rng([cfg.seed, n])
             if cfg.dagger_episodes > len(picks):
                 # each round visits an episode at most once, so a larger request means the whole pool
