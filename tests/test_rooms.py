@@ -106,12 +106,12 @@ def test_room_heads_shapes_and_config():
     rgb = torch.zeros(1, 5, 16, 16, 3, dtype=torch.uint8)
     depth = torch.zeros(1, 5, 16, 16, 1)
     prev = torch.tensor([[-1, 1, 1, 2, 1]])
-    logits, _, rooms = p.forward_sequence(tokens, rgb, depth, prev, rooms=True)
+    logits, _, rooms = p.forward_sequence(tokens, rgb, depth, prev, aux=True)
     assert logits.shape == (1, 5, 4)
     assert rooms["room"].shape == (1, 5, len(ROOM_TYPES)) and rooms["view_rooms"].shape == (1, 5, 16, len(ROOM_TYPES))
     # acting is unchanged by the heads: the same weights without them give the same actions
     plain = build_policy(PolicyConfig(**{**cfg.__dict__, "room_aux": False}), vocab)
     plain.load_state_dict({k: v for k, v in p.state_dict().items() if "room" not in k})
     torch.testing.assert_close(plain.forward_sequence(tokens, rgb, depth, prev)[0], logits)
-    with pytest.raises(ConfigError, match="no room heads"):
-        plain.forward_sequence(tokens, rgb, depth, prev, rooms=True)
+    with pytest.raises(ConfigError, match="no auxiliary heads"):
+        plain.forward_sequence(tokens, rgb, depth, prev, aux=True)

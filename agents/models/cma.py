@@ -8,9 +8,18 @@
 
 Attn is scaled dot-product attention with a learned key projection (``encoders.Attention``).
 The recurrent state is the concatenation [h_attn, h_a].
+
+With ``instruction_pointer`` (ours, not the paper's) the instruction attention of eq. 5 gets a
+log-prior around where along the instruction the agent is:
+
+    p_t = sigmoid(w_p . h_attn_t + b_p),   s^_t = Attn(S, h_attn_t, bias_i = -(r_i - p_t)^2 / (2 sigma^2))
+
+where r_i = i / (L - 1) is word i's place in an instruction of L words and sigma is learned.
 """
 
 from __future__ import annotations
+
+import math
 
 import torch
 from torch import nn
@@ -35,23 +44,36 @@ class CMAPolicy(VLNPolicy):
         self.action_gru = nn.GRUCell(ds + cfg.rgb_channels + cfg.depth_channels + cfg.prev_action_dim + cfg.hidden,
                                      cfg.hidden)
         self.state_size = 2 * cfg.hidden
+        self.pointer_head = self.pointer_log_width = None
+        if cfg.instruction_pointer:
+            self.pointer_head = nn.Linear(cfg.hidden, 1)
+            # a fifth of the instruction either side at the start; the run learns the width
+            self.pointer_log_width = nn.Parameter(torch.tensor(math.log(0.2)))
 
     def encode_instruction(self, tokens: torch.Tensor):
-        """(states, final, mask, keys): the instruction's attention keys W_K s_i are projected
-        once per episode rather than at every step (they were a third of a training step's FLOPs)."""
+        """(states, final, mask, keys, places): the instruction's attention keys W_K s_i are
+        projected once per episode rather than at every step (they were a third of a training
+        step's FLOPs); places (B, L) are the words' fractions i / (L - 1) of their instruction."""
         states, final, mask = super().encode_instruction(tokens)
-        return states, final, mask, self.instruction_attn.key(states)
+        last = (mask.sum(1, keepdim=True) - 1).clamp(min=1)
+        places = torch.arange(mask.shape[1], device=mask.device)[None] / last
+        return states, final, mask, self.instruction_attn.key(states), places
 
     def step(self, instruction, visual, prev_action, state):
-        states, _, mask, keys = instruction
+        states, _, mask, keys, places = instruction
         h_attn, h_a = state.chunk(2, dim=1)
         a_prev = self.prev_action_embedding(prev_action.long() + 1)
         h_attn = self.visual_gru(torch.cat([visual["rgb"], visual["depth"], a_prev], 1), h_attn)
-        s_hat, alpha_s = self.instruction_attn(states, h_attn, mask, keys)
+        prior, extras = None, {}
+        if self.pointer_head is not None:
+            where = torch.sigmoid(self.pointer_head(h_attn)).squeeze(-1)
+            prior = -((places - where[:, None]) ** 2) / (2 * torch.exp(2 * self.pointer_log_width))
+            extras["instruction_position"] = where
+        s_hat, alpha_s = self.instruction_attn(states, h_attn, mask, keys, prior)
         v_hat, alpha_v = self.rgb_attn(visual["rgb_grid"], s_hat)
         d_hat, alpha_d = self.depth_attn(visual["depth_grid"], s_hat)
         h_a = self.action_gru(torch.cat([s_hat, v_hat, d_hat, a_prev, h_attn], 1), h_a)
-        extras = {"instruction_attention": alpha_s, "rgb_attention": alpha_v, "depth_attention": alpha_d}
+        extras.update(instruction_attention=alpha_s, rgb_attention=alpha_v, depth_attention=alpha_d)
         return h_a, torch.cat([h_attn, h_a], 1), extras
 
 

@@ -118,18 +118,21 @@ RGB_ENCODERS.add("efficientnet_lite0", lambda out_channels, size: PretrainedRGBE
 DEPTH_ENCODERS.add("cnn", lambda out_channels, size: ConvEncoder(1, out_channels, size))
 
 
-def attend(values: torch.Tensor, keys: torch.Tensor, query: torch.Tensor,
-           mask: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """Scaled dot-product attention of VLN-CE eq. 5: alpha_i = softmax_i(k_i . q / sqrt(d_q)).
+def attend(values: torch.Tensor, keys: torch.Tensor, query: torch.Tensor, mask: torch.Tensor | None = None,
+           bias: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Scaled dot-product attention of VLN-CE eq. 5: alpha_i = softmax_i(k_i . q / sqrt(d_q) + b_i).
 
     Args:
         values: (B, N, Dv) the features x_i. keys: (B, N, Dq), already projected (W_K x_i).
         query: (B, Dq). mask: (B, N) bool, False for cells to ignore (instruction padding).
+        bias: (B, N) added to the logits, a log-prior over the cells (0 without: the paper's).
 
     Returns:
         The attended feature (B, Dv) and the weights alpha (B, N), which sum to one.
     """
     logits = torch.einsum("bnd,bd->bn", keys, query) / (query.shape[-1] ** 0.5)
+    if bias is not None:
+        logits = logits + bias
     if mask is not None:
         logits = logits.masked_fill(~mask, float("-inf"))
     alpha = torch.softmax(logits, dim=1)
@@ -143,6 +146,6 @@ class Attention(nn.Module):
         super().__init__()
         self.key = nn.Linear(value_dim, query_dim, bias=False)
 
-    def forward(self, values, query, mask=None, keys=None):
+    def forward(self, values, query, mask=None, keys=None, bias=None):
         """``keys``: W_K values computed beforehand (values that stay fixed over an episode)."""
-        return attend(values, self.key(values) if keys is None else keys, query, mask)
+        return attend(values, self.key(values) if keys is None else keys, query, mask, bias)

@@ -51,6 +51,14 @@ class PolicyConfig:
         room_aux: add two room-type heads for an auxiliary loss: the room the agent is in (from
             the state) and, per visual grid cell, the room the camera sees there (from the cell's
             RGB and depth features). Acting does not use them.
+        instruction_pointer: CMA only. A head on the visual-history state estimates how far along
+            the route the agent is, p_t in [0, 1], and the instruction attention takes a Gaussian
+            log-prior around the word at that fraction of the instruction,
+            -(i / (L - 1) - p_t)^2 / (2 sigma^2), with a learned width sigma. The generated
+            instructions describe the route in order (rooms passed, turns, then the goal), and the
+            head is trained on the progress target of the progress monitor (1 - d_t / d_0). After
+            the self-monitoring agent's positional instruction attention (Ma et al. 2019); VLN-CE's
+            CMA has none, and its attention is left to find the place from the state alone.
         dropout: probability of zeroing an element of the instruction states and of the RGB and
             depth grid features while training (EnvDrop's feature dropout, Tan et al. 2019; VLN-CE's
             CMA has none). Not architecture: acting and evaluation are unaffected, and a
@@ -75,6 +83,7 @@ class PolicyConfig:
     ablation: str = "none"
     progress_monitor: bool = False
     room_aux: bool = False
+    instruction_pointer: bool = False
     dropout: float = 0.0
 
     def validate(self) -> "PolicyConfig":
@@ -89,6 +98,8 @@ class PolicyConfig:
                      "depth_channels", "rgb_dim", "depth_dim", "hidden", "prev_action_dim"):
             if int(getattr(self, name)) < 1:
                 raise ConfigError(f"policy.{name} must be positive, got {getattr(self, name)}")
+        if self.instruction_pointer and self.arch != "cma":
+            raise ConfigError(f"instruction_pointer places the instruction attention of CMA; {self.arch!r} has none")
         if not 0.0 <= float(self.dropout) < 1.0:
             raise ConfigError(f"policy.dropout must be in [0, 1), got {self.dropout}")
         return self
@@ -217,19 +228,22 @@ class VLNPolicy(nn.Module, abc.ABC):
         progress = torch.tanh(self.progress_head(features)).squeeze(-1) if self.progress_head is not None else None
         return logits, progress
 
-    def forward_sequence(self, tokens, rgb, depth, prev_actions, rooms: bool = False):
+    def forward_sequence(self, tokens, rgb, depth, prev_actions, aux: bool = False):
         """Teacher-forced unroll over padded trajectories.
 
         Args:
             tokens: (B, L) int64 instruction ids. rgb: (B, T, H, W, 3) uint8 or None.
             depth: (B, T, H, W, 1) float or None. prev_actions: (B, T) int64, -1 at t = 0.
-            rooms: also return the room heads' logits (``room_aux`` policies).
+            aux: also return the auxiliary heads' outputs, for their losses.
 
         Returns:
-            logits (B, T, 4) and progress (B, T) or None; with ``rooms`` a third item
-            {"room": (B, T, R), "view_rooms": (B, T, 16, R)} over the R room types. Padded steps
-            produce values that the loss masks out.
+            logits (B, T, 4) and progress (B, T) or None; with ``aux`` a third item, a dict with
+            "room": (B, T, R) and "view_rooms": (B, T, 16, R) logits over the R room types
+            (``room_aux``) and "instruction_position": (B, T) in [0, 1] (``instruction_pointer``).
+            Padded steps produce values that the loss masks out.
         """
+        if aux and self.room_head is None and not self.cfg.instruction_pointer:
+            raise ConfigError("this policy has no auxiliary heads (built without room_aux or instruction_pointer)")
         b, t = prev_actions.shape
         instruction = self.encode_instruction(tokens)
         visual = self.encode_visual(rgb, depth, b * t)
@@ -239,18 +253,23 @@ class VLNPolicy(nn.Module, abc.ABC):
         frames = {k: v.unbind(1) for k, v in visual.items()}
         prev_per_step = prev_actions.unbind(1)
         state = self.initial_state(b)
-        feats = []
+        feats, positions = [], []
         for i in range(t):
-            f, state, _ = self.step(instruction, {k: v[i] for k, v in frames.items()}, prev_per_step[i], state)
+            f, state, extras = self.step(instruction, {k: v[i] for k, v in frames.items()}, prev_per_step[i], state)
             feats.append(f)
+            if "instruction_position" in extras:
+                positions.append(extras["instruction_position"])
         feats = torch.stack(feats, 1)
         logits, progress = self.heads(feats)
-        if not rooms:
+        if not aux:
             return logits, progress
-        if self.room_head is None:
-            raise ConfigError("this policy has no room heads (built without room_aux)")
-        cells = torch.cat([visual["rgb_grid"], visual["depth_grid"]], -1)
-        return logits, progress, {"room": self.room_head(feats), "view_rooms": self.view_room_head(cells)}
+        out = {}
+        if self.room_head is not None:
+            cells = torch.cat([visual["rgb_grid"], visual["depth_grid"]], -1)
+            out.update(room=self.room_head(feats), view_rooms=self.view_room_head(cells))
+        if positions:
+            out["instruction_position"] = torch.stack(positions, 1)
+        return logits, progress, out
 
     def frame_inputs(self, observations: dict) -> tuple[torch.Tensor | None, torch.Tensor | None]:
         """One frame's ``rgb`` (H, W, 3) and ``depth`` (H, W, 1) as batches of one on the policy's

@@ -58,7 +58,10 @@ class TrainConfig:
         train_episodes: use only the first N training episodes (None: all).
         epochs: IL epochs. batch_size: trajectories per batch. lr: Adam learning rate.
         inflection_coef: None computes the inverse inflection frequency of the training data.
-        pm_alpha: progress-monitor loss weight.
+        pm_alpha: weight of the progress losses: the progress monitor's MSE and, with
+            ``instruction_pointer``, the pointer's (the same target, 1 - d_t / d_0).
+        instruction_pointer: CMA's instruction attention centred where along the instruction the
+            agent estimates it is (``PolicyConfig.instruction_pointer``). Our addition.
         room_aux: add the room heads (``PolicyConfig.room_aux``) and their loss: cross-entropy of the
             agent's room type plus that of the room type seen in each visual grid cell, labels from
             the simulator (``sim.sensors.rooms``). Our addition, not the paper's: the instructions
@@ -123,6 +126,7 @@ class TrainConfig:
     pm_alpha: float = 1.0
     room_aux: bool = False
     room_alpha: float = 0.5
+    instruction_pointer: bool = False
     dagger_iterations: int = 4
     dagger_p: float = 0.75
     dagger_start: int = 0
@@ -173,6 +177,9 @@ class TrainConfig:
         if self.dagger_pool == "aug" and not (self.aug and self.trainer == "dagger"):
             raise ConfigError("--dagger-pool aug needs --aug and --trainer dagger: it draws the DAgger rounds' "
                               "episodes from the Aug set")
+        if self.instruction_pointer and self.agent != "cma":
+            raise ConfigError(f"--instruction-pointer needs --agent cma (it places CMA's instruction attention), "
+                              f"got {self.agent!r}")
         if self.sibling_weight <= 0:
             raise ConfigError(f"--sibling-weight must be > 0 (1: off), got {self.sibling_weight}")
         if not (0.0 <= self.expert_hold_deg < 90.0):
@@ -255,7 +262,8 @@ class Trainer:
             # the checkpoint fixes the architecture; an option that asks for another would be ignored
             settings = {"--pm": (pc.progress_monitor, cfg.progress_monitor), "--ablation": (pc.ablation, cfg.ablation),
                         "--image-size": (pc.rgb_size, cfg.image_size), "--hidden": (pc.hidden, cfg.hidden),
-                        "--rgb-encoder": (pc.rgb_encoder, cfg.rgb_encoder), "--room-aux": (pc.room_aux, cfg.room_aux)}
+                        "--rgb-encoder": (pc.rgb_encoder, cfg.rgb_encoder), "--room-aux": (pc.room_aux, cfg.room_aux),
+                        "--instruction-pointer": (pc.instruction_pointer, cfg.instruction_pointer)}
             diff = [f"{flag} {ckpt} (this run: {run})" for flag, (ckpt, run) in settings.items() if ckpt != run]
             if diff:
                 raise CheckpointError(f"--finetune {cfg.finetune} was trained with {', '.join(diff)}; "
@@ -265,7 +273,8 @@ class Trainer:
             pc = PolicyConfig(arch=cfg.agent, vocab_size=len(self.vocab), embedding=embedding,
                               rgb_encoder=cfg.rgb_encoder, rgb_size=cfg.image_size, depth_size=cfg.image_size,
                               hidden=cfg.hidden, ablation=cfg.ablation, progress_monitor=cfg.progress_monitor,
-                              room_aux=cfg.room_aux, dropout=cfg.dropout)
+                              room_aux=cfg.room_aux, instruction_pointer=cfg.instruction_pointer,
+                              dropout=cfg.dropout)
             torch.manual_seed(cfg.seed)
             self.policy = build_policy(pc, self.vocab)
             if cfg.depth_init:
@@ -489,7 +498,8 @@ class Trainer:
         return [batches[i] for i in rng.permutation(len(batches))]
 
     def loss(self, batch: dict) -> tuple:
-        """(total loss, action loss, progress loss or None, room loss or None) of a store batch."""
+        """(total loss, action loss, progress loss or None, room loss or None) of a store batch;
+        the progress loss sums the progress monitor's and the instruction pointer's."""
         import torch
         from agents.training.store import inflection_weighted_ce, labelled_ce
 
@@ -502,20 +512,22 @@ class Trainer:
         action = torch.from_numpy(batch["action"]).to(dev)
         mask = torch.from_numpy(batch["mask"]).to(dev)
         with torch.autocast(dev.type, enabled=self.use_amp):
-            logits, progress, *rooms = self.policy.forward_sequence(tokens, rgb, depth, prev,
-                                                                    rooms=self.cfg.room_aux)
+            logits, progress, *aux = self.policy.forward_sequence(tokens, rgb, depth, prev,
+                                                                  aux=self.cfg.room_aux or pc.instruction_pointer)
         weights = None
         if self.sibling_decisions:
             weights = torch.from_numpy(self._sibling_weights(batch)).to(dev)
         action_loss = inflection_weighted_ce(logits, action, mask, self.inflection_coef, weights)
+        aux = aux[0] if aux else {}
         total, pm_loss, room_loss = action_loss, None, None
-        if progress is not None:
+        estimates = [e for e in (progress, aux.get("instruction_position")) if e is not None]
+        if estimates:
             target = torch.from_numpy(batch["progress"]).to(dev)
-            pm_loss = (((progress.float() - target) ** 2) * mask).sum() / mask.sum()
+            pm_loss = sum((((e.float() - target) ** 2) * mask).sum() / mask.sum() for e in estimates)
             total = total + self.cfg.pm_alpha * pm_loss
-        if rooms:
-            room_loss = (labelled_ce(rooms[0]["room"], torch.from_numpy(batch["room"]).to(dev))
-                         + labelled_ce(rooms[0]["view_rooms"], torch.from_numpy(batch["view_rooms"]).to(dev)))
+        if self.cfg.room_aux:
+            room_loss = (labelled_ce(aux["room"], torch.from_numpy(batch["room"]).to(dev))
+                         + labelled_ce(aux["view_rooms"], torch.from_numpy(batch["view_rooms"]).to(dev)))
             total = total + self.cfg.room_alpha * room_loss
         return total, action_loss, pm_loss, room_loss
 

@@ -14,6 +14,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="auxiliary room-type heads and loss: the agent's room and the room seen in each visual "
                         "grid cell, labelled by the simulator (our addition, not the paper's)")
     p.add_argument("--room-alpha", type=float, default=0.5, help="weight of the room loss")
+    p.add_argument("--instruction-pointer", action="store_true",
+                   help="CMA: centre the instruction attention where along the instruction the agent estimates it "
+                        "is (a progress head on the visual-history state; our addition, not the paper's)")
     p.add_argument("--aug", action="store_true", help="add generated instruction-path pairs on the training houses")
     p.add_argument("--ablation", default="none", choices=("none", "no_rgb", "no_depth", "no_vision", "no_instruction"))
     p.add_argument("--embedding", default="auto", choices=("auto", "glove", "learned"),
@@ -87,7 +90,7 @@ def run(args) -> int:
                       dataset=args.dataset, workers=args.workers, device=args.device, amp=not args.no_amp,
                       max_collect_steps=args.max_collect_steps, look_around=args.look_around,
                       expert_hold_deg=args.expert_hold_deg, room_aux=args.room_aux,
-                      room_alpha=args.room_alpha, seed=args.seed)
+                      room_alpha=args.room_alpha, instruction_pointer=args.instruction_pointer, seed=args.seed)
     summary = train(cfg, args.out)
     print(f"inflection weight coefficient: {summary['inflection_coef']:.3f}")
     if summary["best_val"]:
