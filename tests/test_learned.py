@@ -93,6 +93,38 @@ def test_cma_attention_weights_sum_to_one_and_skip_padding():
     assert extras["rgb_attention"].shape == (3, 16)  # a 4x4 grid
 
 
+def test_instruction_pointer_centres_the_instruction_attention_where_it_places_the_agent():
+    import math
+
+    p = _policy("cma", instruction_pointer=True)
+    tokens, rgb, depth, prev = _inputs()  # sample 0 has 4 words, the others 7
+    with torch.no_grad():
+        p.instruction_attn.key.weight.zero_()  # no content term: the prior alone places the attention
+        p.pointer_head.weight.zero_()
+        p.pointer_head.bias.fill_(math.log(0.3 / 0.7))  # sigmoid: p_t = 0.3
+        instruction = p.encode_instruction(tokens)
+        _, _, _, extras = p.act(instruction, rgb[:, 0], depth[:, 0], prev[:, 0], p.initial_state(3))
+    torch.testing.assert_close(extras["instruction_position"], torch.full((3,), 0.3))
+    alpha = extras["instruction_attention"]
+    for b, n in ((0, 4), (1, 7)):
+        r = np.arange(n) / (n - 1)
+        w = np.exp(-((r - 0.3) ** 2) / (2 * 0.2 ** 2))  # the initial width, a fifth of the instruction
+        np.testing.assert_allclose(alpha[b, :n].numpy(), w / w.sum(), rtol=1e-5)
+    assert torch.all(alpha[0, 4:] == 0)
+    assert alpha[0].argmax() == 1 and alpha[1].argmax() == 2  # r = 1/3 is nearest 0.3 in both
+    # the unroll returns the same estimate per step for the loss; acting is the step-by-step unroll
+    with torch.no_grad():
+        logits, _, aux = p.forward_sequence(tokens, rgb, depth, prev, aux=True)
+        first, _, _, _ = p.act(p.encode_instruction(tokens), rgb[:, 0], depth[:, 0], prev[:, 0], p.initial_state(3))
+    assert aux["instruction_position"].shape == (3, 5) and set(aux) == {"instruction_position"}
+    torch.testing.assert_close(aux["instruction_position"], torch.full((3, 5), 0.3))
+    torch.testing.assert_close(logits[:, 0], first)
+    with pytest.raises(ConfigError, match="instruction_pointer"):
+        PolicyConfig(arch="seq2seq", instruction_pointer=True).validate()
+    with pytest.raises(ConfigError, match="--instruction-pointer needs --agent cma"):
+        TrainConfig(agent="seq2seq", instruction_pointer=True).validate()
+
+
 def test_attend_matches_the_formula():
     values = torch.tensor([[[1.0, 0.0], [0.0, 1.0], [5.0, 5.0]]])
     keys = torch.tensor([[[2.0, 0.0], [0.0, 2.0], [9.0, 9.0]]])
@@ -500,6 +532,8 @@ def test_finetuning_and_stores_refuse_another_architecture(trained, monkeypatch,
         Trainer(TrainConfig(**{**tuned, "progress_monitor": False}), tmp_path / "a", progress=False)
     with pytest.raises(CheckpointError, match=r"--room-aux False \(this run: True\)"):
         Trainer(TrainConfig(**{**tuned, "room_aux": True}), tmp_path / "a", progress=False)
+    with pytest.raises(CheckpointError, match=r"--instruction-pointer False \(this run: True\)"):
+        Trainer(TrainConfig(**{**tuned, "instruction_pointer": True}), tmp_path / "a", progress=False)
     with pytest.raises(CheckpointError, match=r"--image-size 16 \(this run: 32\)"):
         Trainer(TrainConfig(**{**tuned, "image_size": 32}), tmp_path / "b", progress=False)
     assert Trainer(TrainConfig(**tuned), tmp_path / "c", progress=False).policy.cfg.hidden == 32
@@ -525,6 +559,30 @@ def test_finetuning_and_stores_refuse_another_architecture(trained, monkeypatch,
     assert seen[0].hidden == 512 and not seen[0].room_aux
     main(["train", "--agent", "cma", "--room-aux", "--room-alpha", "0.25", "--out", str(tmp_path / "e")])
     assert seen[1].room_aux and seen[1].room_alpha == 0.25
+    main(["train", "--agent", "cma", "--instruction-pointer", "--out", str(tmp_path / "e")])
+    assert seen[2].instruction_pointer and not seen[1].instruction_pointer
+
+
+def test_instruction_pointer_learns_the_progress_target(trained, tmp_path):
+    import math
+    import shutil
+
+    from agents.training.trainer import Trainer
+
+    cfg, out, _ = trained
+    shutil.copytree(out / "store", tmp_path / "store")  # the expert paths, collected once
+    trainer = Trainer(TrainConfig(**{**cfg.__dict__, "instruction_pointer": True, "progress_monitor": False}),
+                      tmp_path, progress=False)
+    batch = trainer.store.batch(list(range(len(trainer.store.trajectories))))
+    with torch.no_grad():
+        trainer.policy.pointer_head.weight.zero_()
+        trainer.policy.pointer_head.bias.fill_(math.log(0.25 / 0.75))  # p_t = 0.25 everywhere
+    m = batch["mask"]
+    want = float(((0.25 - batch["progress"][m]) ** 2).mean())  # the MSE against 1 - d_t / d_0
+    assert trainer.loss(batch)[2].item() == pytest.approx(want, rel=1e-5)
+    assert 0.0 < batch["progress"][m].mean() < 1.0
+    first, last = _fit(trainer, batch, 40, part=2)
+    assert last < 0.5 * first
 
 
 def test_room_auxiliary_loss_trains_on_the_simulators_room_labels(trained, tmp_path):
