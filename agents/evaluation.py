@@ -11,6 +11,8 @@ Writes, under the output directory:
   the reset state first, then one entry per action.
 - ``maps/{episode_id}.png``: top-down map with the agent's path (red) and the reference path (blue).
 - ``videos/{episode_id}.gif`` with ``video=True``: RGB, depth and the map, step by step.
+- ``attention/{episode_id}.png`` with ``attention=True`` (CMA): the instruction attention over the
+  words at every step, the instruction pointer's place when the policy has one, and the actions.
 """
 
 from __future__ import annotations
@@ -56,6 +58,8 @@ class EvalConfig:
         workers: processes; episodes are grouped by scene.
         video: write per-episode videos (renders even for agents that do not look).
         maps: write a top-down PNG per episode.
+        attention: write a PNG per episode of where a CMA agent attended in the instruction at
+            each step (``sim.viz.attention``).
         seed: base seed; episode ``i`` draws from ``default_rng([seed, i])``.
         sim_overrides: simulator config overrides (dotlist or dict).
         max_steps: actions before an episode is cut off (VLN-CE: 500).
@@ -74,6 +78,7 @@ class EvalConfig:
     workers: int = 1
     video: bool = False
     maps: bool = True
+    attention: bool = False
     seed: int = 0
     checkpoint: str | None = None
     sim_overrides: dict | None = None
@@ -166,8 +171,11 @@ class _Runner:
         poses = [self._pose()]
         actions: list[int] = []
         frames = [self._frame(obs, ep, poses)] if self.cfg.video else None
+        reading: list[dict] | None = [] if self.cfg.attention else None
         while not task.done:
             action = self.agent.act(obs)
+            if reading is not None:
+                reading.append(self.agent.last_extras)
             try:
                 action = int(Action(int(action)))
             except (ValueError, TypeError):
@@ -191,6 +199,8 @@ class _Runner:
             self._write_map(ep, poses)
         if frames is not None:
             self._write_video(ep, frames)
+        if reading:
+            self._write_attention(ep, reading, record)
         return record
 
     def _pose(self) -> list[float]:
@@ -237,6 +247,23 @@ class _Runner:
 
         with atomic_path(self.out / "videos" / f"{ep.episode_id}.gif") as tmp:
             imageio.mimwrite(tmp, frames, duration=120, loop=0)
+
+    def _write_attention(self, ep, reading: list[dict], record: dict) -> None:
+        from sim.tasks.dataset import tokenize
+        from sim.viz.attention import attention_figure
+        from vlnce.fileio import atomic_path
+
+        alpha = np.stack([r["instruction_attention"][0].float().cpu().numpy() for r in reading])
+        pointer = None
+        if "instruction_position" in reading[0]:
+            pointer = np.array([float(r["instruction_position"][0]) for r in reading])
+        words = tokenize(ep.instruction.instruction_text)[: alpha.shape[1]]
+        words += ["<pad>"] * (alpha.shape[1] - len(words))  # an empty instruction reads one padding step
+        m = record["metrics"]
+        title = (f"episode {ep.episode_id}: {outcome(record)}, {len(reading)} steps, distance to goal "
+                 f"{m.get('distance_to_goal', float('nan')):.2f} m")
+        with atomic_path(self.out / "attention" / f"{ep.episode_id}.png") as tmp:
+            attention_figure(words, alpha, record["actions"], pointer, title).save(tmp, format="PNG")
 
     def close(self):
         self.task.close()
@@ -290,6 +317,8 @@ def evaluate(cfg: EvalConfig, out_dir: str | Path, progress: bool = True) -> dic
     if cfg.checkpoint is not None and not agent_cls.takes_checkpoint:
         raise ConfigError(f"agent {cfg.agent!r} does not take a checkpoint")
     _check_stop_bias(cfg.agent, agent_cls, cfg.stop_bias)  # here too, so it fails before any worker starts
+    if cfg.attention and getattr(agent_cls, "arch", "") != "cma":
+        raise ConfigError(f"--attention draws the instruction attention of a CMA agent; {cfg.agent!r} has none")
     if agent_cls.takes_checkpoint:
         if cfg.checkpoint is None:
             raise ConfigError(f"agent {cfg.agent!r} needs --checkpoint PATH")

@@ -632,6 +632,63 @@ def test_eval_command_runs_a_checkpoint_and_rejects_bad_ones(trained, bench, tmp
                  *common]) == 2
 
 
+def test_attention_figure_draws_the_weights_the_pointer_and_the_actions():
+    from sim.viz.attention import ACTION_PX, LABEL_PX, POINTER_COLOUR, ROW_PX, TITLE_PX, attention_figure
+
+    words = ["walk", "to", "the", "kitchen"]
+    alpha = np.array([[1, 0, 0, 0], [0, 0, 0, 1], [0.25, 0.25, 0.25, 0.25]])
+    img = np.asarray(attention_figure(words, alpha, actions=[1, 2, 0], title="t", step_px=4))
+    assert img.shape == (TITLE_PX + 4 * ROW_PX + ACTION_PX, LABEL_PX + 3 * 4, 3)
+
+    def cell(word, step):
+        return img[TITLE_PX + word * ROW_PX + ROW_PX // 2, LABEL_PX + step * 4 + 2].tolist()
+
+    assert cell(0, 0) == [20, 40, 140] and cell(3, 1) == [20, 40, 140]  # weight 1: the darkest
+    assert cell(1, 0) == [255, 255, 255] and cell(0, 1) == [255, 255, 255]  # weight 0: white
+    assert cell(2, 2) == [196, 201, 226]  # a quarter of the way: 0.75 * 255 + 0.25 * (20, 40, 140)
+    strip = img[TITLE_PX + 4 * ROW_PX + ACTION_PX // 2, LABEL_PX + 2::4].tolist()
+    assert strip == [[170, 170, 170], [40, 160, 60], [20, 20, 20]]  # forward, left, stop
+    # the pointer at the last word throughout: a red line through the last row's centre
+    with_pointer = np.asarray(attention_figure(words, alpha, actions=[1, 2, 0], pointer=np.ones(3), step_px=4))
+    changed = np.argwhere((with_pointer != img).any(-1))
+    changed = changed[changed[:, 0] >= TITLE_PX]  # the title differs too
+    assert len(changed) and (with_pointer[tuple(changed.T)] == POINTER_COLOUR).all()
+    assert abs(changed[:, 0].mean() - (TITLE_PX + 3 * ROW_PX + ROW_PX / 2)) < 1.5
+    with pytest.raises(ValueError, match="4 words"):
+        attention_figure(words, alpha[:, :3])
+    with pytest.raises(ValueError, match="2 actions for 3 steps"):
+        attention_figure(words, alpha, actions=[1, 1])
+
+
+def test_eval_writes_where_a_cma_agent_read_the_instruction(trained, bench, tmp_path, capsys):
+    from PIL import Image
+
+    from agents.models.policy import read_checkpoint
+    from sim.tasks.dataset import load_dataset, tokenize
+    from sim.viz.attention import ACTION_PX, LABEL_PX, POINTER_COLOUR, ROW_PX, TITLE_PX
+
+    _, out, _ = trained
+    data, _ = bench
+    blob = read_checkpoint(out / "best.pt")
+    torch.manual_seed(0)
+    pointing = build_policy(PolicyConfig(**{**blob["config"], "instruction_pointer": True}), blob["vocab"])
+    save_checkpoint(tmp_path / "pointer.pt", pointing, blob["vocab"])
+    common = ["--dataset", str(data), "--scenes-dir", str(data / "scenes"), "--episodes", "1", "--no-maps",
+              "--attention"]
+    texts = {e.episode_id: e.instruction.instruction_text for e in load_dataset(data, "val_unseen").episodes}
+    for ckpt, run in ((out / "best.pt", "plain"), (tmp_path / "pointer.pt", "pointer")):
+        assert main(["eval", "--agent", "cma", "--checkpoint", str(ckpt), "--out", str(tmp_path / run), *common]) == 0
+        rec = json.loads((tmp_path / run / "episodes.jsonl").read_text().splitlines()[0])
+        img = np.asarray(Image.open(tmp_path / run / "attention" / f"{rec['episode_id']}.png").convert("RGB"))
+        words = len(tokenize(texts[rec["episode_id"]]))
+        step_px = int(np.clip(900 // rec["steps"], 2, 8))
+        assert img.shape == (TITLE_PX + words * ROW_PX + ACTION_PX, LABEL_PX + rec["steps"] * step_px, 3)
+        red = (img[TITLE_PX:] == POINTER_COLOUR).all(-1).sum()
+        assert (red > 0) == (run == "pointer")
+    assert main(["eval", "--agent", "random", "--out", str(tmp_path / "r"), *common]) == 2
+    assert "--attention draws the instruction attention of a CMA agent; 'random' has none" in capsys.readouterr().err
+
+
 def test_stop_bias_moves_the_stop_threshold_by_its_margin(tmp_path):
     from agents.evaluation import EvalConfig, evaluate, make_agent
 

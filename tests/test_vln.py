@@ -397,6 +397,9 @@ def test_main_job_evaluates_every_baseline_and_writes_pictures(bench, tmp_path, 
         assert agent in table
         assert len(list((out / agent / "maps").glob("*.png"))) == 3
     assert len(list((out / "oracle_videos" / "videos").glob("*.gif"))) == 1
+    # the shipped CMA: its video episode and where it read the instruction along it
+    assert len(list((out / "cma_videos" / "videos").glob("*.gif"))) == 1
+    assert len(list((out / "cma_videos" / "attention").glob("*.png"))) == 1
     assert "SPL" in capsys.readouterr().out
 
 

@@ -2,8 +2,8 @@
 
 Builds the embedded benchmark if it is missing, evaluates the non-learning baselines, the oracle
 and the shipped Cross-Modal Attention agent (``configs/agents/cma_best.pt``) on ``val_unseen``,
-prints VLN-CE's metrics table and writes pictures: a top-down map per episode and videos of a few
-oracle and CMA episodes.
+prints VLN-CE's metrics table and writes pictures: a top-down map per episode, videos of a few
+oracle and CMA episodes, and for those CMA episodes where it attended in the instruction.
 """
 
 from __future__ import annotations
@@ -48,12 +48,14 @@ def run(args) -> int:
         for agent, checkpoint in agents:
             if agent in ("oracle", "cma"):
                 evaluate(EvalConfig(agent=agent, split=args.split, episodes=args.videos, video=True,
-                                    dataset=args.dataset, scenes_dir=args.scenes_dir, checkpoint=checkpoint),
+                                    attention=agent == "cma", dataset=args.dataset, scenes_dir=args.scenes_dir,
+                                    checkpoint=checkpoint),
                          out / f"{agent}_videos")
     table = format_table(rows)
     print(table)
     atomic_write_bytes(out / "metrics_table.txt", (table + "\n").encode())
     atomic_write_bytes(out / "results.json", json.dumps(rows, indent=1).encode())
     print(f"wrote {out}/<agent>/episodes.jsonl, results.json, submission.json, maps/; "
-          f"{out}/<agent>_videos/videos/; {out}/metrics_table.txt")
+          f"{out}/<agent>_videos/videos/ (and cma_videos/attention/); "
+          f"{out}/metrics_table.txt")
     return 0

@@ -16,6 +16,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-steps", type=int, default=500, help="actions before an episode is cut off (VLN-CE: 500)")
     p.add_argument("--seed", type=int, default=0, help="base seed of the agents' randomness")
     p.add_argument("--video", action="store_true", help="write per-episode videos")
+    p.add_argument("--attention", action="store_true",
+                   help="CMA: write per-episode pictures of where it attended in the instruction at each step")
     p.add_argument("--no-maps", action="store_true", help="skip the per-episode top-down PNGs")
     p.add_argument("--plugins", default="", help="perception plugins to run on every observation (e.g. lidar_seg)")
     p.add_argument("--plugin-checkpoint", action="append", default=[], metavar="PLUGIN=PATH",
@@ -33,6 +35,7 @@ def run(args) -> int:
 
     cfg = EvalConfig(agent=args.agent, split=args.split, dataset=args.dataset, scenes_dir=args.scenes_dir,
                      episodes=args.episodes, workers=args.workers, video=args.video, maps=not args.no_maps,
+                     attention=args.attention,
                      seed=args.seed, checkpoint=args.checkpoint, max_steps=args.max_steps,
                      plugins=parse_plugin_list(args.plugins), stop_bias=args.stop_bias)
     cfg.plugin_options = parse_checkpoint_options(cfg.plugins, args.plugin_checkpoint)
@@ -49,5 +52,5 @@ def run(args) -> int:
     if results["errors"]:
         print(f"{results['errors']} episode(s) failed; first: {results['error_examples'][0]}")
     print(f"wrote {args.out}/episodes.jsonl, results.json, submission.json" + (", maps/" if cfg.maps else "")
-          + (", videos/" if cfg.video else ""))
+          + (", videos/" if cfg.video else "") + (", attention/" if cfg.attention else ""))
     return 0
