@@ -116,7 +116,7 @@ def test_instruction_pointer_centres_the_instruction_attention_where_it_places_t
     with torch.no_grad():
         logits, _, aux = p.forward_sequence(tokens, rgb, depth, prev, aux=True)
         first, _, _, _ = p.act(p.encode_instruction(tokens), rgb[:, 0], depth[:, 0], prev[:, 0], p.initial_state(3))
-    assert aux["instruction_position"].shape == (3, 5) and set(aux) == {"instruction_position"}
+    assert aux["instruction_position"].shape == (3, 5) and aux["instruction_attention"].shape == (3, 5, 7)
     torch.testing.assert_close(aux["instruction_position"], torch.full((3, 5), 0.3))
     torch.testing.assert_close(logits[:, 0], first)
     with pytest.raises(ConfigError, match="instruction_pointer"):
@@ -972,19 +972,21 @@ def test_sibling_weight_marks_the_steps_where_destination_groups_part(grouped):
 
 
 class _Oracle(torch.nn.Module):
-    """Reads the instruction perfectly: answers each instruction's expert actions (teacher-forced)."""
+    """Reads the instruction perfectly: answers each instruction's expert actions (teacher-forced),
+    attending to all its words evenly."""
 
     def __init__(self, cfg, answers):
         super().__init__()
         self.cfg, self.answers = cfg, answers
         self.unused = torch.nn.Parameter(torch.zeros(1))
 
-    def forward_sequence(self, tokens, rgb, depth, prev_action):
+    def forward_sequence(self, tokens, rgb, depth, prev_action, aux=False):
         out = torch.full((*prev_action.shape, 4), -10.0)
         for row, tok in enumerate(tokens.tolist()):
             acts = self.answers[tuple(x for x in tok if x)]
             out[row, torch.arange(len(acts)), torch.as_tensor(acts)] = 10.0
-        return out, None
+        even = (tokens != 0).float() / (tokens != 0).sum(1, keepdim=True)
+        return out, None, {"instruction_attention": even[:, None].expand(-1, prev_action.shape[1], -1)}
 
 
 def test_instruction_probe_tells_readers_from_policies_that_ignore_the_instruction(grouped, capsys):
@@ -1008,15 +1010,23 @@ def test_instruction_probe_tells_readers_from_policies_that_ignore_the_instructi
         answers[tuple(int(x) for x in row if x)] = store.actions(i).tolist()
     oracle = _Oracle(trainer.policy.cfg, answers)
     got = instruction_probe(oracle, store, episodes, trajectories=1000)
-    assert got == {"trajectories": len(pairs), "own_instruction": 1.0, "sibling_instruction": 0.0, "other_steps": 1.0}
-    # a policy that cannot read answers both the same
+    share = got.pop("distinct_share")
+    assert got == {"trajectories": len(pairs), "own_instruction": 1.0, "sibling_instruction": 0.0, "other_steps": 1.0,
+                   "distinct_attention": pytest.approx(share), "distinct_attention_right": pytest.approx(share),
+                   "distinct_attention_wrong": None}  # even attention puts the telling words' share on them
+    assert 0.0 < share < 1.0  # siblings' instructions differ, and share words
+    # a policy that cannot read answers both the same, and its attention over blank states is even
     deaf = build_policy(PolicyConfig(**{**trainer.policy.cfg.__dict__, "ablation": "no_instruction"}), trainer.vocab)
     got = instruction_probe(deaf, store, episodes, trajectories=2)
     assert got["trajectories"] == min(2, len(pairs)) and got["own_instruction"] == got["sibling_instruction"]
+    assert got["distinct_attention"] == pytest.approx(got["distinct_share"], abs=1e-6)
     # the command: a trained checkpoint, and a run without groups refused
     assert main(["probe", str(out), "--checkpoint", str(out / "last.pt"), "--json"]) == 0
     res = json.loads(capsys.readouterr().out)
     assert res["trajectories"] == len(pairs) and 0.0 <= res["own_instruction"] <= 1.0
+    assert 0.0 <= res["distinct_attention"] <= 1.0
+    assert main(["probe", str(out), "--checkpoint", str(out / "last.pt")]) == 0
+    assert "on the words the sibling's instruction lacks" in capsys.readouterr().out
     assert main(["probe", str(out / "store"), "--checkpoint", str(out / "last.pt")]) == 2
     assert "not a training run" in capsys.readouterr().err
 

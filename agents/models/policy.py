@@ -234,16 +234,16 @@ class VLNPolicy(nn.Module, abc.ABC):
         Args:
             tokens: (B, L) int64 instruction ids. rgb: (B, T, H, W, 3) uint8 or None.
             depth: (B, T, H, W, 1) float or None. prev_actions: (B, T) int64, -1 at t = 0.
-            aux: also return the auxiliary heads' outputs, for their losses.
+            aux: also return the auxiliary heads' outputs (for their losses) and what ``step``
+                reports besides (for probes).
 
         Returns:
             logits (B, T, 4) and progress (B, T) or None; with ``aux`` a third item, a dict with
             "room": (B, T, R) and "view_rooms": (B, T, 16, R) logits over the R room types
-            (``room_aux``) and "instruction_position": (B, T) in [0, 1] (``instruction_pointer``).
-            Padded steps produce values that the loss masks out.
+            (``room_aux``), and each of ``step``'s extras stacked over the steps, e.g. CMA's
+            "instruction_attention": (B, T, L') and "instruction_position": (B, T) in [0, 1]
+            (``instruction_pointer``). Padded steps produce values that the loss masks out.
         """
-        if aux and self.room_head is None and not self.cfg.instruction_pointer:
-            raise ConfigError("this policy has no auxiliary heads (built without room_aux or instruction_pointer)")
         b, t = prev_actions.shape
         instruction = self.encode_instruction(tokens)
         visual = self.encode_visual(rgb, depth, b * t)
@@ -253,22 +253,20 @@ class VLNPolicy(nn.Module, abc.ABC):
         frames = {k: v.unbind(1) for k, v in visual.items()}
         prev_per_step = prev_actions.unbind(1)
         state = self.initial_state(b)
-        feats, positions = [], []
+        feats, extras = [], []
         for i in range(t):
-            f, state, extras = self.step(instruction, {k: v[i] for k, v in frames.items()}, prev_per_step[i], state)
+            f, state, ex = self.step(instruction, {k: v[i] for k, v in frames.items()}, prev_per_step[i], state)
             feats.append(f)
-            if "instruction_position" in extras:
-                positions.append(extras["instruction_position"])
+            if aux:
+                extras.append(ex)
         feats = torch.stack(feats, 1)
         logits, progress = self.heads(feats)
         if not aux:
             return logits, progress
-        out = {}
+        out = {k: torch.stack([ex[k] for ex in extras], 1) for k in (extras[0] if extras else {})}
         if self.room_head is not None:
             cells = torch.cat([visual["rgb_grid"], visual["depth_grid"]], -1)
             out.update(room=self.room_head(feats), view_rooms=self.view_room_head(cells))
-        if positions:
-            out["instruction_position"] = torch.stack(positions, 1)
         return logits, progress, out
 
     def frame_inputs(self, observations: dict) -> tuple[torch.Tensor | None, torch.Tensor | None]:

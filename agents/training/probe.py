@@ -55,20 +55,30 @@ def instruction_probe(policy, store: TrajectoryStore, episodes, trajectories: in
     where the policy's most likely action is the expert's; ``sibling_instruction``: the same
     with the parting sibling's instruction in its place (the expert's action is then the wrong
     one for that instruction); ``other_steps``: accuracy on the steps that are no sibling
-    decision, with the own instruction.
+    decision, with the own instruction. For a policy with instruction attention (CMA), where it
+    looked at the decision with its own instruction: ``distinct_attention``, the mean attention
+    weight on the words that the sibling's instruction lacks (the ones that can tell the two
+    apart), ``distinct_share``, the mean share of such words in the instruction (what attention
+    spread evenly would put on them), and ``distinct_attention_right`` / ``_wrong``, the first
+    over the decisions it got right / wrong (None when there were none). A policy that looks
+    at the telling words and still errs does not ground them; one that looks elsewhere does not
+    read them.
     """
     import torch
 
     groups = sibling_groups(store, episodes)
     decisions = sibling_decisions(store, groups)
     pairs = sibling_pairs(store, groups, decisions)
+    looks = ("distinct_attention", "distinct_share", "distinct_attention_right", "distinct_attention_wrong")
     if not pairs:
-        return {"trajectories": 0, "own_instruction": None, "sibling_instruction": None, "other_steps": None}
+        return {"trajectories": 0, "own_instruction": None, "sibling_instruction": None, "other_steps": None,
+                **dict.fromkeys(looks)}
     rng = np.random.default_rng(seed)
     pairs = [pairs[k] for k in sorted(rng.permutation(len(pairs))[:trajectories])]
     device = next(policy.parameters()).device
     pc = policy.cfg
     own = swapped = other = other_n = 0
+    mass, share, right = [], [], []
 
     def twice(x):  # the same frames under both instructions
         return torch.from_numpy(np.concatenate([x, x])).to(device)
@@ -83,22 +93,36 @@ def instruction_probe(policy, store: TrajectoryStore, episodes, trajectories: in
         tokens[: len(chunk), : mine["tokens"].shape[1]] = mine["tokens"]
         tokens[len(chunk):, : theirs.shape[1]] = theirs
         with torch.no_grad():
-            logits = policy.forward_sequence(torch.from_numpy(tokens).to(device),
-                                             twice(mine["rgb"]) if pc.uses_rgb else None,
-                                             twice(mine["depth"]).float() if pc.uses_depth else None,
-                                             twice(mine["prev_action"]))[0]
+            logits, _, extras = policy.forward_sequence(torch.from_numpy(tokens).to(device),
+                                                        twice(mine["rgb"]) if pc.uses_rgb else None,
+                                                        twice(mine["depth"]).float() if pc.uses_depth else None,
+                                                        twice(mine["prev_action"]), aux=True)
         best = logits.argmax(-1).cpu().numpy()
+        alpha = extras.get("instruction_attention")
+        alpha = None if alpha is None else alpha.float().cpu().numpy()
         for row, (i, _, t) in enumerate(chunk):
             expert = mine["action"][row]
             own += best[row, t] == expert[t]
+            if alpha is not None:
+                words = tokens[row][tokens[row] != 0]
+                telling = ~np.isin(words, tokens[len(chunk) + row])
+                mass.append(float(alpha[row, t, : len(words)][telling].sum()))
+                share.append(float(telling.mean()))
+                right.append(bool(best[row, t] == expert[t]))
             swapped += best[len(chunk) + row, t] == expert[t]
             keep = mine["mask"][row].copy()
             keep[decisions[i]] = False
             other += int((best[row][keep] == expert[keep]).sum())
             other_n += int(keep.sum())
     n = len(pairs)
-    return {"trajectories": n, "own_instruction": own / n, "sibling_instruction": swapped / n,
-            "other_steps": other / max(other_n, 1)}
+    result = {"trajectories": n, "own_instruction": own / n, "sibling_instruction": swapped / n,
+              "other_steps": other / max(other_n, 1), **dict.fromkeys(looks)}
+    if mass:
+        mass_, right_ = np.array(mass), np.array(right)
+        result.update(distinct_attention=float(mass_.mean()), distinct_share=float(np.mean(share)),
+                      distinct_attention_right=float(mass_[right_].mean()) if right_.any() else None,
+                      distinct_attention_wrong=float(mass_[~right_].mean()) if (~right_).any() else None)
+    return result
 
 
 def build_group_store(out, houses: str, sensors: dict, vocab_words: list[str], per_house: int = 40, seed: int = 1,

@@ -90,4 +90,10 @@ def run(args) -> int:
               f"instruction and expert action): the expert's action {result['own_instruction']:.3f} with their "
               f"own instruction, {result['sibling_instruction']:.3f} with the sibling's (equal for a policy that "
               f"ignores it); other steps {result['other_steps']:.3f}")
+        if result["distinct_attention"] is not None:
+            split = ", ".join(f"{result[f'distinct_attention_{k}']:.3f} where it chose {k}" for k in ("right", "wrong")
+                              if result[f"distinct_attention_{k}"] is not None)
+            print(f"instruction attention at the decision on the words the sibling's instruction lacks: "
+                  f"{result['distinct_attention']:.3f} ({split}), against {result['distinct_share']:.3f} spread "
+                  "evenly")
     return 0
