@@ -971,6 +971,49 @@ def test_sibling_weight_marks_the_steps_where_destination_groups_part(grouped):
         TrainConfig(sibling_weight=0.0).validate()
 
 
+def test_telling_attention_loss_pulls_the_attention_onto_the_words_that_tell_siblings_apart(grouped, tmp_path):
+    import shutil
+
+    from agents.training.trainer import Trainer
+
+    trainer, out = grouped
+    shutil.copytree(out / "store", tmp_path / "store")
+    shutil.copytree(out / "aug", tmp_path / "aug")
+    cfg = TrainConfig(**{**trainer.cfg.__dict__, "sibling_weight": 1.0, "telling_attention": 1.0})
+    tr = Trainer(cfg, tmp_path, progress=False)
+    tr._find_sibling_decisions()
+    store = tr.store
+    assert tr.telling and set(tr.telling) <= set(tr.sibling_decisions)
+    start = {e.episode_id: (e.scene_id, tuple(e.start_position), tuple(e.start_rotation))
+             for e in tr.training_episodes()}
+
+    def pose(j):
+        return start.get(store.trajectories[j].episode_id)
+
+    for i, found in tr.telling.items():
+        assert all(t in tr.sibling_decisions[i] for t, _ in found)
+        for t, telling in found:
+            # the siblings that part from i at t (same start, same actions before t, another at t)
+            a = store.actions(i)
+            parting = [j for j in range(len(store.trajectories)) if j != i and store.trajectories[j].iteration == 0
+                       and pose(j) == pose(i) and len(b := store.actions(j)) > t and (b[:t] == a[:t]).all()
+                       and b[t] != a[t]]
+            assert parting
+            theirs = set().union(*(store.tokens(j).tolist() for j in parting))
+            mine = store.tokens(i).tolist()
+            assert [w not in theirs for w in mine] == telling.tolist()
+    # with the instruction keys zeroed the attention is even: the loss is the mean of -log(telling share)
+    batch = store.batch(sorted(tr.telling))
+    with torch.no_grad():
+        tr.policy.instruction_attn.key.weight.zero_()
+    want = np.mean([-np.log(w.mean()) for i in sorted(tr.telling) for _, w in tr.telling[i]])
+    assert tr.loss(batch)[4].item() == pytest.approx(want, rel=1e-4)
+    first, last = _fit(tr, batch, 30, part=4)
+    assert last < 0.5 * first
+    with pytest.raises(ConfigError, match="--telling-attention"):
+        TrainConfig(**{**cfg.__dict__, "aug_all_destinations": False}).validate()
+
+
 class _Oracle(torch.nn.Module):
     """Reads the instruction perfectly: answers each instruction's expert actions (teacher-forced),
     attending to all its words evenly."""

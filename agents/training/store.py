@@ -173,6 +173,12 @@ class TrajectoryStore:
         t = self.trajectories[index]
         return self.chunks[t.chunk]["steps"]["action"][t.start:t.start + t.length]
 
+    def tokens(self, index: int) -> np.ndarray:
+        """The instruction token ids (L,) of trajectory ``index``, without padding."""
+        t = self.trajectories[index]
+        row = self.chunks[t.chunk]["tokens"][t.token_row]
+        return row[row != 0]
+
     def batch(self, indices) -> dict[str, np.ndarray]:
         """Padded arrays for the trajectories ``indices``: rgb (B, T, H, W, 3), depth, action,
         prev_action, progress (B, T), mask (B, T) bool, tokens (B, L), room (B, T) and view_rooms
@@ -298,6 +304,26 @@ def sibling_decisions(store: TrajectoryStore, groups: list[list[int]]) -> dict[i
         for i, found in zip(members, sibling_decision_steps(store.actions(m) for m in members)):
             if len(found):
                 out[i] = found
+    return out
+
+
+def telling_words(store: TrajectoryStore, groups: list[list[int]],
+                  decisions: dict[int, np.ndarray]) -> dict[int, list[tuple[int, np.ndarray]]]:
+    """Trajectory index -> [(t, telling)] for each of its sibling decisions t (``sibling_decisions``):
+    ``telling`` (L,) bool over its instruction's words, True for the words that no sibling parting
+    from it at t has in its own instruction, the only words that can say which way to go there.
+    Decisions where every word is shared are left out."""
+    out: dict[int, list] = {}
+    for members in groups:
+        acts = {m: store.actions(m) for m in members}
+        words = {m: store.tokens(m) for m in members}
+        for i in members:
+            for t in decisions.get(i, ()):
+                parting = [m for m in members if m != i and len(acts[m]) > t
+                           and (acts[m][:t] == acts[i][:t]).all() and acts[m][t] != acts[i][t]]
+                telling = ~np.isin(words[i], np.concatenate([words[m] for m in parting]))
+                if telling.any():
+                    out.setdefault(i, []).append((int(t), telling))
     return out
 
 

@@ -91,6 +91,11 @@ class TrainConfig:
             the same house (``sibling_decision_steps``; the destination groups make them). There the
             frames agree and only the instruction can say which way; they are about 2 % of the
             steps. 1: off. Our addition, not the paper's.
+        telling_attention: weight of a loss on CMA's instruction attention at the sibling
+            decisions: -log of its weight on the words that the parting sibling's instruction
+            lacks (``telling_words``), the only ones that say which way to go there. 0: off.
+            Needs ``aug_all_destinations``. Our addition: the probe found the policies' attention
+            at those steps barely above an even spread over those words.
         val_split, val_episodes: validation set (first N episodes; None: all). patience: early stopping.
         workers: collection and validation processes. device: "auto", "cpu", "cuda".
         amp: mixed precision on CUDA. finetune: start from this checkpoint's weights.
@@ -138,6 +143,7 @@ class TrainConfig:
     aug_houses: int = 0
     dropout: float = 0.0
     sibling_weight: float = 1.0
+    telling_attention: float = 0.0
     val_split: str = "val_unseen"
     val_episodes: int | None = 60
     patience: int = 3
@@ -180,6 +186,11 @@ class TrainConfig:
         if self.instruction_pointer and self.agent != "cma":
             raise ConfigError(f"--instruction-pointer needs --agent cma (it places CMA's instruction attention), "
                               f"got {self.agent!r}")
+        if self.telling_attention < 0 or (self.telling_attention and not (
+                self.agent == "cma" and self.aug and self.aug_all_destinations)):
+            raise ConfigError(f"--telling-attention must be >= 0 and, when on, needs --agent cma, --aug and "
+                              f"--aug-all-destinations (it acts where destination groups part), got "
+                              f"{self.telling_attention} with --agent {self.agent}")
         if self.sibling_weight <= 0:
             raise ConfigError(f"--sibling-weight must be > 0 (1: off), got {self.sibling_weight}")
         if not (0.0 <= self.expert_hold_deg < 90.0):
@@ -296,6 +307,7 @@ class Trainer:
         self.state = {"round": 0, "epoch": 0, "step": 0, "best_spl": -1.0, "bad_evals": 0,
                       "train_seconds": 0.0, "collect_seconds": 0.0, "train_frames": 0, "collect_frames": 0}
         self.sibling_decisions: dict[int, np.ndarray] = {}  # trajectory index -> steps; see sibling_weight
+        self.telling: dict[int, list] = {}  # trajectory index -> [(step, telling-word mask)]; see telling_attention
         self._resume()
         from vlnce.tblog import TrainingLog
         from agents.training.store import TrajectoryStore
@@ -379,14 +391,21 @@ class Trainer:
             log.info("inflection coefficient %.3f", self.inflection_coef)
 
     def _find_sibling_decisions(self) -> None:
-        """Marks, for ``sibling_weight``, the steps of teacher-forcing trajectories at which one
-        departs from another that started at the same pose in the same house (destination groups)."""
-        from agents.training.store import sibling_decisions, sibling_groups
+        """Marks, for ``sibling_weight`` and ``telling_attention``, the steps of teacher-forcing
+        trajectories at which one departs from another that started at the same pose in the same
+        house (destination groups), and the words there that tell them apart."""
+        from agents.training.store import sibling_decisions, sibling_groups, telling_words
 
-        if self.cfg.sibling_weight == 1.0:
-            self.sibling_decisions = {}
+        if self.cfg.sibling_weight == 1.0 and not self.cfg.telling_attention:
+            self.sibling_decisions, self.telling = {}, {}
             return
-        self.sibling_decisions = sibling_decisions(self.store, sibling_groups(self.store, self.training_episodes()))
+        groups = sibling_groups(self.store, self.training_episodes())
+        self.sibling_decisions = sibling_decisions(self.store, groups)
+        if self.cfg.telling_attention:
+            self.telling = telling_words(self.store, groups, self.sibling_decisions)
+            masks = [w for found in self.telling.values() for _, w in found]
+            log.info("telling words at %d sibling decisions: %.2f of each instruction's words on average",
+                     len(masks), float(np.mean([w.mean() for w in masks])) if masks else 0.0)
         steps = sum(len(found) for found in self.sibling_decisions.values())
         teacher = sum(t.length for t in self.store.trajectories if t.iteration == 0)
         log.info("sibling decisions: %d steps in %d trajectories (%.2f %% of the teacher-forcing steps) weigh %.1f",
@@ -498,8 +517,9 @@ class Trainer:
         return [batches[i] for i in rng.permutation(len(batches))]
 
     def loss(self, batch: dict) -> tuple:
-        """(total loss, action loss, progress loss or None, room loss or None) of a store batch;
-        the progress loss sums the progress monitor's and the instruction pointer's."""
+        """(total loss, action loss, progress loss or None, room loss or None, telling-attention
+        loss or None) of a store batch; the progress loss sums the progress monitor's and the
+        instruction pointer's."""
         import torch
         from agents.training.store import inflection_weighted_ce, labelled_ce
 
@@ -513,7 +533,8 @@ class Trainer:
         mask = torch.from_numpy(batch["mask"]).to(dev)
         with torch.autocast(dev.type, enabled=self.use_amp):
             logits, progress, *aux = self.policy.forward_sequence(tokens, rgb, depth, prev,
-                                                                  aux=self.cfg.room_aux or pc.instruction_pointer)
+                                                                  aux=self.cfg.room_aux or pc.instruction_pointer
+                                                                  or bool(self.cfg.telling_attention))
         weights = None
         if self.sibling_decisions:
             weights = torch.from_numpy(self._sibling_weights(batch)).to(dev)
@@ -529,7 +550,15 @@ class Trainer:
             room_loss = (labelled_ce(aux["room"], torch.from_numpy(batch["room"]).to(dev))
                          + labelled_ce(aux["view_rooms"], torch.from_numpy(batch["view_rooms"]).to(dev)))
             total = total + self.cfg.room_alpha * room_loss
-        return total, action_loss, pm_loss, room_loss
+        telling_loss = None
+        if self.cfg.telling_attention:
+            alpha = aux["instruction_attention"].float()
+            looked = [alpha[row, t, : len(words)][torch.from_numpy(words).to(dev)].sum()
+                      for row, i in enumerate(batch["index"]) for t, words in self.telling.get(int(i), ())]
+            if looked:
+                telling_loss = -torch.log(torch.stack(looked).clamp_min(1e-6)).mean()
+                total = total + self.cfg.telling_attention * telling_loss
+        return total, action_loss, pm_loss, room_loss, telling_loss
 
     def _train_epoch(self, n: int, epoch: int) -> dict:
         import torch
@@ -542,7 +571,7 @@ class Trainer:
         bar = tqdm(batches, desc=f"round {n} epoch {epoch + 1}", unit="batch", disable=not self.progress)
         for idx in bar:
             batch = self.store.batch(idx)
-            total, action_loss, pm_loss, room_loss = self.loss(batch)
+            total, action_loss, pm_loss, room_loss, telling_loss = self.loss(batch)
             if not torch.isfinite(total):
                 raise TrainingError(f"the loss became {total.item()} at round {n}, epoch {epoch + 1}, step "
                                     f"{self.state['step']}; the last good checkpoint is {self.out / 'last.pt'} "
@@ -559,6 +588,8 @@ class Trainer:
             scalars = {"train/loss": total.item(), "train/action_loss": action_loss.item()}
             if pm_loss is not None:
                 scalars["train/progress_loss"] = pm_loss.item()
+            if telling_loss is not None:
+                scalars["train/telling_loss"] = telling_loss.item()
             if room_loss is not None:
                 scalars["train/room_loss"] = room_loss.item()
                 room_losses.append(room_loss.item())

@@ -57,6 +57,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--sibling-weight", type=float, default=1.0,
                    help="weigh the imitation loss this much more at the steps where an expert path first departs "
                         "from one that started at the same pose (destination groups); 1: off")
+    p.add_argument("--telling-attention", type=float, default=0.0, metavar="W",
+                   help="CMA with --aug-all-destinations: weight of a loss (-log) on the instruction attention's "
+                        "weight on the words that tell a destination group's siblings apart, where they part; 0: off")
     p.add_argument("--val-episodes", type=int, default=60, help="val_unseen episodes per evaluation (0: all)")
     p.add_argument("--patience", type=int, default=3, help="evaluations without a better SPL before stopping")
     p.add_argument("--finetune", default=None, help="start from this checkpoint's weights")
@@ -84,7 +87,7 @@ def run(args) -> int:
                       dagger_epochs=args.dagger_epochs, dagger_pool=args.dagger_pool,
                       aug_episodes_per_house=args.aug_episodes_per_house,
                       aug_all_destinations=args.aug_all_destinations, aug_houses=args.aug_houses, dropout=args.dropout,
-                      sibling_weight=args.sibling_weight,
+                      sibling_weight=args.sibling_weight, telling_attention=args.telling_attention,
                       val_episodes=args.val_episodes or None, patience=args.patience, finetune=args.finetune,
                       depth_init=args.depth_init, freeze_depth=args.freeze_depth,
                       dataset=args.dataset, workers=args.workers, device=args.device, amp=not args.no_amp,
