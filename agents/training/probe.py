@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from agents.training.store import TrajectoryStore, sibling_decisions, sibling_groups
+from agents.training.store import TrajectoryStore, parting_siblings, sibling_decisions, sibling_groups
 
 
 def sibling_pairs(store: TrajectoryStore, groups: list[list[int]],
@@ -33,10 +33,8 @@ def sibling_pairs(store: TrajectoryStore, groups: list[list[int]],
         for i in members:
             if i not in decisions:
                 continue
-            t, a = int(decisions[i][0]), store.actions(i)
-            j = next(m for m in members
-                     if m != i and len(b := store.actions(m)) > t and (b[:t] == a[:t]).all() and b[t] != a[t])
-            pairs.append((i, j, t))
+            t = int(decisions[i][0])
+            pairs.append((i, parting_siblings(store, members, i, t)[0], t))
     return pairs
 
 

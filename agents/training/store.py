@@ -307,6 +307,13 @@ def sibling_decisions(store: TrajectoryStore, groups: list[list[int]]) -> dict[i
     return out
 
 
+def parting_siblings(store: TrajectoryStore, members: list[int], i: int, t: int) -> list[int]:
+    """The members of trajectory ``i``'s group (``sibling_groups``) that take its actions up to step
+    ``t`` and another at ``t``: the siblings that part from it there."""
+    a = store.actions(i)
+    return [m for m in members if m != i and len(b := store.actions(m)) > t and (b[:t] == a[:t]).all() and b[t] != a[t]]
+
+
 def telling_words(store: TrajectoryStore, groups: list[list[int]],
                   decisions: dict[int, np.ndarray]) -> dict[int, list[tuple[int, np.ndarray]]]:
     """Trajectory index -> [(t, telling)] for each of its sibling decisions t (``sibling_decisions``):
@@ -315,12 +322,10 @@ def telling_words(store: TrajectoryStore, groups: list[list[int]],
     Decisions where every word is shared are left out."""
     out: dict[int, list] = {}
     for members in groups:
-        acts = {m: store.actions(m) for m in members}
         words = {m: store.tokens(m) for m in members}
         for i in members:
             for t in decisions.get(i, ()):
-                parting = [m for m in members if m != i and len(acts[m]) > t
-                           and (acts[m][:t] == acts[i][:t]).all() and acts[m][t] != acts[i][t]]
+                parting = parting_siblings(store, members, i, t)
                 telling = ~np.isin(words[i], np.concatenate([words[m] for m in parting]))
                 if telling.any():
                     out.setdefault(i, []).append((int(t), telling))
