@@ -508,7 +508,7 @@ def test_nan_loss_stops_without_touching_the_last_checkpoint(trained, monkeypatc
 
     def nan_loss(batch):
         x = torch.tensor(float("nan"), requires_grad=True)
-        return x, x, None, None
+        return x, x, None, None, None
 
     monkeypatch.setattr(trainer, "loss", nan_loss)
     with pytest.raises(TrainingError, match="loss became nan"):
