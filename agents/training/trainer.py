@@ -536,7 +536,7 @@ class Trainer:
                                                                   aux=self.cfg.room_aux or pc.instruction_pointer
                                                                   or bool(self.cfg.telling_attention))
         weights = None
-        if self.sibling_decisions:
+        if self.cfg.sibling_weight != 1.0 and self.sibling_decisions:  # also found for telling_attention alone
             weights = torch.from_numpy(self._sibling_weights(batch)).to(dev)
         action_loss = inflection_weighted_ce(logits, action, mask, self.inflection_coef, weights)
         aux = aux[0] if aux else {}
