@@ -1295,3 +1295,139 @@ def test_augmentation_on_new_houses_saves_them_and_trains_on_them(bench, tmp_pat
         TrainConfig(aug_houses=3).validate()
     with pytest.raises(ConfigError, match="aug-houses"):
         TrainConfig(aug=True, aug_houses=-1).validate()
+
+
+# --- room sense ---------------------------------------------------------------------------------
+class _FixedRooms(torch.nn.Module):
+    """A stand-in room sense whose logits are given per frame (the frame's index is its first pixel)."""
+
+    num_types = 7
+
+    def __init__(self, here, cells):
+        super().__init__()
+        self.here, self.cells = torch.as_tensor(here), torch.as_tensor(cells)
+
+    def forward(self, rgb, depth):
+        i = rgb[:, 0, 0, 0].long()
+        return (torch.nn.functional.one_hot(self.here[i], 7).float(),
+                torch.nn.functional.one_hot(self.cells[i], 7).float())
+
+
+def test_room_sense_accuracies_match_hand_counts():
+    from agents.training.room_sense import accuracies
+
+    # 3 frames, 16 cells each; labels -1 are unlabelled
+    here = np.array([2, 2, -1])
+    cells = np.full((3, 16), -1)
+    cells[0, :4] = [2, 2, 5, 5]  # two cells of the agent's room, two through a door
+    cells[1, :3] = [3, 2, 6]
+    cells[2, :2] = [4, 4]  # the agent's room unknown: no door cells
+    pred_here = [2, 4, 0]
+    pred_cells = np.zeros((3, 16), int)
+    pred_cells[0, :4] = [2, 0, 5, 1]
+    pred_cells[1, :3] = [3, 2, 0]
+    pred_cells[2, :2] = [4, 0]
+    frames = {"rgb": np.arange(3, dtype=np.uint8)[:, None, None, None] * np.ones((1, 4, 4, 3), np.uint8),
+              "depth": np.zeros((3, 4, 4, 1), np.float16), "here": here, "cells": cells}
+    acc = accuracies(_FixedRooms(pred_here, pred_cells), frames, batch=2)
+    assert acc["here"] == pytest.approx(1 / 2)  # frame 0 right, frame 1 wrong, frame 2 unlabelled
+    assert acc["cells"] == pytest.approx(5 / 9)  # labelled: 4 + 3 + 2; right: 2 + 2 + 1
+    # through doors: frame 0 cells 2, 3 (5, 5), frame 1 cells 0, 2 (3, 6); right: cell 2 and cell 0
+    assert acc["through_doors"] == pytest.approx(2 / 4)
+    assert acc["here_majority"] == 1.0 and acc["cells_majority"] == pytest.approx(3 / 9)  # type 2: 3 of 9
+    assert acc["through_doors_majority"] == pytest.approx(2 / 4) and acc["frames"] == 3
+
+
+@pytest.fixture(scope="module")
+def room_sense_run(trained, tmp_path_factory):
+    """`vlnce train-rooms` on the trained run's store (16 px frames, room labels)."""
+    _, out, _ = trained
+    rs = tmp_path_factory.mktemp("rooms")
+    args = ["train-rooms", "--store", str(out / "store"), "--stride", "1", "--channels", "8", "--epochs", "3",
+            "--batch-size", "16", "--lr", "3e-3", "--out", str(rs)]
+    assert main(args) == 0
+    return args, rs
+
+
+def test_train_rooms_fits_the_room_labels_resumes_and_refuses_other_settings(room_sense_run, trained, capsys):
+    from agents.training.room_sense import load_frames, read_room_sense, room_loss
+
+    args, rs = room_sense_run
+    summary = json.loads((rs / "summary.json").read_text())
+    hist = summary["history"]
+    assert [h["epoch"] for h in hist] == [1, 2, 3] and hist[-1]["loss"] < hist[0]["loss"]
+    assert summary["image_size"] == 16 and summary["val_frames"] > 0 and summary["train_frames"] > summary["val_frames"]
+    model, val = read_room_sense(rs / "best.pt")
+    assert val["cells"] == max(h["cells"] for h in hist)
+    _, out, _ = trained
+    frames = load_frames(out / "store", 1)
+    assert frames["rgb"].shape[1:] == (16, 16, 3) and frames["cells"].shape[1:] == (16,)
+    fresh = type(model)(16, 8)
+    batch = [torch.from_numpy(frames[k]) for k in ("rgb", "depth", "here", "cells")]
+    with torch.no_grad():
+        assert room_loss(model, *batch) < room_loss(fresh, *batch)
+    capsys.readouterr()
+    assert main(args) == 0  # rerun: finished, nothing trained again
+    assert "epoch 3:" in capsys.readouterr().out
+    assert len(json.loads((rs / "summary.json").read_text())["history"]) == 3
+    assert main(args[:-2] + ["--stride", "2", "--out", str(rs)]) == 2
+    assert "other settings" in capsys.readouterr().err
+
+
+def test_cma_takes_the_frozen_room_sense_as_an_input(room_sense_run, trained, tmp_path):
+    import shutil
+
+    from agents.training.room_sense import load_room_sense, read_room_sense
+    from agents.training.trainer import Trainer
+
+    _, rs = room_sense_run
+    cfg, out, _ = trained
+    shutil.copytree(out / "store", tmp_path / "run" / "store")
+    tc = TrainConfig(**{**cfg.__dict__, "room_sense": str(rs / "best.pt"), "epochs": 1, "val_episodes": 1})
+    trainer = Trainer(tc, tmp_path / "run", progress=False)
+    policy = trainer.policy
+    model, _ = read_room_sense(rs / "best.pt")
+    for k, v in model.state_dict().items():
+        torch.testing.assert_close(policy.room_sense.state_dict()[k], v)
+    optimised = {id(p) for g in trainer.optimizer.param_groups for p in g["params"]}
+    assert not any(p.requires_grad or id(p) in optimised for p in policy.room_sense.parameters())
+    batch = trainer.store.batch(list(range(len(trainer.store.trajectories))))
+    before = {k: v.clone() for k, v in policy.room_sense.state_dict().items()}
+    first, last = _fit(trainer, batch, 5, part=0)
+    assert last < first
+    for k, v in policy.room_sense.state_dict().items():
+        torch.testing.assert_close(v, before[k])  # frozen through training
+    # the inputs are the recogniser's probabilities, and CMA's room attention is a distribution
+    policy.eval()
+    tokens, rgb, depth, prev = (torch.as_tensor(batch[k][:2]) for k in ("tokens", "rgb", "depth", "prev_action"))
+    vis = policy.encode_visual(rgb, depth.float(), rgb.shape[0] * rgb.shape[1])
+    here, cells = model.probabilities(rgb.reshape(-1, 16, 16, 3), depth.float().reshape(-1, 16, 16, 1))
+    torch.testing.assert_close(vis["room_here"], here)
+    torch.testing.assert_close(vis["room_cells"], cells)
+    _, _, aux = policy.forward_sequence(tokens, rgb, depth.float(), prev, aux=True)
+    assert aux["room_attention"].shape == (*prev.shape, 16)
+    torch.testing.assert_close(aux["room_attention"].sum(-1), torch.ones(prev.shape))
+    # the room probabilities reach the action: other probabilities, other logits
+    logits = policy.forward_sequence(tokens, rgb, depth.float(), prev)[0]
+    with torch.no_grad():
+        policy.room_sense.here_head.bias.add_(5.0 * torch.arange(7.0))
+    assert not torch.allclose(policy.forward_sequence(tokens, rgb, depth.float(), prev)[0], logits)
+    policy.room_sense.load_state_dict(before)
+    # a checkpoint carries the room sense: round trip
+    save_checkpoint(tmp_path / "p.pt", policy, trainer.vocab)
+    loaded, _ = load_policy(tmp_path / "p.pt", arch="cma", vocab_words=trainer.vocab)
+    torch.testing.assert_close(loaded.eval().forward_sequence(tokens, rgb, depth.float(), prev)[0], logits)
+    # bad inputs
+    with pytest.raises(ConfigError, match="--room-sense needs --agent cma"):
+        TrainConfig(agent="seq2seq", room_sense=str(rs / "best.pt")).validate()
+    with pytest.raises(ConfigError, match="room_sense needs arch 'cma' with RGB and depth"):
+        PolicyConfig(arch="cma", room_sense=True, ablation="no_rgb").validate()
+    with pytest.raises(CheckpointError, match="not a room-sense checkpoint"):
+        read_room_sense(rs / "summary.json")
+    with pytest.raises(CheckpointError, match="made for 16 px frames and 8 channels"):
+        load_room_sense(_policy("cma", room_sense=True, room_sense_channels=4), rs / "best.pt")
+    with pytest.raises(CheckpointError, match="built without a room sense"):
+        load_room_sense(_policy("cma"), rs / "best.pt")
+    tuned = {**tc.__dict__, "finetune": str(tmp_path / "p.pt"), "room_sense": None}
+    with pytest.raises(CheckpointError, match=r"--room-sense True \(this run: False\)"):
+        Trainer(TrainConfig(**tuned), tmp_path / "tuned", progress=False)

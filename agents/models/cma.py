@@ -15,6 +15,10 @@ log-prior around where along the instruction the agent is:
     p_t = sigmoid(w_p . h_attn_t + b_p),   s^_t = Attn(S, h_attn_t, bias_i = -(r_i - p_t)^2 / (2 sigma^2))
 
 where r_i = i / (L - 1) is word i's place in an instruction of L words and sigma is learned.
+
+With ``room_sense`` (ours) a frozen recogniser gives room-type probabilities for the room the agent
+stands in, q_t (R,), and for each grid cell, Q_t (16, R); q_t joins eq. 3's input, and
+r^_t = Attn(Q_t, s^_t) and q_t join eq. 6's.
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ from torch import nn
 
 from agents.models.encoders import Attention
 from agents.models.policy import NUM_ACTIONS, POLICIES, PolicyConfig, VLNPolicy
+from agents.models.room_sense import RoomSense
 
 
 @POLICIES.register("cma")
@@ -37,12 +42,14 @@ class CMAPolicy(VLNPolicy):
         ds = self.instruction_encoder.output_size
         # index 0 is "no previous action" (t = 0); action k is k + 1
         self.prev_action_embedding = nn.Embedding(NUM_ACTIONS + 1, cfg.prev_action_dim)
-        self.visual_gru = nn.GRUCell(cfg.rgb_dim + cfg.depth_dim + cfg.prev_action_dim, cfg.hidden)
+        rooms = RoomSense.num_types if cfg.room_sense else 0
+        self.visual_gru = nn.GRUCell(cfg.rgb_dim + cfg.depth_dim + cfg.prev_action_dim + rooms, cfg.hidden)
         self.instruction_attn = Attention(ds, cfg.hidden)
         self.rgb_attn = Attention(cfg.rgb_channels, ds)
         self.depth_attn = Attention(cfg.depth_channels, ds)
-        self.action_gru = nn.GRUCell(ds + cfg.rgb_channels + cfg.depth_channels + cfg.prev_action_dim + cfg.hidden,
-                                     cfg.hidden)
+        self.room_attn = Attention(rooms, ds) if rooms else None
+        self.action_gru = nn.GRUCell(ds + cfg.rgb_channels + cfg.depth_channels + cfg.prev_action_dim + cfg.hidden
+                                     + 2 * rooms, cfg.hidden)
         self.state_size = 2 * cfg.hidden
         self.pointer_head = self.pointer_log_width = None
         if cfg.instruction_pointer:
@@ -63,7 +70,8 @@ class CMAPolicy(VLNPolicy):
         states, _, mask, keys, places = instruction
         h_attn, h_a = state.chunk(2, dim=1)
         a_prev = self.prev_action_embedding(prev_action.long() + 1)
-        h_attn = self.visual_gru(torch.cat([visual["rgb"], visual["depth"], a_prev], 1), h_attn)
+        seen = [visual["rgb"], visual["depth"], a_prev] + ([visual["room_here"]] if self.room_attn is not None else [])
+        h_attn = self.visual_gru(torch.cat(seen, 1), h_attn)
         prior, extras = None, {}
         if self.pointer_head is not None:
             where = torch.sigmoid(self.pointer_head(h_attn)).squeeze(-1)
@@ -72,7 +80,11 @@ class CMAPolicy(VLNPolicy):
         s_hat, alpha_s = self.instruction_attn(states, h_attn, mask, keys, prior)
         v_hat, alpha_v = self.rgb_attn(visual["rgb_grid"], s_hat)
         d_hat, alpha_d = self.depth_attn(visual["depth_grid"], s_hat)
-        h_a = self.action_gru(torch.cat([s_hat, v_hat, d_hat, a_prev, h_attn], 1), h_a)
+        inputs = [s_hat, v_hat, d_hat, a_prev, h_attn]
+        if self.room_attn is not None:
+            r_hat, extras["room_attention"] = self.room_attn(visual["room_cells"], s_hat)
+            inputs += [r_hat, visual["room_here"]]
+        h_a = self.action_gru(torch.cat(inputs, 1), h_a)
         extras.update(instruction_attention=alpha_s, rgb_attention=alpha_v, depth_attention=alpha_d)
         return h_a, torch.cat([h_attn, h_a], 1), extras
 

@@ -59,6 +59,13 @@ class PolicyConfig:
             head is trained on the progress target of the progress monitor (1 - d_t / d_0). After
             the self-monitoring agent's positional instruction attention (Ma et al. 2019); VLN-CE's
             CMA has none, and its attention is left to find the place from the state alone.
+        room_sense: CMA only. A frozen room-type recogniser (``room_sense.RoomSense``, trained by
+            ``vlnce train-rooms`` and loaded by ``vlnce train --room-sense``) turns each frame into
+            probabilities over the room types of the room the agent stands in and of the room each
+            visual grid cell looks into; CMA feeds the first to its visual-history GRU and attends
+            over the second from the attended instruction, as over the RGB and depth cells (ours,
+            not the paper's). Needs both RGB and depth of one size.
+        room_sense_channels: its CNNs' grid channels (the checkpoint's).
         dropout: probability of zeroing an element of the instruction states and of the RGB and
             depth grid features while training (EnvDrop's feature dropout, Tan et al. 2019; VLN-CE's
             CMA has none). Not architecture: acting and evaluation are unaffected, and a
@@ -84,6 +91,8 @@ class PolicyConfig:
     progress_monitor: bool = False
     room_aux: bool = False
     instruction_pointer: bool = False
+    room_sense: bool = False
+    room_sense_channels: int = 128
     dropout: float = 0.0
 
     def validate(self) -> "PolicyConfig":
@@ -95,11 +104,15 @@ class PolicyConfig:
         if self.embedding == "glove" and self.embed_dim != 50:
             raise ConfigError(f"GloVe 6B vectors are 50-d; embed_dim is {self.embed_dim}")
         for name in ("vocab_size", "embed_dim", "instruction_hidden", "rgb_size", "depth_size", "rgb_channels",
-                     "depth_channels", "rgb_dim", "depth_dim", "hidden", "prev_action_dim"):
+                     "depth_channels", "rgb_dim", "depth_dim", "hidden", "prev_action_dim", "room_sense_channels"):
             if int(getattr(self, name)) < 1:
                 raise ConfigError(f"policy.{name} must be positive, got {getattr(self, name)}")
         if self.instruction_pointer and self.arch != "cma":
             raise ConfigError(f"instruction_pointer places the instruction attention of CMA; {self.arch!r} has none")
+        if self.room_sense and (self.arch != "cma" or not (self.uses_rgb and self.uses_depth)
+                                or self.rgb_size != self.depth_size):
+            raise ConfigError(f"room_sense needs arch 'cma' with RGB and depth of one size; got {self.arch!r}, "
+                              f"ablation {self.ablation!r}, rgb {self.rgb_size} px, depth {self.depth_size} px")
         if not 0.0 <= float(self.dropout) < 1.0:
             raise ConfigError(f"policy.dropout must be in [0, 1), got {self.dropout}")
         return self
@@ -172,6 +185,12 @@ class VLNPolicy(nn.Module, abc.ABC):
                                   f"(RGB) and {self.depth_cells} (depth) cells")
             self.room_head = nn.Linear(cfg.hidden, len(ROOM_TYPES))
             self.view_room_head = nn.Linear(cfg.rgb_channels + cfg.depth_channels, len(ROOM_TYPES))
+        self.room_sense = None
+        if cfg.room_sense:
+            from agents.models.room_sense import RoomSense
+
+            # frozen perception: its weights come from `vlnce train-rooms` and never train here
+            self.room_sense = RoomSense(cfg.rgb_size, cfg.room_sense_channels).requires_grad_(False)
 
     bidirectional = False
 
@@ -183,7 +202,8 @@ class VLNPolicy(nn.Module, abc.ABC):
         return self.feature_dropout(states), self.feature_dropout(final), mask
 
     def encode_visual(self, rgb: torch.Tensor | None, depth: torch.Tensor | None, n: int) -> dict:
-        """Per frame (n frames): RGB cells (n, cells, C), pooled RGB (n, rgb_dim), depth cells and vector."""
+        """Per frame (n frames): RGB cells (n, cells, C), pooled RGB (n, rgb_dim), depth cells and vector;
+        with ``room_sense`` also "room_here" (n, R) and "room_cells" (n, 16, R) room-type probabilities."""
         cfg, dev = self.cfg, self.action_head.weight.device
         if self.rgb_encoder is not None:
             grid = self.rgb_encoder(self._check(rgb, "rgb", (cfg.rgb_size, cfg.rgb_size, 3))).flatten(2).transpose(1, 2)
@@ -197,7 +217,13 @@ class VLNPolicy(nn.Module, abc.ABC):
         rgb_vec = self.rgb_fc(grid.mean(1)) if self.rgb_encoder is not None else torch.zeros(n, cfg.rgb_dim, device=dev)
         depth_vec = (self.depth_fc(dgrid.transpose(1, 2).flatten(1)) if self.depth_encoder is not None
                      else torch.zeros(n, cfg.depth_dim, device=dev))
-        return {"rgb_grid": grid, "rgb": rgb_vec, "depth_grid": dgrid, "depth": depth_vec}
+        out = {"rgb_grid": grid, "rgb": rgb_vec, "depth_grid": dgrid, "depth": depth_vec}
+        if self.room_sense is not None:
+            with torch.no_grad():
+                here, cells = self.room_sense.probabilities(rgb.reshape(-1, *rgb.shape[-3:]),
+                                                            depth.reshape(-1, *depth.shape[-3:]))
+            out.update(room_here=here, room_cells=cells)
+        return out
 
     def set_dropout(self, p: float) -> None:
         """Change the training-time feature dropout (``PolicyConfig.dropout``), e.g. to fine-tune with another."""

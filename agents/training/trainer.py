@@ -102,6 +102,9 @@ class TrainConfig:
         depth_init: a point-goal checkpoint (``vlnce train-pointnav``) whose depth encoder initialises
             the policy's (VLN-CE's DD-PPO depth ResNet); not with ``finetune``, which has its own.
         freeze_depth: keep the depth encoder fixed (VLN-CE freezes it).
+        room_sense: a room-sense checkpoint (``vlnce train-rooms``) that CMA takes, frozen, as an
+            input (``PolicyConfig.room_sense``). With ``finetune`` the checkpoint's own is kept and
+            this only has to be given, as the other architecture options.
         max_collect_steps: steps after which a collected episode is cut.
         look_around: the expert scans the start room first, turning left until the camera has
             swept the full circle (``look_around_steps``), then follows the shortest path. Start
@@ -153,6 +156,7 @@ class TrainConfig:
     finetune: str | None = None
     depth_init: str | None = None
     freeze_depth: bool = False
+    room_sense: str | None = None
     max_collect_steps: int = 500
     look_around: bool = False
     expert_hold_deg: float = 0.0
@@ -195,6 +199,8 @@ class TrainConfig:
             raise ConfigError(f"--sibling-weight must be > 0 (1: off), got {self.sibling_weight}")
         if not (0.0 <= self.expert_hold_deg < 90.0):
             raise ConfigError(f"--expert-hold-deg must be in [0, 90) degrees, got {self.expert_hold_deg}")
+        if self.room_sense and self.agent != "cma":
+            raise ConfigError(f"--room-sense needs --agent cma (CMA attends over its cells), got {self.agent!r}")
         if self.depth_init and self.finetune:
             raise ConfigError("--depth-init and --finetune both set: the --finetune checkpoint brings its own "
                               "depth encoder (add --freeze-depth to keep it fixed)")
@@ -274,20 +280,34 @@ class Trainer:
             settings = {"--pm": (pc.progress_monitor, cfg.progress_monitor), "--ablation": (pc.ablation, cfg.ablation),
                         "--image-size": (pc.rgb_size, cfg.image_size), "--hidden": (pc.hidden, cfg.hidden),
                         "--rgb-encoder": (pc.rgb_encoder, cfg.rgb_encoder), "--room-aux": (pc.room_aux, cfg.room_aux),
-                        "--instruction-pointer": (pc.instruction_pointer, cfg.instruction_pointer)}
+                        "--instruction-pointer": (pc.instruction_pointer, cfg.instruction_pointer),
+                        "--room-sense": (pc.room_sense, bool(cfg.room_sense))}
             diff = [f"{flag} {ckpt} (this run: {run})" for flag, (ckpt, run) in settings.items() if ckpt != run]
             if diff:
                 raise CheckpointError(f"--finetune {cfg.finetune} was trained with {', '.join(diff)}; "
                                       "pass the checkpoint's values")
             self.policy.set_dropout(cfg.dropout)  # a training setting, not the checkpoint's architecture
         else:
+            sense, sense_val = None, {}
+            if cfg.room_sense:
+                from agents.training.room_sense import read_room_sense
+
+                sense, sense_val = read_room_sense(cfg.room_sense)
             pc = PolicyConfig(arch=cfg.agent, vocab_size=len(self.vocab), embedding=embedding,
                               rgb_encoder=cfg.rgb_encoder, rgb_size=cfg.image_size, depth_size=cfg.image_size,
                               hidden=cfg.hidden, ablation=cfg.ablation, progress_monitor=cfg.progress_monitor,
                               room_aux=cfg.room_aux, instruction_pointer=cfg.instruction_pointer,
-                              dropout=cfg.dropout)
+                              room_sense=sense is not None, dropout=cfg.dropout,
+                              **({"room_sense_channels": sense.channels} if sense is not None else {}))
             torch.manual_seed(cfg.seed)
             self.policy = build_policy(pc, self.vocab)
+            if sense is not None:
+                from agents.training.room_sense import load_room_sense
+
+                load_room_sense(self.policy, cfg.room_sense)
+                log.info("room sense from %s (held-out accuracy: here %.3f, cells %.3f, through doors %.3f)",
+                         cfg.room_sense, sense_val.get("here", float("nan")), sense_val.get("cells", float("nan")),
+                         sense_val.get("through_doors", float("nan")))
             if cfg.depth_init:
                 from agents.training.pointnav import load_depth_init
 

@@ -21,6 +21,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "train": ("vlnce.cli.train", "train a Seq2Seq or Cross-Modal Attention agent (IL, DAgger)"),
     "train-pointnav": ("vlnce.cli.train_pointnav", "pretrain the depth encoder on point-goal navigation (VLN-CE's "
                       "DD-PPO encoder)"),
+    "train-rooms": ("vlnce.cli.train_rooms", "train the room sense: room types recognised from RGB-D frames, a "
+                    "frozen input for CMA (vlnce train --room-sense)"),
     "probe": ("vlnce.cli.probe", "does a policy read the instruction where only it can tell? (teacher-forced, a "
               "training run's destination groups)"),
     "table": ("vlnce.cli.table", "evaluations side by side per split, shaped like VLN-CE's Tables 2 and 3"),

@@ -17,6 +17,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--instruction-pointer", action="store_true",
                    help="CMA: centre the instruction attention where along the instruction the agent estimates it "
                         "is (a progress head on the visual-history state; our addition, not the paper's)")
+    p.add_argument("--room-sense", default=None, metavar="CKPT",
+                   help="CMA: take room-type probabilities from this frozen `vlnce train-rooms` checkpoint as an "
+                        "input (the agent's room and the room seen in each visual cell; our addition)")
     p.add_argument("--aug", action="store_true", help="add generated instruction-path pairs on the training houses")
     p.add_argument("--ablation", default="none", choices=("none", "no_rgb", "no_depth", "no_vision", "no_instruction"))
     p.add_argument("--embedding", default="auto", choices=("auto", "glove", "learned"),
@@ -93,7 +96,8 @@ def run(args) -> int:
                       dataset=args.dataset, workers=args.workers, device=args.device, amp=not args.no_amp,
                       max_collect_steps=args.max_collect_steps, look_around=args.look_around,
                       expert_hold_deg=args.expert_hold_deg, room_aux=args.room_aux,
-                      room_alpha=args.room_alpha, instruction_pointer=args.instruction_pointer, seed=args.seed)
+                      room_alpha=args.room_alpha, instruction_pointer=args.instruction_pointer,
+                      room_sense=args.room_sense, seed=args.seed)
     summary = train(cfg, args.out)
     print(f"inflection weight coefficient: {summary['inflection_coef']:.3f}")
     if summary["best_val"]:
