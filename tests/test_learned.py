@@ -1374,6 +1374,29 @@ def test_train_rooms_fits_the_room_labels_resumes_and_refuses_other_settings(roo
     assert "other settings" in capsys.readouterr().err
 
 
+def test_train_rooms_probes_a_policys_frozen_encoders(trained, tmp_path, capsys):
+    from agents.training.room_sense import read_room_sense
+
+    _, out, _ = trained
+    policy, _ = load_policy(out / "best.pt")
+    args = ["train-rooms", "--store", str(out / "store"), "--stride", "2", "--channels", "8", "--epochs", "1",
+            "--batch-size", "16", "--probe", str(out / "best.pt"), "--out", str(tmp_path / "probe")]
+    assert main(args) == 0
+    blob = torch.load(tmp_path / "probe" / "best.pt", weights_only=True)
+    for name in ("rgb", "depth"):  # the policy's encoders, untouched; only the heads trained
+        mine = getattr(policy, f"{name}_encoder").state_dict()
+        for k, v in mine.items():
+            torch.testing.assert_close(blob["state_dict"][f"{name}.{k}"], v.float())
+    assert blob["state_dict"]["here_head.weight"].shape == (7, 16 * (policy.cfg.rgb_channels + policy.cfg.depth_channels))
+    with pytest.raises(CheckpointError, match="a probe of the encoders"):
+        read_room_sense(tmp_path / "probe" / "best.pt")
+    capsys.readouterr()
+    blind = tmp_path / "blind.pt"
+    save_checkpoint(blind, _policy("cma", ablation="no_rgb"), VOCAB)
+    assert main(args[:-4] + ["--probe", str(blind), "--out", str(tmp_path / "p2")]) == 2
+    assert "probing needs a policy with RGB and depth encoders" in capsys.readouterr().err
+
+
 def test_cma_takes_the_frozen_room_sense_as_an_input(room_sense_run, trained, tmp_path):
     import shutil
 

@@ -31,16 +31,19 @@ class RoomSense(nn.Module):
     Args:
         image_size: S, the square frame size in pixels (4 * 2^k).
         channels: channels of each CNN's 4 x 4 grid.
+        encoders: (rgb, depth) modules to use instead of new CNNs, e.g. a VLN policy's, to probe
+            what they encode (``frozen_encoders``); their ``out_channels`` set the heads' sizes.
     """
 
     num_types = len(ROOM_TYPES)
 
-    def __init__(self, image_size: int = 32, channels: int = 128) -> None:
+    def __init__(self, image_size: int = 32, channels: int = 128, encoders: tuple | None = None) -> None:
         super().__init__()
         self.image_size, self.channels = int(image_size), int(channels)
-        self.rgb = ConvEncoder(3, channels, image_size)
-        self.depth = ConvEncoder(1, channels, image_size)
-        both = 2 * channels
+        if encoders is None:
+            encoders = ConvEncoder(3, channels, image_size), ConvEncoder(1, channels, image_size)
+        self.rgb, self.depth = encoders
+        both = self.rgb.out_channels + self.depth.out_channels
         self.here_head = nn.Linear(both * VIEW_CELLS, self.num_types)
         self.cell_head = nn.Sequential(nn.Conv2d(both, both, 1), nn.ReLU(inplace=True),
                                        nn.Conv2d(both, self.num_types, 1))
@@ -60,4 +63,13 @@ def room_sense(image_size: int = 32, channels: int = 128) -> RoomSense:
     return RoomSense(image_size, channels)
 
 
-__all__ = ["RoomSense", "room_sense"]
+def frozen_encoders(policy) -> tuple[nn.Module, nn.Module]:
+    """A VLN policy's RGB and depth CNNs, frozen, for a room sense that probes what they encode
+    (only its heads train)."""
+    if policy.rgb_encoder is None or policy.depth_encoder is None:
+        raise ValueError(f"probing needs a policy with RGB and depth encoders; this one's ablation is "
+                         f"{policy.cfg.ablation!r}")
+    return policy.rgb_encoder.requires_grad_(False), policy.depth_encoder.requires_grad_(False)
+
+
+__all__ = ["RoomSense", "frozen_encoders", "room_sense"]

@@ -41,6 +41,9 @@ class RoomSenseConfig:
         val_fraction: share of the training stores' trajectories held out when there is no val_store.
         stride: keep every stride-th frame of a trajectory (neighbouring frames are near copies).
         channels: each CNN's grid channels. epochs, batch_size (frames), lr: Adam.
+        probe: a VLN policy checkpoint; instead of new CNNs, its RGB and depth encoders, frozen,
+            and only the heads train: how much of the rooms its encoders hold. Such a checkpoint
+            is a measurement, not an input for a policy (``read_room_sense`` refuses it).
     """
 
     stores: tuple[str, ...] = ()
@@ -51,6 +54,7 @@ class RoomSenseConfig:
     epochs: int = 6
     batch_size: int = 256
     lr: float = 1e-3
+    probe: str | None = None
     seed: int = 0
 
     def validate(self) -> "RoomSenseConfig":
@@ -171,8 +175,21 @@ def train_room_sense(cfg: RoomSenseConfig, out: str | Path, progress: bool = Tru
     log.info("room sense: %d training frames, %d held out (%s), %d px, loaded in %.0f s", len(train["here"]),
              len(val["here"]), cfg.val_store or "a share of the training stores", image_size, load_s)
     torch.manual_seed(cfg.seed)
-    model = RoomSense(image_size, cfg.channels)
-    opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
+    if cfg.probe:
+        from agents.models.policy import load_policy
+        from agents.models.room_sense import frozen_encoders
+
+        policy, _ = load_policy(cfg.probe)
+        if policy.cfg.rgb_size != image_size or policy.cfg.depth_size != image_size:
+            raise ConfigError(f"--probe {cfg.probe} takes {policy.cfg.rgb_size} px frames; the stores hold "
+                              f"{image_size} px")
+        try:
+            model = RoomSense(image_size, cfg.channels, frozen_encoders(policy.float()))
+        except ValueError as exc:
+            raise ConfigError(f"--probe {cfg.probe}: {exc}") from None
+    else:
+        model = RoomSense(image_size, cfg.channels)
+    opt = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=cfg.lr)
     state = {"epoch": 0, "best_cells": -1.0, "history": [], "train_seconds": 0.0}
     last = out / "last.pt"
     if last.is_file():
@@ -201,7 +218,7 @@ def train_room_sense(cfg: RoomSenseConfig, out: str | Path, progress: bool = Tru
         log.info("room sense epoch %d: loss %.3f, held-out accuracy here %.3f (majority %.3f), cells %.3f (%.3f), "
                  "through doors %.3f (%.3f)", epoch + 1, np.mean(losses), acc["here"], acc["here_majority"],
                  acc["cells"], acc["cells_majority"], acc["through_doors"], acc["through_doors_majority"])
-        blob = {"format": KIND, "config": {"image_size": image_size, "channels": cfg.channels},
+        blob = {"format": KIND, "config": {"image_size": image_size, "channels": cfg.channels, "probe": cfg.probe},
                 "state_dict": model.state_dict(), "val": acc}
         if acc["cells"] > state["best_cells"]:
             state["best_cells"], state["best_epoch"] = acc["cells"], epoch + 1
@@ -228,6 +245,9 @@ def read_room_sense(path: str | Path):
         blob = load_blob(path, KIND, WHAT, required=("config", "state_dict"))
     except CheckpointError as exc:
         raise CheckpointError(f"--room-sense: not a room-sense checkpoint ({exc})") from None
+    if blob["config"].get("probe"):
+        raise CheckpointError(f"--room-sense {path}: a probe of the encoders of {blob['config']['probe']} "
+                              "(`vlnce train-rooms --probe`), not a room sense to give a policy")
     model = RoomSense(int(blob["config"]["image_size"]), int(blob["config"]["channels"]))
     try:
         model.load_state_dict(blob["state_dict"])
