@@ -2,9 +2,10 @@
 
 An instruction names rooms ("go right into the living room, walk into the bathroom"); to follow
 it a policy must know which room it stands in and which rooms it sees through doorways. Policies
-trained end to end by imitation barely learn this: a linear probe on the shipped CMA's encoders
-tells the room a 4 x 4 image cell looks into no better than always guessing the commonest type
-(0.41 against 0.39 in the val_unseen houses). This module learns it on its own, supervised by the
+trained end to end by imitation learn little of this: heads trained on the shipped CMA's frozen
+encoders (``vlnce train-rooms --probe``) tell the room a 4 x 4 image cell looks into at 0.46 in the
+val_unseen houses, against 0.39 for always guessing the commonest type, and 0.56 for this module.
+This module learns it on its own, supervised by the
 room labels the embedded houses give every frame (``sim.sensors.rooms``), and hands the policy
 probabilities over the room types: the seven names of the instructions' vocabulary, which the
 policy's attention only has to match to words.

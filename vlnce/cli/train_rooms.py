@@ -35,6 +35,7 @@ def run(args) -> int:
         print(f"epoch {h['epoch']}: loss {h['loss']:.3f}, held-out accuracy: here {h['here']:.3f} (commonest type "
               f"{h['here_majority']:.3f}), cells {h['cells']:.3f} ({h['cells_majority']:.3f}), through doors "
               f"{h['through_doors']:.3f} ({h['through_doors_majority']:.3f})")
+    use = "a measurement of the probed encoders" if args.probe else "use with vlnce train --agent cma --room-sense"
     print(f"{summary['train_frames']} training frames, {summary['val_frames']} held out; best: epoch "
-          f"{summary['best_epoch']} -> {args.out}/best.pt (use with vlnce train --agent cma --room-sense)")
+          f"{summary['best_epoch']} -> {args.out}/best.pt ({use})")
     return 0
