@@ -1054,22 +1054,32 @@ def test_instruction_probe_tells_readers_from_policies_that_ignore_the_instructi
     oracle = _Oracle(trainer.policy.cfg, answers)
     got = instruction_probe(oracle, store, episodes, trajectories=1000)
     share = got.pop("distinct_share")
+    # decisions where the agent still stands at its start: no forward step before them
+    first = [not (acts[i, :t] == 1).any() for i, _, t in pairs]
     assert got == {"trajectories": len(pairs), "own_instruction": 1.0, "sibling_instruction": 0.0, "other_steps": 1.0,
                    "distinct_attention": pytest.approx(share), "distinct_attention_right": pytest.approx(share),
-                   "distinct_attention_wrong": None}  # even attention puts the telling words' share on them
+                   "distinct_attention_wrong": None,  # even attention puts the telling words' share on them
+                   "at_start": pytest.approx(np.mean(first)),
+                   "own_instruction_at_start": 1.0 if any(first) else None,
+                   "own_instruction_later": None if all(first) else 1.0}
     assert 0.0 < share < 1.0  # siblings' instructions differ, and share words
     # a policy that cannot read answers both the same, and its attention over blank states is even
     deaf = build_policy(PolicyConfig(**{**trainer.policy.cfg.__dict__, "ablation": "no_instruction"}), trainer.vocab)
     got = instruction_probe(deaf, store, episodes, trajectories=2)
     assert got["trajectories"] == min(2, len(pairs)) and got["own_instruction"] == got["sibling_instruction"]
     assert got["distinct_attention"] == pytest.approx(got["distinct_share"], abs=1e-6)
+    # the deaf policy's accuracy splits by where the decisions are: its two parts average to the whole
+    n_start = round(got["at_start"] * got["trajectories"])
+    parts = [(n_start, got["own_instruction_at_start"]), (got["trajectories"] - n_start, got["own_instruction_later"])]
+    assert sum(n * a for n, a in parts if n) == pytest.approx(got["own_instruction"] * got["trajectories"])
     # the command: a trained checkpoint, and a run without groups refused
     assert main(["probe", str(out), "--checkpoint", str(out / "last.pt"), "--json"]) == 0
     res = json.loads(capsys.readouterr().out)
     assert res["trajectories"] == len(pairs) and 0.0 <= res["own_instruction"] <= 1.0
     assert 0.0 <= res["distinct_attention"] <= 1.0
     assert main(["probe", str(out), "--checkpoint", str(out / "last.pt")]) == 0
-    assert "on the words the sibling's instruction lacks" in capsys.readouterr().out
+    text = capsys.readouterr().out
+    assert "on the words the sibling's instruction lacks" in text and "taken where the agent started" in text
     assert main(["probe", str(out / "store"), "--checkpoint", str(out / "last.pt")]) == 2
     assert "not a training run" in capsys.readouterr().err
 

@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from agents.training.store import TrajectoryStore, parting_siblings, sibling_decisions, sibling_groups
+from sim.actions import Action
 
 
 def sibling_pairs(store: TrajectoryStore, groups: list[list[int]],
@@ -60,7 +61,10 @@ def instruction_probe(policy, store: TrajectoryStore, episodes, trajectories: in
     spread evenly would put on them), and ``distinct_attention_right`` / ``_wrong``, the first
     over the decisions it got right / wrong (None when there were none). A policy that looks
     at the telling words and still errs does not ground them; one that looks elsewhere does not
-    read them.
+    read them. ``at_start``: the share of the decisions taken where the agent still stands where it
+    started (no forward step before it: the first step, or the end of a look-around scan), where
+    it has seen only its start room; ``own_instruction_at_start`` / ``_later``: the first
+    accuracy over those decisions and over the others (None when there are none).
     """
     import torch
 
@@ -68,15 +72,17 @@ def instruction_probe(policy, store: TrajectoryStore, episodes, trajectories: in
     decisions = sibling_decisions(store, groups)
     pairs = sibling_pairs(store, groups, decisions)
     looks = ("distinct_attention", "distinct_share", "distinct_attention_right", "distinct_attention_wrong")
+    starts = ("at_start", "own_instruction_at_start", "own_instruction_later")
     if not pairs:
         return {"trajectories": 0, "own_instruction": None, "sibling_instruction": None, "other_steps": None,
-                **dict.fromkeys(looks)}
+                **dict.fromkeys(looks), **dict.fromkeys(starts)}
     rng = np.random.default_rng(seed)
     pairs = [pairs[k] for k in sorted(rng.permutation(len(pairs))[:trajectories])]
     device = next(policy.parameters()).device
     pc = policy.cfg
     own = swapped = other = other_n = 0
     mass, share, right = [], [], []
+    at_start, hit = [], []
 
     def twice(x):  # the same frames under both instructions
         return torch.from_numpy(np.concatenate([x, x])).to(device)
@@ -101,6 +107,8 @@ def instruction_probe(policy, store: TrajectoryStore, episodes, trajectories: in
         for row, (i, _, t) in enumerate(chunk):
             expert = mine["action"][row]
             own += best[row, t] == expert[t]
+            at_start.append(not (expert[:t] == Action.MOVE_FORWARD).any())
+            hit.append(bool(best[row, t] == expert[t]))
             if alpha is not None:
                 words = tokens[row][tokens[row] != 0]
                 telling = ~np.isin(words, tokens[len(chunk) + row])
@@ -115,6 +123,10 @@ def instruction_probe(policy, store: TrajectoryStore, episodes, trajectories: in
     n = len(pairs)
     result = {"trajectories": n, "own_instruction": own / n, "sibling_instruction": swapped / n,
               "other_steps": other / max(other_n, 1), **dict.fromkeys(looks)}
+    first, hit_ = np.array(at_start), np.array(hit)
+    result.update(at_start=float(first.mean()),
+                  own_instruction_at_start=float(hit_[first].mean()) if first.any() else None,
+                  own_instruction_later=float(hit_[~first].mean()) if (~first).any() else None)
     if mass:
         mass_, right_ = np.array(mass), np.array(right)
         result.update(distinct_attention=float(mass_.mean()), distinct_share=float(np.mean(share)),

@@ -90,6 +90,10 @@ def run(args) -> int:
               f"instruction and expert action): the expert's action {result['own_instruction']:.3f} with their "
               f"own instruction, {result['sibling_instruction']:.3f} with the sibling's (equal for a policy that "
               f"ignores it); other steps {result['other_steps']:.3f}")
+        split = ", ".join(f"{result[f'own_instruction_{k}']:.3f} {w}" for k, w in
+                          (("at_start", "there"), ("later", "at the others")) if result[f"own_instruction_{k}"] is not None)
+        print(f"{result['at_start']:.3f} of the decisions are taken where the agent started, before any forward "
+              f"step: with the own instruction {split}")
         if result["distinct_attention"] is not None:
             split = ", ".join(f"{result[f'distinct_attention_{k}']:.3f} where it chose {k}" for k in ("right", "wrong")
                               if result[f"distinct_attention_{k}"] is not None)
