@@ -61,6 +61,21 @@ def load_blob(path: str | Path, expected_format: str, what: str, required: tuple
     return blob
 
 
+def resume_training(last: str | Path, expected_format: str, what: str, model, optimizer, state: dict) -> dict:
+    """Load ``model`` and ``optimizer`` from a run's ``last`` checkpoint (written with "optimizer" and
+    "state" entries) and return its training state; ``state`` unchanged when there is none yet.
+
+    Raises:
+        CheckpointError: as ``load_blob``.
+    """
+    if not Path(last).is_file():
+        return state
+    blob = load_blob(last, expected_format, what, required=("state_dict", "optimizer", "state"))
+    model.load_state_dict(blob["state_dict"])
+    optimizer.load_state_dict(blob["optimizer"])
+    return blob["state"]
+
+
 def _load_reason(exc: Exception) -> str:
     """The cause in torch's load error, without its advice to retry with ``weights_only=False``
     (which would run whatever code the file carries)."""

@@ -26,7 +26,7 @@ import torch
 from torch import nn
 
 from vlnce.errors import CheckpointError, ConfigError, TrainingError
-from vlnce.torchio import load_blob, save_blob
+from vlnce.torchio import load_blob, resume_training, save_blob
 
 log = logging.getLogger(__name__)
 KIND = "pointnav_depth"  # the ``format`` tag of its checkpoints (vlnce.torchio)
@@ -336,13 +336,9 @@ def train_pointnav(cfg: PointNavConfig, out: str | Path, progress: bool = True) 
     torch.manual_seed(cfg.seed)
     policy = PointNavPolicy(cfg)
     opt = torch.optim.Adam(policy.parameters(), lr=cfg.lr)
-    state = {"epoch": 0, "best_spl": -1.0, "history": [], "train_seconds": 0.0}
     last = out / "last.pt"
-    if last.is_file():
-        blob = load_blob(last, KIND, WHAT, required=("state_dict", "optimizer", "state"))
-        policy.load_state_dict(blob["state_dict"])
-        opt.load_state_dict(blob["optimizer"])
-        state = blob["state"]
+    fresh = {"epoch": 0, "best_spl": -1.0, "history": [], "train_seconds": 0.0}
+    state = resume_training(last, KIND, WHAT, policy, opt, fresh)
     for epoch in range(state["epoch"], cfg.epochs):
         policy.train()
         order = np.random.default_rng([cfg.seed, epoch]).permutation(len(data["length"]))

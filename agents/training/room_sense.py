@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 
 from vlnce.errors import CheckpointError, ConfigError, DatasetError, TrainingError
-from vlnce.torchio import load_blob, save_blob
+from vlnce.torchio import load_blob, resume_training, save_blob
 
 log = logging.getLogger(__name__)
 KIND = "room_sense"  # the ``format`` tag of its checkpoints (vlnce.torchio)
@@ -190,13 +190,9 @@ def train_room_sense(cfg: RoomSenseConfig, out: str | Path, progress: bool = Tru
     else:
         model = RoomSense(image_size, cfg.channels)
     opt = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=cfg.lr)
-    state = {"epoch": 0, "best_cells": -1.0, "history": [], "train_seconds": 0.0}
     last = out / "last.pt"
-    if last.is_file():
-        blob = load_blob(last, KIND, WHAT, required=("state_dict", "optimizer", "state"))
-        model.load_state_dict(blob["state_dict"])
-        opt.load_state_dict(blob["optimizer"])
-        state = blob["state"]
+    fresh = {"epoch": 0, "best_cells": -1.0, "history": [], "train_seconds": 0.0}
+    state = resume_training(last, KIND, WHAT, model, opt, fresh)
     for epoch in range(state["epoch"], cfg.epochs):
         order = np.random.default_rng([cfg.seed, epoch]).permutation(len(train["here"]))
         batches = [np.sort(order[i:i + cfg.batch_size]) for i in range(0, len(order), cfg.batch_size)]
