@@ -80,8 +80,8 @@ def instruction_probe(policy, store: TrajectoryStore, episodes, trajectories: in
     pairs = [pairs[k] for k in sorted(rng.permutation(len(pairs))[:trajectories])]
     device = next(policy.parameters()).device
     pc = policy.cfg
-    own = swapped = other = other_n = 0
-    mass, share, right = [], [], []
+    swapped = other = other_n = 0
+    mass, share = [], []
     at_start, hit = [], []
 
     def twice(x):  # the same frames under both instructions
@@ -106,7 +106,6 @@ def instruction_probe(policy, store: TrajectoryStore, episodes, trajectories: in
         alpha = None if alpha is None else alpha.float().cpu().numpy()
         for row, (i, _, t) in enumerate(chunk):
             expert = mine["action"][row]
-            own += best[row, t] == expert[t]
             at_start.append(not (expert[:t] == Action.MOVE_FORWARD).any())
             hit.append(bool(best[row, t] == expert[t]))
             if alpha is not None:
@@ -114,21 +113,20 @@ def instruction_probe(policy, store: TrajectoryStore, episodes, trajectories: in
                 telling = ~np.isin(words, tokens[len(chunk) + row])
                 mass.append(float(alpha[row, t, : len(words)][telling].sum()))
                 share.append(float(telling.mean()))
-                right.append(bool(best[row, t] == expert[t]))
             swapped += best[len(chunk) + row, t] == expert[t]
             keep = mine["mask"][row].copy()
             keep[decisions[i]] = False
             other += int((best[row][keep] == expert[keep]).sum())
             other_n += int(keep.sum())
     n = len(pairs)
-    result = {"trajectories": n, "own_instruction": own / n, "sibling_instruction": swapped / n,
+    result = {"trajectories": n, "own_instruction": sum(hit) / n, "sibling_instruction": swapped / n,
               "other_steps": other / max(other_n, 1), **dict.fromkeys(looks)}
     first, hit_ = np.array(at_start), np.array(hit)
     result.update(at_start=float(first.mean()),
                   own_instruction_at_start=float(hit_[first].mean()) if first.any() else None,
                   own_instruction_later=float(hit_[~first].mean()) if (~first).any() else None)
     if mass:
-        mass_, right_ = np.array(mass), np.array(right)
+        mass_, right_ = np.array(mass), hit_  # attention is read for every probed decision or none
         result.update(distinct_attention=float(mass_.mean()), distinct_share=float(np.mean(share)),
                       distinct_attention_right=float(mass_[right_].mean()) if right_.any() else None,
                       distinct_attention_wrong=float(mass_[~right_].mean()) if (~right_).any() else None)
