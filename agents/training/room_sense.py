@@ -260,6 +260,16 @@ def load_room_sense(policy, path: str | Path) -> dict:
         CheckpointError: not a room-sense checkpoint, or one of another image size or width.
     """
     model, val = read_room_sense(path)
+    install_room_sense(policy, model, path)
+    return val
+
+
+def install_room_sense(policy, model, path: str | Path) -> None:
+    """Copy a room sense already read from ``path`` (``read_room_sense``) into ``policy``.
+
+    Raises:
+        CheckpointError: a policy without a room sense, or one of another image size or width.
+    """
     mine = policy.room_sense
     if mine is None:
         raise CheckpointError(f"--room-sense {path}: this policy was built without a room sense")
@@ -267,8 +277,7 @@ def load_room_sense(policy, path: str | Path) -> dict:
         raise CheckpointError(f"--room-sense {path}: made for {model.image_size} px frames and {model.channels} "
                               f"channels; the policy has {mine.image_size} px and {mine.channels}")
     mine.load_state_dict(model.state_dict())
-    return val
 
 
-__all__ = ["KIND", "RoomSenseConfig", "accuracies", "load_frames", "load_room_sense", "read_room_sense", "room_loss",
-           "train_room_sense"]
+__all__ = ["KIND", "RoomSenseConfig", "accuracies", "install_room_sense", "load_frames", "load_room_sense",
+           "read_room_sense", "room_loss", "train_room_sense"]

@@ -302,9 +302,9 @@ class Trainer:
             torch.manual_seed(cfg.seed)
             self.policy = build_policy(pc, self.vocab)
             if sense is not None:
-                from agents.training.room_sense import load_room_sense
+                from agents.training.room_sense import install_room_sense
 
-                load_room_sense(self.policy, cfg.room_sense)
+                install_room_sense(self.policy, sense, cfg.room_sense)  # read once, above
                 log.info("room sense from %s (held-out accuracy: here %.3f, cells %.3f, through doors %.3f)",
                          cfg.room_sense, sense_val.get("here", float("nan")), sense_val.get("cells", float("nan")),
                          sense_val.get("through_doors", float("nan")))
