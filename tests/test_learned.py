@@ -1201,6 +1201,9 @@ def test_depth_init_copies_and_freezes_the_pointnav_encoder(pointnav, bench, tmp
 
 def test_probe_builds_groups_on_other_houses_and_regenerates_a_runs_own(grouped, bench, tmp_path, capsys):
     from agents.training.probe import build_group_store, instruction_probe
+    from agents.training.store import sibling_decisions, sibling_groups
+    from agents.training.trainer import look_around_steps, scan_steps
+    from sim.actions import Action
     from sim.tasks.dataset import load_dataset
 
     trainer, out = grouped
@@ -1235,6 +1238,31 @@ def test_probe_builds_groups_on_other_houses_and_regenerates_a_runs_own(grouped,
     assert main(["probe", "--houses", "val_unseen", "--out", str(tmp_path / "unseen"), "--dataset", str(data),
                  "--groups-per-house", "9", "--workers", "1", "--checkpoint", str(out / "last.pt")]) == 2
     assert "per_house: 8 there, 9 now" in capsys.readouterr().err
+    # with the look-around expert: the same groups, each path the full scan (left turns) and then the
+    # shortest path from the turned pose (the same forward steps as the plain expert's), so that every
+    # sibling decision comes after the scan
+    scan = scan_steps(policy.cfg.sensors())
+    assert scan == look_around_steps(policy.cfg.sensors()["rgb"]["hfov_deg"], 15.0) > 0
+    assert main(["probe", "--houses", "val_unseen", "--out", str(tmp_path / "unseen"), "--dataset", str(data),
+                 "--groups-per-house", "8", "--workers", "1", "--checkpoint", str(out / "last.pt"),
+                 "--look-around"]) == 2
+    assert f"look_around_steps: 0 there, {scan} now" in capsys.readouterr().err
+    assert main(["probe", "--houses", "val_unseen", "--out", str(tmp_path / "look"), "--dataset", str(data),
+                 "--groups-per-house", "8", "--workers", "1", "--checkpoint", str(out / "last.pt"),
+                 "--look-around", "--json"]) == 0
+    looked = json.loads(capsys.readouterr().out)
+    plain, scanned = TrajectoryStore(tmp_path / "unseen" / "store"), TrajectoryStore(tmp_path / "look" / "store")
+    by_id = {tr.episode_id: i for i, tr in enumerate(plain.trajectories)}
+    assert len(by_id) == len(scanned.trajectories)
+    for k, tr in enumerate(scanned.trajectories):
+        a, b = scanned.actions(k), plain.actions(by_id[tr.episode_id])
+        assert (a[:scan] == Action.TURN_LEFT).all() and a[-1] == b[-1] == Action.STOP
+        assert (a == Action.MOVE_FORWARD).sum() == (b == Action.MOVE_FORWARD).sum() > 0
+    groups = sibling_groups(scanned, unseen)
+    assert groups and all(t >= scan for steps in sibling_decisions(scanned, groups).values() for t in steps)
+    assert looked["trajectories"] == res["trajectories"]
+    assert main(["probe", str(out), "--look-around", "--checkpoint", str(out / "last.pt")]) == 2
+    assert "--look-around applies to --houses" in capsys.readouterr().err
     # bad requests name what was wrong
     assert main(["probe", str(out), "--houses", "train", "--out", str(tmp_path / "x"),
                  "--checkpoint", str(out / "last.pt")]) == 2

@@ -134,7 +134,7 @@ def instruction_probe(policy, store: TrajectoryStore, episodes, trajectories: in
 
 
 def build_group_store(out, houses: str, sensors: dict, vocab_words: list[str], per_house: int = 40, seed: int = 1,
-                      workers: int = 1, progress: bool = True, data_dir=None):
+                      workers: int = 1, progress: bool = True, data_dir=None, look_around: bool = False):
     """Destination groups on the houses of benchmark split ``houses`` and their expert paths.
 
     The groups (``make_augmentation(..., all_destinations=True)``) are written to ``out/aug`` and
@@ -142,11 +142,14 @@ def build_group_store(out, houses: str, sensors: dict, vocab_words: list[str], p
     ``out/store``; whatever ``out`` already holds of either is reused, so a second probe of another
     checkpoint with the same sensors costs nothing. On ``train`` houses, ``seed`` 0 regenerates the
     groups a training run with ``--aug-all-destinations --seed 0`` made; other seeds give new ones.
+    ``look_around``: the expert scans the start room first (``TrainConfig.look_around``), as the
+    runs trained with it were taught, so that their decisions are probed after the scan they
+    learned to make.
 
     Returns (store, episodes): the ``TrajectoryStore`` and the groups' ``Episode`` records.
     """
     from agents.training.collect import CollectJob, collect, shares_by_scene
-    from agents.training.trainer import make_augmentation
+    from agents.training.trainer import make_augmentation, scan_steps
     from sim.tasks.benchmark import ensure_benchmark
     from sim.tasks.dataset import load_dataset
     from vlnce.errors import ConfigError
@@ -155,10 +158,13 @@ def build_group_store(out, houses: str, sensors: dict, vocab_words: list[str], p
     out = Path(out)
     data_dir = Path(data_dir) if data_dir else ensure_benchmark(progress=progress)
     # what the directory was made for; reusing it for other groups would probe the wrong ones
-    made = {"houses": houses, "per_house": per_house, "seed": seed, "benchmark": str(Path(data_dir).resolve())}
+    scan = scan_steps(sensors) if look_around else 0
+    made = {"houses": houses, "per_house": per_house, "seed": seed, "benchmark": str(Path(data_dir).resolve()),
+            "look_around_steps": scan}
     record = out / "groups.json"
     if record.is_file():
-        diff = setting_changes(json.loads(record.read_text()), made)
+        # directories made before the scan existed hold plain expert paths
+        diff = setting_changes(json.loads(record.read_text()), made, defaults={"look_around_steps": 0})
         if diff:
             raise ConfigError(f"{out} holds groups made with other settings ({diff}); use another --out or the same "
                               "settings")
@@ -171,7 +177,8 @@ def build_group_store(out, houses: str, sensors: dict, vocab_words: list[str], p
     episodes = load_dataset(aug, "aug", strict=False).episodes
     shares = shares_by_scene(episodes, workers)
     jobs = [CollectJob(str(aug), "aug", str(data_dir / "scenes"), share, sensors, list(vocab_words), 1.0,
-                       str(out / "store"), f"0000_aug_{w:02d}") for w, share in enumerate(shares) if share]
+                       str(out / "store"), f"0000_aug_{w:02d}", look_around_steps=scan)
+            for w, share in enumerate(shares) if share]
     store = TrajectoryStore(out / "store")
     todo = [j for j in jobs if not store.has_chunk(j.chunk)]
     if todo:

@@ -221,6 +221,15 @@ def look_around_steps(hfov_deg: float, turn_angle_deg: float) -> int:
     return math.ceil((360.0 - hfov_deg) / turn_angle_deg - 1e-9)
 
 
+def scan_steps(sensors: dict) -> int:
+    """``look_around_steps`` for the first camera of ``sensors`` ({uuid: CameraSensorConfig fields};
+    90 degrees without one) and the simulator's turn angle."""
+    from sim.config import load_simulator_config
+
+    hfov = next(iter(sensors.values()), {}).get("hfov_deg", 90.0)
+    return look_around_steps(hfov, load_simulator_config().agent.turn_angle_deg)
+
+
 def dagger_beta(p: float, iteration: int) -> float:
     """Probability of executing the expert's action at DAgger iteration n: p^n."""
     return p ** iteration
@@ -493,12 +502,7 @@ class Trainer:
         if beta < 1.0:
             policy_blob = {"config": asdict(self.policy.cfg),
                            "state_dict": {k: v.detach().cpu() for k, v in self.policy.state_dict().items()}}
-        scan = 0
-        if cfg.look_around:
-            from sim.config import load_simulator_config
-
-            hfov = next(iter(self.policy.cfg.sensors().values()), {}).get("hfov_deg", 90.0)
-            scan = look_around_steps(hfov, load_simulator_config().agent.turn_angle_deg)
+        scan = scan_steps(self.policy.cfg.sensors()) if cfg.look_around else 0
         jobs = []
         for k, (data_dir, split, scenes_dir, _) in enumerate(sources):
             shares = shares_by_scene([ep for kk, ep in picks if kk == k], cfg.workers)

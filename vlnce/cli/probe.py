@@ -21,6 +21,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="with --houses: generation seed (0 on train houses regenerates a --seed 0 run's groups)")
     p.add_argument("--dataset", default="embedded",
                    help="with --houses: a benchmark directory made by `vlnce data build` (default: the embedded one)")
+    p.add_argument("--look-around", action="store_true",
+                   help="with --houses: the expert scans the start room first, as for a policy trained with "
+                        "`vlnce train --look-around` (its decisions come after the scan)")
     p.add_argument("--workers", type=int, default=2, help="with --houses: generation and collection processes")
     p.add_argument("--trajectories", type=int, default=300, help="grouped trajectories to probe")
     p.add_argument("--seed", type=int, default=0, help="which trajectories are drawn")
@@ -41,6 +44,8 @@ def run(args) -> int:
         raise ConfigError(f"--trajectories must be >= 1, got {args.trajectories}")
     if (args.run is None) == (args.houses is None):
         raise ConfigError("give either a training run directory or --houses SPLIT --out DIR, not both or neither")
+    if args.look_around and args.houses is None:
+        raise ConfigError("--look-around applies to --houses (a run's own store holds the paths it was trained on)")
     if args.houses is not None:
         if not args.out:
             raise ConfigError("--houses needs --out DIR, where the groups and their trajectories are kept")
@@ -58,7 +63,8 @@ def run(args) -> int:
         policy, _ = load_policy(args.checkpoint, vocab_words=train.vocab.word_list if train.vocab else None)
         store, episodes = build_group_store(args.out, args.houses, policy.cfg.sensors(), train.vocab.word_list,
                                             args.groups_per_house, args.groups_seed, args.workers,
-                                            progress=not args.json, data_dir=data_dir)
+                                            progress=not args.json, data_dir=data_dir,
+                                            look_around=args.look_around)
         where = f"{args.out}/store ({args.houses} houses)"
     else:
         run_dir = Path(args.run)
