@@ -1032,7 +1032,19 @@ class _Oracle(torch.nn.Module):
         return out, None, {"instruction_attention": even[:, None].expand(-1, prev_action.shape[1], -1)}
 
 
-def test_instruction_probe_tells_readers_from_policies_that_ignore_the_instruction(grouped, capsys):
+def _first_room_after_start(scene, path, step=0.05):
+    """The first room a polyline enters after the one it starts in, sampled every ``step`` metres."""
+    path = np.asarray(path, np.float64)
+    here = scene.room_at(path[0][0], path[0][2]).room_id
+    for a, b in zip(path[:-1], path[1:]):
+        for f in np.linspace(0.0, 1.0, max(2, int(np.linalg.norm(b - a) / step) + 1)):
+            room = scene.room_at(*(a + f * (b - a))[[0, 2]])
+            if room is not None and room.room_id != here:
+                return room.room_id
+    return None
+
+
+def test_instruction_probe_tells_readers_from_policies_that_ignore_the_instruction(grouped, bench, capsys):
     from agents.training.probe import instruction_probe, sibling_pairs
     from agents.training.store import sibling_decisions, sibling_groups
 
@@ -1052,16 +1064,32 @@ def test_instruction_probe_tells_readers_from_policies_that_ignore_the_instructi
         row = store.chunks[tr.chunk]["tokens"][tr.token_row]
         answers[tuple(int(x) for x in row if x)] = store.actions(i).tolist()
     oracle = _Oracle(trainer.policy.cfg, answers)
-    got = instruction_probe(oracle, store, episodes, trajectories=1000)
+    from sim.scenes.scene import load_scene
+    from sim.tasks.vln import resolve_scene_id
+
+    data, _ = bench
+    got = instruction_probe(oracle, store, episodes, trajectories=1000, scenes_dir=data / "scenes")
     share = got.pop("distinct_share")
     # decisions where the agent still stands at its start: no forward step before them
     first = [not (acts[i, :t] == 1).any() for i, _, t in pairs]
+    # ... and of those, the ones where the two reference paths leave into different rooms
+    by_id = {e.episode_id: e for e in episodes}
+    doors = []
+    for (i, j, _), f in zip(pairs, first):
+        if f:
+            a, b = (by_id[store.trajectories[k].episode_id] for k in (i, j))
+            scene = load_scene(resolve_scene_id(a.scene_id, data / "scenes"))
+            doors.append(_first_room_after_start(scene, a.reference_path)
+                         != _first_room_after_start(scene, b.reference_path))
+    assert any(doors)  # the fixture's groups hold doorway choices
     assert got == {"trajectories": len(pairs), "own_instruction": 1.0, "sibling_instruction": 0.0, "other_steps": 1.0,
                    "distinct_attention": pytest.approx(share), "distinct_attention_right": pytest.approx(share),
                    "distinct_attention_wrong": None,  # even attention puts the telling words' share on them
                    "at_start": pytest.approx(np.mean(first)),
                    "own_instruction_at_start": 1.0 if any(first) else None,
-                   "own_instruction_later": None if all(first) else 1.0}
+                   "own_instruction_later": None if all(first) else 1.0,
+                   "exit_choice": pytest.approx(np.mean(doors)), "own_instruction_exit_choice": 1.0}
+    assert instruction_probe(oracle, store, episodes, trajectories=1000)["exit_choice"] is None  # no scenes given
     assert 0.0 < share < 1.0  # siblings' instructions differ, and share words
     # a policy that cannot read answers both the same, and its attention over blank states is even
     deaf = build_policy(PolicyConfig(**{**trainer.policy.cfg.__dict__, "ablation": "no_instruction"}), trainer.vocab)
@@ -1080,6 +1108,7 @@ def test_instruction_probe_tells_readers_from_policies_that_ignore_the_instructi
     assert main(["probe", str(out), "--checkpoint", str(out / "last.pt")]) == 0
     text = capsys.readouterr().out
     assert "on the words the sibling's instruction lacks" in text and "taken where the agent started" in text
+    assert "choose the doorway" in text
     assert main(["probe", str(out / "store"), "--checkpoint", str(out / "last.pt")]) == 2
     assert "not a training run" in capsys.readouterr().err
 

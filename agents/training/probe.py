@@ -39,8 +39,17 @@ def sibling_pairs(store: TrajectoryStore, groups: list[list[int]],
     return pairs
 
 
+def exits_into_other_rooms(scene, path_a, path_b) -> bool:
+    """Whether two paths from one start leave the start room into different rooms (the first room
+    each enters after it; a path that never leaves enters none)."""
+    from sim.tasks.instructions import rooms_along
+
+    nxt = [next(iter(rooms_along(scene, np.asarray(p, np.float64))[1:2]), (None,))[0] for p in (path_a, path_b)]
+    return nxt[0] != nxt[1]
+
+
 def instruction_probe(policy, store: TrajectoryStore, episodes, trajectories: int = 300, seed: int = 0,
-                      batch_size: int = 16) -> dict:
+                      batch_size: int = 16, scenes_dir=None) -> dict:
     """Teacher-forced accuracy of ``policy`` at sibling decisions.
 
     Args:
@@ -64,7 +73,12 @@ def instruction_probe(policy, store: TrajectoryStore, episodes, trajectories: in
     read them. ``at_start``: the share of the decisions taken where the agent still stands where it
     started (no forward step before it: the first step, or the end of a look-around scan), where
     it has seen only its start room; ``own_instruction_at_start`` / ``_later``: the first
-    accuracy over those decisions and over the others (None when there are none).
+    accuracy over those decisions and over the others (None when there are none). With
+    ``scenes_dir`` (where the episodes' scenes are): ``exit_choice``, the share of the decisions at
+    the start where the two reference paths leave the start room into different rooms (so the
+    choice is which doorway leads to the room the instruction names next), and
+    ``own_instruction_exit_choice``, the accuracy over those (None without ``scenes_dir``, or when
+    there are none).
     """
     import torch
 
@@ -72,7 +86,8 @@ def instruction_probe(policy, store: TrajectoryStore, episodes, trajectories: in
     decisions = sibling_decisions(store, groups)
     pairs = sibling_pairs(store, groups, decisions)
     looks = ("distinct_attention", "distinct_share", "distinct_attention_right", "distinct_attention_wrong")
-    starts = ("at_start", "own_instruction_at_start", "own_instruction_later")
+    starts = ("at_start", "own_instruction_at_start", "own_instruction_later", "exit_choice",
+              "own_instruction_exit_choice")
     if not pairs:
         return {"trajectories": 0, "own_instruction": None, "sibling_instruction": None, "other_steps": None,
                 **dict.fromkeys(looks), **dict.fromkeys(starts)}
@@ -83,6 +98,17 @@ def instruction_probe(policy, store: TrajectoryStore, episodes, trajectories: in
     swapped = other = other_n = 0
     mass, share = [], []
     at_start, hit = [], []
+    by_id = {e.episode_id: e for e in episodes}
+    scenes = {}
+
+    def exits_apart(i, j):
+        from sim.scenes.scene import load_scene
+        from sim.tasks.vln import resolve_scene_id
+
+        a, b = by_id[store.trajectories[i].episode_id], by_id[store.trajectories[j].episode_id]
+        if a.scene_id not in scenes:
+            scenes[a.scene_id] = load_scene(resolve_scene_id(a.scene_id, Path(scenes_dir)))
+        return exits_into_other_rooms(scenes[a.scene_id], a.reference_path, b.reference_path)
 
     def twice(x):  # the same frames under both instructions
         return torch.from_numpy(np.concatenate([x, x])).to(device)
@@ -124,7 +150,12 @@ def instruction_probe(policy, store: TrajectoryStore, episodes, trajectories: in
     first, hit_ = np.array(at_start), np.array(hit)
     result.update(at_start=float(first.mean()),
                   own_instruction_at_start=float(hit_[first].mean()) if first.any() else None,
-                  own_instruction_later=float(hit_[~first].mean()) if (~first).any() else None)
+                  own_instruction_later=float(hit_[~first].mean()) if (~first).any() else None,
+                  exit_choice=None, own_instruction_exit_choice=None)
+    if scenes_dir is not None and first.any():
+        door = np.array([exits_apart(i, j) for (i, j, _), f in zip(pairs, first) if f])
+        result.update(exit_choice=float(door.mean()),
+                      own_instruction_exit_choice=float(hit_[first][door].mean()) if door.any() else None)
     if mass:
         mass_, right_ = np.array(mass), hit_  # attention is read for every probed decision or none
         result.update(distinct_attention=float(mass_.mean()), distinct_share=float(np.mean(share)),
@@ -187,4 +218,4 @@ def build_group_store(out, houses: str, sensors: dict, vocab_words: list[str], p
     return store, episodes
 
 
-__all__ = ["build_group_store", "instruction_probe", "sibling_pairs"]
+__all__ = ["build_group_store", "exits_into_other_rooms", "instruction_probe", "sibling_pairs"]

@@ -86,7 +86,7 @@ def run(args) -> int:
         where = f"{run_dir}/store"
     pc = policy.cfg
     store.check_frames(pc.rgb_size if pc.uses_rgb else None, pc.depth_size if pc.uses_depth else None)
-    result = instruction_probe(policy, store, episodes, args.trajectories, args.seed)
+    result = instruction_probe(policy, store, episodes, args.trajectories, args.seed, scenes_dir=data_dir / "scenes")
     if args.json:
         print(json.dumps(result, indent=1))
     elif not result["trajectories"]:
@@ -100,6 +100,9 @@ def run(args) -> int:
                           (("at_start", "there"), ("later", "at the others")) if result[f"own_instruction_{k}"] is not None)
         print(f"{result['at_start']:.3f} of the decisions are taken where the agent started, before any forward "
               f"step: with the own instruction {split}")
+        if result["own_instruction_exit_choice"] is not None:
+            print(f"{result['exit_choice']:.3f} of those choose the doorway (the two paths leave into different "
+                  f"rooms): {result['own_instruction_exit_choice']:.3f} with the own instruction")
         if result["distinct_attention"] is not None:
             split = ", ".join(f"{result[f'distinct_attention_{k}']:.3f} where it chose {k}" for k in ("right", "wrong")
                               if result[f"distinct_attention_{k}"] is not None)
