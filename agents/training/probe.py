@@ -44,8 +44,11 @@ def exits_into_other_rooms(scene, path_a, path_b) -> bool:
     each enters after it; a path that never leaves enters none)."""
     from sim.tasks.instructions import rooms_along
 
-    nxt = [next(iter(rooms_along(scene, np.asarray(p, np.float64))[1:2]), (None,))[0] for p in (path_a, path_b)]
-    return nxt[0] != nxt[1]
+    def next_room(path):
+        rooms = rooms_along(scene, np.asarray(path, np.float64))
+        return rooms[1][0] if len(rooms) > 1 else None
+
+    return next_room(path_a) != next_room(path_b)
 
 
 def instruction_probe(policy, store: TrajectoryStore, episodes, trajectories: int = 300, seed: int = 0,
