@@ -1332,8 +1332,9 @@ def test_dagger_pool_aug_draws_the_rounds_from_the_aug_set_alone(bench, tmp_path
         TrainConfig(trainer="dagger", dagger_pool="groups").validate()
 
 
-def test_augmentation_on_new_houses_saves_them_and_trains_on_them(bench, tmp_path):
+def test_augmentation_on_new_houses_saves_them_and_trains_on_them(bench, tmp_path, capsys):
     from agents.training.trainer import AUG_HOUSE_SEED, Trainer, make_augmentation
+    from vlnce.fileio import default_cache_dir
     from sim.tasks.benchmark import scene_id_of
     from sim.tasks.dataset import load_dataset
 
@@ -1348,8 +1349,8 @@ def test_augmentation_on_new_houses_saves_them_and_trains_on_them(bench, tmp_pat
     # a run collects them from the saved houses: its store holds the training episode and every Aug one,
     # each following its ground-truth actions (teacher forcing)
     cfg = TrainConfig(agent="cma", dataset=str(data), image_size=16, hidden=32, epochs=1, batch_size=4,
-                      train_episodes=1, aug=True, aug_houses=1, aug_episodes_per_house=3, val_episodes=1,
-                      workers=1, embedding="learned")
+                      train_episodes=1, aug=True, aug_houses=1, aug_episodes_per_house=8, aug_all_destinations=True,
+                      val_episodes=1, workers=1, embedding="learned")
     trainer = Trainer(cfg, tmp_path / "run", progress=False)
     trainer.run()
     run_aug = load_dataset(tmp_path / "run" / "aug", "aug")
@@ -1358,6 +1359,11 @@ def test_augmentation_on_new_houses_saves_them_and_trains_on_them(bench, tmp_pat
     assert len(stored) == 1 + len(run_aug.episodes)
     for e in run_aug.episodes:
         assert stored[e.episode_id] == list(run_aug.gt[e.episode_id].actions)
+    # the probe reads the groups' new houses where the run saved them, rather than generating them again
+    assert main(["probe", str(tmp_path / "run"), "--checkpoint", str(tmp_path / "run" / "last.pt"), "--json"]) == 0
+    res = json.loads(capsys.readouterr().out)
+    assert res["trajectories"] > 0 and res["exit_choice"] is not None  # the houses were read
+    assert not (default_cache_dir() / "scenes" / scene_id_of(AUG_HOUSE_SEED)).exists()
     with pytest.raises(ConfigError, match="aug-houses"):
         TrainConfig(aug_houses=3).validate()
     with pytest.raises(ConfigError, match="aug-houses"):

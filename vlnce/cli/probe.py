@@ -66,6 +66,7 @@ def run(args) -> int:
                                             progress=not args.json, data_dir=data_dir,
                                             look_around=args.look_around)
         where = f"{args.out}/store ({args.houses} houses)"
+        scenes_dir = data_dir / "scenes"
     else:
         run_dir = Path(args.run)
         if not (run_dir / "train_config.json").is_file() or not (run_dir / "store").is_dir():
@@ -84,9 +85,11 @@ def run(args) -> int:
         store = TrajectoryStore(run_dir / "store")
         policy, _ = load_policy(args.checkpoint, vocab_words=train.vocab.word_list if train.vocab else None)
         where = f"{run_dir}/store"
+        # the groups are Aug episodes; a run with --aug-houses keeps their new houses beside them
+        scenes_dir = run_dir / "aug" / "scenes" if (run_dir / "aug" / "scenes").is_dir() else data_dir / "scenes"
     pc = policy.cfg
     store.check_frames(pc.rgb_size if pc.uses_rgb else None, pc.depth_size if pc.uses_depth else None)
-    result = instruction_probe(policy, store, episodes, args.trajectories, args.seed, scenes_dir=data_dir / "scenes")
+    result = instruction_probe(policy, store, episodes, args.trajectories, args.seed, scenes_dir=scenes_dir)
     if args.json:
         print(json.dumps(result, indent=1))
     elif not result["trajectories"]:
