@@ -58,7 +58,8 @@ class LearnedAgent(Agent):
     @torch.inference_mode()
     def act(self, observations: dict) -> int:
         logits, progress, self.state, self.last_extras = self.policy.act(
-            self.instruction, *self.policy.frame_inputs(observations), self.prev_action, self.state)
+            self.instruction, *self.policy.frame_inputs(observations), self.prev_action, self.state,
+            rooms=self.policy.room_inputs(observations))
         self.last_progress = None if progress is None else float(progress[0])
         self.last_logits = logits[0].float()
         decision = self.last_logits

@@ -17,17 +17,21 @@ from omegaconf.errors import OmegaConfBaseException
 
 from vlnce.errors import ConfigError
 
-SENSOR_TYPES = ("rgb", "depth", "semantic", "instance")
+SENSOR_TYPES = ("rgb", "depth", "semantic", "instance", "rooms", "room")
+# privileged room-type ground truth from the embedded houses' room annotations (sim.sensors.rooms)
+ROOM_SENSOR_TYPES = ("rooms", "room")
 
 
 @dataclass
 class CameraSensorConfig:
     """One pinhole camera output.
 
-    ``position_m`` is relative to the agent's base (x right, y up, z back), metres.
+    ``position_m`` is relative to the agent's base (x right, y up, z back), metres. ``rooms`` and
+    ``room`` are privileged ground truth of the embedded backend (``sim.sensors.rooms``): the type
+    of the room seen at each pixel, and the type of the room containing the mount (at every pixel).
     """
 
-    type: str = MISSING  # rgb | depth | semantic | instance
+    type: str = MISSING  # rgb | depth | semantic | instance | rooms | room
     width_px: int = 256
     height_px: int = 256
     hfov_deg: float = 90.0

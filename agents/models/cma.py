@@ -18,7 +18,8 @@ where r_i = i / (L - 1) is word i's place in an instruction of L words and sigma
 
 With ``room_sense`` (ours) a frozen recogniser gives room-type probabilities for the room the agent
 stands in, q_t (R,), and for each grid cell, Q_t (16, R); q_t joins eq. 3's input, and
-r^_t = Attn(Q_t, s^_t) and q_t join eq. 6's.
+r^_t = Attn(Q_t, s^_t) and q_t join eq. 6's. With ``room_labels`` q_t and Q_t are one-hot room
+types from the simulator's room-type sensors instead: the same policy with perfect room perception.
 """
 
 from __future__ import annotations
@@ -42,7 +43,7 @@ class CMAPolicy(VLNPolicy):
         ds = self.instruction_encoder.output_size
         # index 0 is "no previous action" (t = 0); action k is k + 1
         self.prev_action_embedding = nn.Embedding(NUM_ACTIONS + 1, cfg.prev_action_dim)
-        rooms = RoomSense.num_types if cfg.room_sense else 0
+        rooms = RoomSense.num_types if cfg.room_sense or cfg.room_labels else 0
         self.visual_gru = nn.GRUCell(cfg.rgb_dim + cfg.depth_dim + cfg.prev_action_dim + rooms, cfg.hidden)
         self.instruction_attn = Attention(ds, cfg.hidden)
         self.rgb_attn = Attention(cfg.rgb_channels, ds)

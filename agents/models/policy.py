@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from sim.sensors.rooms import VIEW_CELLS
+from sim.sensors.rooms import VIEW_CELLS, VIEW_GRID
 from vlnce.errors import CheckpointError, ConfigError
 from vlnce.registry import Registry
 
@@ -66,6 +66,11 @@ class PolicyConfig:
             over the second from the attended instruction, as over the RGB and depth cells (ours,
             not the paper's). Needs both RGB and depth of one size.
         room_sense_channels: its CNNs' grid channels (the checkpoint's).
+        room_labels: CMA only. The room sense's two inputs taken from the simulator's privileged
+            room-type sensors instead (``rooms``, 4 x 4, and ``room``; ``sim.sensors.rooms``), as
+            one-hot vectors (zeros for none): perfect room perception, to ask whether the policy
+            grounds the room words when seeing the rooms is not the problem. A measurement, not an
+            agent for robots: only the embedded simulator has these sensors (ours, not the paper's).
         dropout: probability of zeroing an element of the instruction states and of the RGB and
             depth grid features while training (EnvDrop's feature dropout, Tan et al. 2019; VLN-CE's
             CMA has none). Not architecture: acting and evaluation are unaffected, and a
@@ -93,6 +98,7 @@ class PolicyConfig:
     instruction_pointer: bool = False
     room_sense: bool = False
     room_sense_channels: int = 128
+    room_labels: bool = False
     dropout: float = 0.0
 
     def validate(self) -> "PolicyConfig":
@@ -113,6 +119,9 @@ class PolicyConfig:
                                 or self.rgb_size != self.depth_size):
             raise ConfigError(f"room_sense needs arch 'cma' with RGB and depth of one size; got {self.arch!r}, "
                               f"ablation {self.ablation!r}, rgb {self.rgb_size} px, depth {self.depth_size} px")
+        if self.room_labels and (self.arch != "cma" or self.room_sense):
+            raise ConfigError(f"room_labels feeds CMA's room inputs and replaces room_sense; got arch {self.arch!r}, "
+                              f"room_sense {self.room_sense}")
         if not 0.0 <= float(self.dropout) < 1.0:
             raise ConfigError(f"policy.dropout must be in [0, 1), got {self.dropout}")
         return self
@@ -147,6 +156,10 @@ class PolicyConfig:
             out["depth"] = {"type": "depth", "width_px": self.depth_size, "height_px": self.depth_size,
                             "hfov_deg": 90.0, "position_m": [0.0, 1.25, 0.0], "min_depth_m": 0.0,
                             "max_depth_m": 10.0, "normalize_depth": True}
+        if self.room_labels:
+            out["rooms"] = {"type": "rooms", "width_px": VIEW_GRID, "height_px": VIEW_GRID, "hfov_deg": 90.0,
+                            "position_m": [0.0, 1.25, 0.0]}
+            out["room"] = {"type": "room", "width_px": 1, "height_px": 1, "position_m": [0.0, 1.25, 0.0]}
         return out
 
 
@@ -201,9 +214,12 @@ class VLNPolicy(nn.Module, abc.ABC):
             states, final = torch.zeros_like(states), torch.zeros_like(final)
         return self.feature_dropout(states), self.feature_dropout(final), mask
 
-    def encode_visual(self, rgb: torch.Tensor | None, depth: torch.Tensor | None, n: int) -> dict:
+    def encode_visual(self, rgb: torch.Tensor | None, depth: torch.Tensor | None, n: int,
+                      rooms: tuple[torch.Tensor, torch.Tensor] | None = None) -> dict:
         """Per frame (n frames): RGB cells (n, cells, C), pooled RGB (n, rgb_dim), depth cells and vector;
-        with ``room_sense`` also "room_here" (n, R) and "room_cells" (n, 16, R) room-type probabilities."""
+        with ``room_sense`` also "room_here" (n, R) and "room_cells" (n, 16, R) room-type probabilities,
+        with ``room_labels`` the same as one-hot vectors of ``rooms``: the agent's room (n,) and the
+        rooms seen in the grid cells (n, 16), int room types, -1 for none."""
         cfg, dev = self.cfg, self.action_head.weight.device
         if self.rgb_encoder is not None:
             grid = self.rgb_encoder(self._check(rgb, "rgb", (cfg.rgb_size, cfg.rgb_size, 3))).flatten(2).transpose(1, 2)
@@ -223,6 +239,15 @@ class VLNPolicy(nn.Module, abc.ABC):
                 here, cells = self.room_sense.probabilities(rgb.reshape(-1, *rgb.shape[-3:]),
                                                             depth.reshape(-1, *depth.shape[-3:]))
             out.update(room_here=here, room_cells=cells)
+        if self.cfg.room_labels:
+            if rooms is None:
+                raise ValueError("this policy reads the simulator's room-type sensors 'room' and 'rooms' "
+                                 "(PolicyConfig.room_labels); none were given")
+            here, cells = (torch.as_tensor(r, device=dev).long().reshape(n, -1) for r in rooms)
+            if here.shape[1] != 1 or cells.shape[1] != VIEW_CELLS:
+                raise ValueError(f"room labels of {here.shape[1]} and {cells.shape[1]} values per frame; expected 1 "
+                                 f"('room') and {VIEW_CELLS} ('rooms', {VIEW_GRID} x {VIEW_GRID})")
+            out.update(room_here=_one_hot(here[:, 0]), room_cells=_one_hot(cells))
         return out
 
     def set_dropout(self, p: float) -> None:
@@ -254,12 +279,14 @@ class VLNPolicy(nn.Module, abc.ABC):
         progress = torch.tanh(self.progress_head(features)).squeeze(-1) if self.progress_head is not None else None
         return logits, progress
 
-    def forward_sequence(self, tokens, rgb, depth, prev_actions, aux: bool = False):
+    def forward_sequence(self, tokens, rgb, depth, prev_actions, aux: bool = False, rooms=None):
         """Teacher-forced unroll over padded trajectories.
 
         Args:
             tokens: (B, L) int64 instruction ids. rgb: (B, T, H, W, 3) uint8 or None.
             depth: (B, T, H, W, 1) float or None. prev_actions: (B, T) int64, -1 at t = 0.
+            rooms: with ``room_labels``, the agent's room (B, T) and the rooms seen (B, T, 16),
+                room types, -1 for none (a store batch's "room" and "view_rooms").
             aux: also return the auxiliary heads' outputs (for their losses) and what ``step``
                 reports besides (for probes).
 
@@ -272,7 +299,7 @@ class VLNPolicy(nn.Module, abc.ABC):
         """
         b, t = prev_actions.shape
         instruction = self.encode_instruction(tokens)
-        visual = self.encode_visual(rgb, depth, b * t)
+        visual = self.encode_visual(rgb, depth, b * t, rooms)
         visual = {k: v.reshape(b, t, *v.shape[1:]) for k, v in visual.items()}
         # unbind, not v[:, i]: each indexing op's backward fills a zero tensor of the whole
         # sequence, which made training O(T^2) in memory traffic (57 % of a step's time at T = 64)
@@ -304,13 +331,32 @@ class VLNPolicy(nn.Module, abc.ABC):
         return (None if rgb is None else torch.as_tensor(np.asarray(rgb), device=dev)[None],
                 None if depth is None else torch.as_tensor(np.asarray(depth, np.float32), device=dev)[None])
 
-    def act(self, instruction, rgb, depth, prev_action, state):
-        """One step: returns (logits (B, 4), progress or None, new state, extras)."""
+    def room_inputs(self, observations: dict) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """One frame's room-type sensors for ``act``'s ``rooms`` (``room_labels``), else None."""
+        if not self.cfg.room_labels:
+            return None
+        missing = [k for k in ("room", "rooms") if k not in observations]
+        if missing:
+            raise ValueError(f"this policy reads the simulator's room-type sensors; observations lack {missing} "
+                             f"(only the embedded simulator has them: a robot cannot run it)")
+        dev = self.action_head.weight.device
+        return tuple(torch.as_tensor(np.asarray(observations[k]), device=dev).reshape(1, -1) for k in ("room", "rooms"))
+
+    def act(self, instruction, rgb, depth, prev_action, state, rooms=None):
+        """One step: returns (logits (B, 4), progress or None, new state, extras). ``rooms``: the
+        room-type sensors of a ``room_labels`` policy (``room_inputs``)."""
         b = prev_action.shape[0]
-        visual = self.encode_visual(rgb, depth, b)
+        visual = self.encode_visual(rgb, depth, b, rooms)
         f, state, extras = self.step(instruction, visual, prev_action, state)
         logits, progress = self.heads(f)
         return logits, progress, state, extras
+
+
+def _one_hot(types: torch.Tensor) -> torch.Tensor:
+    """(..., R) float one-hot of room types (..., ), zeros for -1 (none)."""
+    from sim.scenes.semantics import ROOM_TYPES
+
+    return nn.functional.one_hot(types + 1, len(ROOM_TYPES) + 1)[..., 1:].float()
 
 
 def build_policy(cfg: PolicyConfig, vocab_words: list[str] | None = None) -> VLNPolicy:

@@ -145,7 +145,8 @@ def run_job(job: CollectJob, progress_queue=None) -> dict:
                 progress.append(float(np.clip(1.0 - d / d0, 0.0, 1.0)) if np.isfinite(d) else 0.0)
                 if policy is not None:
                     with torch.inference_mode():
-                        logits, _, state, _ = policy.act(instr, *policy.frame_inputs(obs), torch.tensor([prev]), state)
+                        logits, _, state, _ = policy.act(instr, *policy.frame_inputs(obs), torch.tensor([prev]), state,
+                                                         rooms=policy.room_inputs(obs))
                     mine = int(logits[0].argmax())
                     agree += mine == expert
                     action = expert if rng.random() < job.beta else mine

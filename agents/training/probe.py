@@ -129,7 +129,9 @@ def instruction_probe(policy, store: TrajectoryStore, episodes, trajectories: in
             logits, _, extras = policy.forward_sequence(torch.from_numpy(tokens).to(device),
                                                         twice(mine["rgb"]) if pc.uses_rgb else None,
                                                         twice(mine["depth"]).float() if pc.uses_depth else None,
-                                                        twice(mine["prev_action"]), aux=True)
+                                                        twice(mine["prev_action"]), aux=True,
+                                                        rooms=(twice(mine["room"]), twice(mine["view_rooms"]))
+                                                        if pc.room_labels else None)
         best = logits.argmax(-1).cpu().numpy()
         alpha = extras.get("instruction_attention")
         alpha = None if alpha is None else alpha.float().cpu().numpy()

@@ -158,7 +158,7 @@ class TrajectoryStore:
         old = [c["name"] for c in self.chunks if c["rooms"] is None]
         if old:
             raise DatasetError(f"store {self.dir}: chunks {', '.join(old[:4])}{' ...' if len(old) > 4 else ''} have "
-                               "no room labels (collected by an older version); the room loss needs them: use "
+                               "no room labels (collected by an older version); --room-aux and --room-labels need them: use "
                                "another --out, or delete those chunks to collect them again")
 
     def iterations(self) -> set[int]:

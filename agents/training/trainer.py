@@ -105,6 +105,10 @@ class TrainConfig:
         room_sense: a room-sense checkpoint (``vlnce train-rooms``) that CMA takes, frozen, as an
             input (``PolicyConfig.room_sense``). With ``finetune`` the checkpoint's own is kept and
             this only has to be given, as the other architecture options.
+        room_labels: CMA takes the simulator's room-type sensors in place of a room sense
+            (``PolicyConfig.room_labels``): trained on the store's room labels, evaluated with the
+            embedded simulator's ``room`` and ``rooms`` sensors. Perfect room perception, a
+            measurement of what the policy does with it; such a checkpoint cannot drive a robot.
         max_collect_steps: steps after which a collected episode is cut.
         look_around: the expert scans the start room first, turning left until the camera has
             swept the full circle (``look_around_steps``), then follows the shortest path. Start
@@ -157,6 +161,7 @@ class TrainConfig:
     depth_init: str | None = None
     freeze_depth: bool = False
     room_sense: str | None = None
+    room_labels: bool = False
     max_collect_steps: int = 500
     look_around: bool = False
     expert_hold_deg: float = 0.0
@@ -201,6 +206,9 @@ class TrainConfig:
             raise ConfigError(f"--expert-hold-deg must be in [0, 90) degrees, got {self.expert_hold_deg}")
         if self.room_sense and self.agent != "cma":
             raise ConfigError(f"--room-sense needs --agent cma (CMA attends over its cells), got {self.agent!r}")
+        if self.room_labels and (self.agent != "cma" or self.room_sense):
+            raise ConfigError(f"--room-labels needs --agent cma and replaces --room-sense; got --agent {self.agent}"
+                              f"{' with --room-sense' if self.room_sense else ''}")
         if self.depth_init and self.finetune:
             raise ConfigError("--depth-init and --finetune both set: the --finetune checkpoint brings its own "
                               "depth encoder (add --freeze-depth to keep it fixed)")
@@ -290,7 +298,8 @@ class Trainer:
                         "--image-size": (pc.rgb_size, cfg.image_size), "--hidden": (pc.hidden, cfg.hidden),
                         "--rgb-encoder": (pc.rgb_encoder, cfg.rgb_encoder), "--room-aux": (pc.room_aux, cfg.room_aux),
                         "--instruction-pointer": (pc.instruction_pointer, cfg.instruction_pointer),
-                        "--room-sense": (pc.room_sense, bool(cfg.room_sense))}
+                        "--room-sense": (pc.room_sense, bool(cfg.room_sense)),
+                        "--room-labels": (pc.room_labels, cfg.room_labels)}
             diff = [f"{flag} {ckpt} (this run: {run})" for flag, (ckpt, run) in settings.items() if ckpt != run]
             if diff:
                 raise CheckpointError(f"--finetune {cfg.finetune} was trained with {', '.join(diff)}; "
@@ -306,7 +315,7 @@ class Trainer:
                               rgb_encoder=cfg.rgb_encoder, rgb_size=cfg.image_size, depth_size=cfg.image_size,
                               hidden=cfg.hidden, ablation=cfg.ablation, progress_monitor=cfg.progress_monitor,
                               room_aux=cfg.room_aux, instruction_pointer=cfg.instruction_pointer,
-                              room_sense=sense is not None, dropout=cfg.dropout,
+                              room_sense=sense is not None, room_labels=cfg.room_labels, dropout=cfg.dropout,
                               **({"room_sense_channels": sense.channels} if sense is not None else {}))
             torch.manual_seed(cfg.seed)
             self.policy = build_policy(pc, self.vocab)
@@ -555,10 +564,11 @@ class Trainer:
         prev = torch.from_numpy(batch["prev_action"]).to(dev)
         action = torch.from_numpy(batch["action"]).to(dev)
         mask = torch.from_numpy(batch["mask"]).to(dev)
+        rooms = (batch["room"], batch["view_rooms"]) if pc.room_labels else None
         with torch.autocast(dev.type, enabled=self.use_amp):
             logits, progress, *aux = self.policy.forward_sequence(tokens, rgb, depth, prev,
                                                                   aux=self.cfg.room_aux or pc.instruction_pointer
-                                                                  or bool(self.cfg.telling_attention))
+                                                                  or bool(self.cfg.telling_attention), rooms=rooms)
         weights = None
         if self.cfg.sibling_weight != 1.0 and self.sibling_decisions:  # also found for telling_attention alone
             weights = torch.from_numpy(self._sibling_weights(batch)).to(dev)
@@ -677,7 +687,7 @@ class Trainer:
                 if ri < self.state["round"] or self.stopped_early:
                     continue
                 self._collect_round(n, beta)
-                if self.cfg.room_aux:
+                if self.cfg.room_aux or self.policy.cfg.room_labels:
                     self.store.check_room_labels()
                 self._fix_inflection_coefficient()
                 self._find_sibling_decisions()

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from sim.actions import Action
-from sim.scenes.semantics import CATEGORIES
+from sim.scenes.semantics import CATEGORIES, ROOM_TYPES
 
 #: channels of the organised ``lidar`` observation, in order
 LIDAR_CHANNELS = ("x", "y", "z", "range", "intensity", "label")
@@ -119,7 +119,8 @@ def observation_space_for(config, lidar=None):
     """The ``gymnasium.spaces.Dict`` of a simulator config: one Box per sensor uuid.
 
     rgb (H, W, 3) uint8; depth (H, W, 1) float32 in [0, 1] when normalised, else metres;
-    semantic (H, W) int32 category ids; instance (H, W) int32; lidar (beams, columns, 6) float32
+    semantic (H, W) int32 category ids; instance (H, W) int32; rooms / room (H, W) int32 room-type
+    indices into ``ROOM_TYPES`` (-1: none; ``sim.sensors.rooms``); lidar (beams, columns, 6) float32
     with channels ``LIDAR_CHANNELS`` (sensor frame, metres).
     """
     from gymnasium import spaces
@@ -134,6 +135,8 @@ def observation_space_for(config, lidar=None):
             entries[uuid] = spaces.Box(lo, hi, shape2 + (1,), np.float32)
         elif s.type == "semantic":
             entries[uuid] = spaces.Box(0, len(CATEGORIES) - 1, shape2, np.int32)
+        elif s.type in ("rooms", "room"):
+            entries[uuid] = spaces.Box(-1, len(ROOM_TYPES) - 1, shape2, np.int32)
         else:
             entries[uuid] = spaces.Box(0, np.iinfo(np.int32).max, shape2, np.int32)
     if lidar is not None:

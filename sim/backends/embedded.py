@@ -19,6 +19,7 @@ from sim.scenes.scene import Scene, load_scene
 from sim.sensors.camera import PinholeCamera, finish_depth
 from sim.sensors.lidar import SpinningLidar
 from sim.sensors.raycast import RayCaster
+from sim.sensors.rooms import RoomCamera, room_type_at
 from sim.sensors.shading import SceneTables
 from vlnce.errors import ConfigError, SceneError
 from vlnce.fileio import default_cache_dir
@@ -69,7 +70,14 @@ class EmbeddedSimulator(Simulator):
         # sensors sharing intrinsics and mount share one ray cast
         self._camera_groups: list[tuple[PinholeCamera, np.ndarray, dict[str, str]]] = []
         groups: dict[tuple, dict[str, str]] = {}
+        self._room_sensors: dict[str, RoomCamera | np.ndarray] = {}
         for uuid, s in cfg.sensors.items():
+            if s.type == "rooms":
+                self._room_sensors[uuid] = RoomCamera(s.width_px, s.height_px, s.hfov_deg, s.position_m)
+                continue
+            if s.type == "room":
+                self._room_sensors[uuid] = np.asarray(s.position_m, np.float64)
+                continue
             key = (s.width_px, s.height_px, float(s.hfov_deg), tuple(float(v) for v in s.position_m))
             groups.setdefault(key, {})[uuid] = s.type
         for (w, h, hfov, pos), members in groups.items():
@@ -104,6 +112,13 @@ class EmbeddedSimulator(Simulator):
                     obs[uuid] = finish_depth(out["depth"], s.min_depth_m, s.max_depth_m, s.normalize_depth)
                 else:
                     obs[uuid] = out[kind]
+        for uuid, sensor in self._room_sensors.items():
+            if isinstance(sensor, RoomCamera):
+                obs[uuid] = sensor.render(self.scene, self.caster, position, heading)
+            else:
+                mount = position + rot @ sensor
+                s = self.config.sensors[uuid]
+                obs[uuid] = np.full((s.height_px, s.width_px), room_type_at(self.scene, mount[0], mount[2]), np.int32)
         if self.lidar is not None:
             scan = self.get_lidar_scan(position, heading)
             obs["lidar"] = np.concatenate(

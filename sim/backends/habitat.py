@@ -15,7 +15,7 @@ import numpy as np
 
 from sim.actions import Action
 from sim.backends.base import AgentState, Simulator, observation_space_for
-from sim.config import SimulatorConfig, validate
+from sim.config import ROOM_SENSOR_TYPES, SimulatorConfig, validate
 from sim.geometry import heading_from_quat, planar_motion, quat_from_heading
 from sim.scenes.semantics import CATEGORIES, UNLABELED
 from sim.sensors.camera import finish_depth
@@ -47,6 +47,10 @@ def build_configuration(habitat_sim, cfg: SimulatorConfig):
     if cfg.scene.startswith("house:"):
         raise ConfigError("simulator.scene house:SEED is an embedded procedural scene; save it with "
                           "'vlnce scene build' and pass the .glb path to the habitat backend")
+    rooms = [uuid for uuid, s in cfg.sensors.items() if s.type in ROOM_SENSOR_TYPES]
+    if rooms:
+        raise ConfigError(f"simulator.sensors {rooms}: room-type sensors read the embedded houses' room "
+                          "annotations and are not available with the habitat backend; use simulator.type=embedded")
     backend = habitat_sim.SimulatorConfiguration()
     backend.scene_id = cfg.scene
     backend.random_seed = int(cfg.seed)

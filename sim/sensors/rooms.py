@@ -36,6 +36,38 @@ def room_type_at(scene, x: float, z: float) -> int:
     return _TYPE_INDEX.get(room.room_type, NO_ROOM) if room is not None else NO_ROOM
 
 
+class RoomCamera:
+    """A room-type image: pixel (r, c) is the type of the room a pinhole camera looks into there.
+
+    The simulator's ``rooms`` sensor (embedded backend). At the policies' 4 x 4 grid its pixels are
+    the cell labels of the training stores (``RoomLabeler``), since a grid x grid camera's pixel
+    centres are the cell centres of any image of that camera.
+
+    Args:
+        width_px, height_px: the image size. hfov_deg: horizontal field of view.
+        mount_m: (3,) the camera's place on the agent (x right, y up, z back), metres.
+    """
+
+    def __init__(self, width_px: int, height_px: int, hfov_deg: float = 90.0, mount_m=(0.0, 1.25, 0.0)) -> None:
+        self.dirs_cam = PinholeCamera(width_px, height_px, math.radians(hfov_deg)).dirs_cam.astype(np.float64)
+        self.mount = np.asarray(mount_m, np.float64)
+        self.shape = (height_px, width_px)
+
+    def render(self, scene, caster, position, heading_rad: float) -> np.ndarray:
+        """(H, W) int32 room types (-1: none), rows from the top of the image."""
+        position = np.asarray(position, np.float64)
+        out = np.full(len(self.dirs_cam), NO_ROOM, np.int32)
+        if scene.rooms:
+            rot = heading_matrix(heading_rad)
+            dirs = self.dirs_cam @ rot.T
+            origin = position + rot @ self.mount
+            t, prim = caster.cast(np.repeat(origin[None], len(dirs), 0).astype(np.float32), dirs.astype(np.float32))
+            for k in np.flatnonzero(prim >= 0):
+                p = origin + dirs[k] * max(float(t[k]) - _BACK_M, 0.0)
+                out[k] = room_type_at(scene, p[0], p[2])
+        return out.reshape(self.shape)
+
+
 class RoomLabeler:
     """Labels frames of a camera with room types.
 
@@ -46,27 +78,14 @@ class RoomLabeler:
     """
 
     def __init__(self, grid: int = VIEW_GRID, hfov_deg: float = 90.0, camera_height_m: float = 1.25) -> None:
-        # a grid x grid camera's pixel centres are the cell centres of any image of that camera
-        self.dirs_cam = PinholeCamera(grid, grid, math.radians(hfov_deg)).dirs_cam.astype(np.float64)
-        self.mount = np.array([0.0, camera_height_m, 0.0])
+        self.camera = RoomCamera(grid, grid, hfov_deg, (0.0, camera_height_m, 0.0))
         self.grid = grid
 
     def __call__(self, scene, caster, position, heading_rad: float) -> tuple[int, np.ndarray]:
         """(type of the agent's room, (grid * grid,) int8 types seen at the cell centres, row-major
         from the top-left cell)."""
-        position = np.asarray(position, np.float64)
-        here = room_type_at(scene, position[0], position[2])
-        if not scene.rooms:
-            return here, np.full(self.grid * self.grid, NO_ROOM, np.int8)
-        rot = heading_matrix(heading_rad)
-        dirs = self.dirs_cam @ rot.T
-        origin = position + rot @ self.mount
-        t, prim = caster.cast(np.repeat(origin[None], len(dirs), 0).astype(np.float32), dirs.astype(np.float32))
-        out = np.full(len(dirs), NO_ROOM, np.int8)
-        for k in np.flatnonzero(prim >= 0):
-            p = origin + dirs[k] * max(float(t[k]) - _BACK_M, 0.0)
-            out[k] = room_type_at(scene, p[0], p[2])
-        return here, out
+        here = room_type_at(scene, float(position[0]), float(position[2]))
+        return here, self.camera.render(scene, caster, position, heading_rad).reshape(-1).astype(np.int8)
 
 
-__all__ = ["NO_ROOM", "VIEW_CELLS", "VIEW_GRID", "RoomLabeler", "room_type_at"]
+__all__ = ["NO_ROOM", "VIEW_CELLS", "VIEW_GRID", "RoomCamera", "RoomLabeler", "room_type_at"]

@@ -20,6 +20,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--room-sense", default=None, metavar="CKPT",
                    help="CMA: take room-type probabilities from this frozen `vlnce train-rooms` checkpoint as an "
                         "input (the agent's room and the room seen in each visual cell; our addition)")
+    p.add_argument("--room-labels", action="store_true",
+                   help="CMA: take those room types from the simulator's room-type sensors instead (perfect room "
+                        "perception; a measurement: only the embedded simulator has them, a robot does not)")
     p.add_argument("--aug", action="store_true", help="add generated instruction-path pairs on the training houses")
     p.add_argument("--ablation", default="none", choices=("none", "no_rgb", "no_depth", "no_vision", "no_instruction"))
     p.add_argument("--embedding", default="auto", choices=("auto", "glove", "learned"),
@@ -97,7 +100,7 @@ def run(args) -> int:
                       max_collect_steps=args.max_collect_steps, look_around=args.look_around,
                       expert_hold_deg=args.expert_hold_deg, room_aux=args.room_aux,
                       room_alpha=args.room_alpha, instruction_pointer=args.instruction_pointer,
-                      room_sense=args.room_sense, seed=args.seed)
+                      room_sense=args.room_sense, room_labels=args.room_labels, seed=args.seed)
     summary = train(cfg, args.out)
     print(f"inflection weight coefficient: {summary['inflection_coef']:.3f}")
     if summary["best_val"]:
