@@ -199,6 +199,15 @@ def fake_habitat_sim():
     return hs
 
 
+def test_habitat_configuration_refuses_the_embedded_room_sensors():
+    from sim.config import CameraSensorConfig
+
+    cfg = load_simulator_config(overrides={"type": "habitat", "scene": "scene.glb"})
+    cfg.sensors["rooms"] = CameraSensorConfig(type="rooms", width_px=4, height_px=4)
+    with pytest.raises(ConfigError, match=r"\['rooms'\]: room-type sensors .* embedded"):
+        build_configuration(fake_habitat_sim(), cfg)
+
+
 def test_habitat_configuration_mirrors_the_vlnce_settings():
     hs = fake_habitat_sim()
     cfg = load_simulator_config(overrides={"type": "habitat", "scene": "scene.glb", "seed": 4})

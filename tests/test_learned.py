@@ -615,6 +615,47 @@ def test_room_auxiliary_loss_trains_on_the_simulators_room_labels(trained, tmp_p
     assert last < 0.75 * first  # 3.52 -> 2.33 when written
 
 
+def test_room_labels_train_on_the_store_labels_and_act_on_the_simulators_room_sensors(trained, tmp_path):
+    import shutil
+
+    from agents.learned import CMAAgent
+    from agents.models import load_policy
+    from agents.training.trainer import Trainer
+    from sim.envs.vlnce_env import VLNCEEnv
+    from vlnce.errors import DatasetError
+
+    cfg, out, _ = trained
+    # a DAgger round after the expert's, so the policy also acts while collecting
+    labels_cfg = TrainConfig(**{**cfg.__dict__, "room_labels": True, "trainer": "dagger", "dagger_iterations": 2,
+                                "dagger_episodes": 2, "dagger_epochs": 1, "val_episodes": 1})
+    shutil.copytree(out / "store", tmp_path / "old" / "store")
+    for f in (tmp_path / "old" / "store" / "chunks").glob("*/*rooms.npy"):
+        f.unlink()
+    with pytest.raises(DatasetError, match="--room-labels need them"):
+        Trainer(labels_cfg, tmp_path / "old", progress=False).run()
+    with pytest.raises(ConfigError, match="--room-labels needs --agent cma"):
+        TrainConfig(**{**labels_cfg.__dict__, "agent": "seq2seq"}).validate()
+    trainer = Trainer(labels_cfg, tmp_path / "new", progress=False)
+    summary = trainer.run()
+    assert summary["best_val_episodes"] == 1  # validated by acting in the simulator with its room sensors
+    assert {c["name"][:4] for c in trainer.store.chunks} == {"0000", "0001"}
+    # what training fed the policy is the store's labels: other labels, another loss
+    batch = trainer.store.batch([0, 1])
+    with torch.no_grad():
+        loss = trainer.loss(batch)[1].item()
+        batch["view_rooms"] = np.where(batch["view_rooms"] >= 0, (batch["view_rooms"] + 1) % 7, -1)
+        batch["room"] = (batch["room"] + 1) % 7
+        assert trainer.loss(batch)[1].item() != pytest.approx(loss, rel=1e-4)
+    policy, _ = load_policy(tmp_path / "new" / "best.pt", arch="cma")
+    assert policy.cfg.room_labels
+    agent = CMAAgent(str(tmp_path / "new" / "best.pt"))
+    env = VLNCEEnv(split="val_unseen", dataset=cfg.dataset, sim_overrides={"sensors": agent.sensor_config()})
+    obs, info = env.reset(seed=0)
+    assert obs["room"].shape == (1, 1) and obs["room"][0, 0] >= 0  # episodes start inside a room
+    assert obs["rooms"].shape == (4, 4) and (obs["rooms"] >= 0).any()
+    env.close()
+
+
 def test_eval_command_runs_a_checkpoint_and_rejects_bad_ones(trained, bench, tmp_path, capsys):
     _, out, _ = trained
     data, _ = bench

@@ -39,8 +39,17 @@ def test_room_labels_see_through_the_doorway_into_the_next_room():
     # high, 90 degree HFOV; cell-centre rays leave at tan = +-0.25 and +-0.75 off the axis both ways
     here, seen = RoomLabeler()(scene, caster, np.array([2.0, 0.0, 1.8]), -math.pi / 2)
     assert here == KITCHEN
+    assert seen.reshape(4, 4).tolist() == DOORWAY_VIEW
+    # turned around, looking along -x: nothing but the kitchen floor below the horizon
+    k, none = KITCHEN, -1
+    _, back = RoomLabeler()(scene, caster, np.array([2.0, 0.0, 1.8]), math.pi / 2)
+    assert back.reshape(4, 4)[3].tolist() == [k] * 4 and set(back.tolist()) <= {k, none}
+    assert room_type_at(scene, 6.0, 1.0) == BEDROOM and room_type_at(scene, 9.0, 1.0) == -1
+
+
+def _doorway_view():
     k, b, none = KITCHEN, BEDROOM, -1
-    want = [
+    return [
         # top row rises 0.75 m per metre: 2.71 m high at the partition (over it) and 5.7 m at the far wall
         [none, none, none, none],
         # only the third column passes the partition inside the doorway (z = 1.8 + 0.51 m) and reaches
@@ -52,11 +61,83 @@ def test_room_labels_see_through_the_doorway_into_the_next_room():
         # descending 0.75 m per metre: the kitchen floor at 1.67 m
         [k, k, k, k],
     ]
-    assert seen.reshape(4, 4).tolist() == want
-    # turned around, looking along -x: nothing but the kitchen floor below the horizon
-    _, back = RoomLabeler()(scene, caster, np.array([2.0, 0.0, 1.8]), math.pi / 2)
-    assert back.reshape(4, 4)[3].tolist() == [k] * 4 and set(back.tolist()) <= {k, none}
-    assert room_type_at(scene, 6.0, 1.0) == BEDROOM and room_type_at(scene, 9.0, 1.0) == -1
+
+
+# at (2, 1.8) in the kitchen looking along +x, the 4 x 4 cells' room types (derived above)
+DOORWAY_VIEW = _doorway_view()
+
+
+def test_room_sensors_of_the_simulator_render_the_same_labels(tmp_path):
+    from sim.backends.embedded import EmbeddedSimulator
+    from sim.config import CameraSensorConfig, load_simulator_config
+    from sim.geometry import quat_from_heading
+
+    cfg = load_simulator_config(overrides={"cache_dir": str(tmp_path)})
+    cfg.sensors = {"rooms": CameraSensorConfig(type="rooms", width_px=4, height_px=4),
+                   "room": CameraSensorConfig(type="room", width_px=1, height_px=1),
+                   "rgb": CameraSensorConfig(type="rgb", width_px=8, height_px=8)}
+    sim = EmbeddedSimulator(cfg, scene=_two_rooms())
+    space = sim.observation_space
+    assert space["rooms"].shape == (4, 4) and space["room"].shape == (1, 1) and space["rooms"].dtype == np.int32
+    assert space["rooms"].low.min() == -1 and space["rooms"].high.max() == len(ROOM_TYPES) - 1
+    sim.set_start_state([2.0, 0.0, 1.8], quat_from_heading(-math.pi / 2))
+    obs = sim.reset()
+    assert obs["rooms"].tolist() == DOORWAY_VIEW and obs["room"].tolist() == [[KITCHEN]]
+    assert obs["rgb"].shape == (8, 8, 3) and space.contains(obs)
+    sim.set_start_state([6.0, 0.0, 2.0], quat_from_heading(-math.pi / 2))
+    obs = sim.reset()  # in the bedroom facing its far wall, 2 m off: the bedroom everywhere but the sky
+    assert obs["room"].tolist() == [[BEDROOM]] and set(obs["rooms"].ravel().tolist()) <= {BEDROOM, -1}
+    assert (obs["rooms"][2:] == BEDROOM).all()
+
+
+def test_room_labels_policy_reads_the_sensors_as_one_hot_inputs():
+    from agents.models import PolicyConfig, build_policy
+    from vlnce.errors import ConfigError
+
+    vocab = ["<PAD>", "<UNK>", "a", "b"]
+    cfg = PolicyConfig(arch="cma", vocab_size=4, rgb_size=16, depth_size=16, hidden=32, instruction_hidden=16,
+                       rgb_channels=8, depth_channels=8, rgb_dim=16, depth_dim=16, room_labels=True)
+    torch.manual_seed(0)
+    p = build_policy(cfg, vocab).eval()
+    sensors = p.cfg.sensors()
+    assert sensors["rooms"]["type"] == "rooms" and (sensors["rooms"]["width_px"], sensors["rooms"]["height_px"]) == (4, 4)
+    assert sensors["room"]["type"] == "room" and sensors["rooms"]["hfov_deg"] == sensors["rgb"]["hfov_deg"]
+    rgb1, depth1 = torch.zeros(1, 16, 16, 3, dtype=torch.uint8), torch.zeros(1, 16, 16, 1)
+    cells = torch.tensor([[-1] * 15 + [BEDROOM]])
+    vis = p.encode_visual(rgb1, depth1, 1, (torch.tensor([KITCHEN]), cells))
+    assert vis["room_here"].tolist() == [[float(i == KITCHEN) for i in range(len(ROOM_TYPES))]]
+    assert (vis["room_cells"][0, :15] == 0).all() and vis["room_cells"][0, 15].argmax() == BEDROOM
+    assert vis["room_cells"][0, 15].sum() == 1
+    # acting step by step from observations gives the teacher-forced unroll's logits
+    g = torch.Generator().manual_seed(1)
+    t = 4
+    tokens = torch.tensor([[2, 3, 0]])
+    rgb = torch.randint(0, 255, (1, t, 16, 16, 3), dtype=torch.uint8, generator=g)
+    depth = torch.rand(1, t, 16, 16, 1, generator=g)
+    prev = torch.tensor([[-1, 1, 2, 1]])
+    here = torch.randint(-1, len(ROOM_TYPES), (1, t), generator=g)
+    seen = torch.randint(-1, len(ROOM_TYPES), (1, t, 16), generator=g)
+    with torch.no_grad():
+        logits = p.forward_sequence(tokens, rgb, depth, prev, rooms=(here, seen))[0]
+        instr, state = p.encode_instruction(tokens), p.initial_state(1)
+        for i in range(t):
+            obs = {"rgb": rgb[0, i].numpy(), "depth": depth[0, i].numpy(), "room": here[0, i].reshape(1, 1).numpy(),
+                   "rooms": seen[0, i].reshape(4, 4).numpy()}
+            step, _, state, _ = p.act(instr, *p.frame_inputs(obs), prev[:, i], state, rooms=p.room_inputs(obs))
+            torch.testing.assert_close(step, logits[:, i])
+        # the labels are an input: other rooms, other actions' logits
+        other = p.forward_sequence(tokens, rgb, depth, prev, rooms=((here + 1) % len(ROOM_TYPES), seen))[0]
+    assert not torch.allclose(other, logits)
+    with pytest.raises(ValueError, match="room-type sensors"):
+        p.forward_sequence(tokens, rgb, depth, prev)
+    with pytest.raises(ValueError, match="a robot cannot run it"):
+        p.room_inputs({"rgb": rgb[0, 0].numpy(), "depth": depth[0, 0].numpy()})
+    with pytest.raises(ValueError, match="expected 1 .'room'. and 16"):
+        p.encode_visual(rgb1, depth1, 1, (torch.tensor([KITCHEN]), torch.zeros(1, 9, dtype=torch.long)))
+    assert build_policy(PolicyConfig(**{**cfg.__dict__, "room_labels": False}), vocab).room_inputs(obs) is None
+    for bad in ({"arch": "seq2seq"}, {"room_sense": True}):
+        with pytest.raises(ConfigError, match="room_labels"):
+            PolicyConfig(**{**cfg.__dict__, **bad}).validate()
 
 
 def test_store_keeps_room_labels_and_reads_old_chunks_as_unlabelled(tmp_path):

@@ -42,6 +42,7 @@ class VLNCEEnv(gymnasium.Env):
     | instance | (H, W) int32 | object instance ids, at the colour image's size (with ``instance=True``) |
     | lidar | (64, 2048, 6) float32 | x, y, z, range, intensity, label (with ``lidar=True``) |
     | pose | (4,) float32 | x, y, z in metres and heading in radians (with ``pose=True``) |
+    | rooms, room | (H, W) int32 | room types seen per pixel, and the agent's (sensors of type ``rooms`` / ``room``; privileged) |
 
     Sizes follow the simulator config (``sim_overrides``).
 
