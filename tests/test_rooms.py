@@ -195,3 +195,50 @@ def test_room_heads_shapes_and_config():
     plain.load_state_dict({k: v for k, v in p.state_dict().items() if "room" not in k})
     torch.testing.assert_close(plain.forward_sequence(tokens, rgb, depth, prev)[0], logits)
     assert "room" not in plain.forward_sequence(tokens, rgb, depth, prev, aux=True)[2]
+
+
+def test_grid_positions_let_the_attention_say_where_a_room_is():
+    from agents.models import PolicyConfig, build_policy
+    from agents.models.cma import grid_places, placed
+    from agents.models.encoders import Attention
+
+    places = grid_places(16)
+    assert places[0].tolist() == [-0.75, -0.75] and places[3].tolist() == [0.75, -0.75]
+    assert places[4].tolist() == [-0.75, -0.25] and places[15].tolist() == [0.75, 0.75]
+    # a query that looks for kitchens: two kitchen cells down the left edge, the rest bedrooms
+    types = torch.full((1, 16), BEDROOM)
+    types[0, [0, 4]] = KITCHEN
+    onehot = torch.nn.functional.one_hot(types, len(ROOM_TYPES)).float()
+    attn = Attention(len(ROOM_TYPES) + 2, 1)
+    with torch.no_grad():
+        attn.key.weight.zero_()
+        attn.key.weight[0, KITCHEN] = 50.0
+    out, alpha = attn(placed(onehot, places), torch.ones(1, 1))
+    assert alpha[0, [0, 4]].sum() > 0.999
+    torch.testing.assert_close(out[0, -2:], torch.tensor([-0.75, -0.5]), atol=1e-3, rtol=0)
+    assert out[0, KITCHEN] > 0.999  # and what it found there
+
+    # in a policy: mirroring the room grid left to right changes nothing without places (attention
+    # is blind to the order of its cells) and changes the actions' logits with them
+    vocab = ["<PAD>", "<UNK>", "a", "b"]
+    tokens, prev = torch.tensor([[2, 3]]), torch.tensor([[-1, 1, 2]])
+    rgb, depth = torch.zeros(1, 3, 16, 16, 3, dtype=torch.uint8), torch.zeros(1, 3, 16, 16, 1)
+    here = torch.full((1, 3), KITCHEN)
+    seen = torch.arange(48).reshape(1, 3, 16) % len(ROOM_TYPES)
+    mirrored = seen.reshape(1, 3, 4, 4).flip(-1).reshape(1, 3, 16)
+    for positions in (False, True):
+        torch.manual_seed(0)
+        p = build_policy(PolicyConfig(arch="cma", vocab_size=4, rgb_size=16, depth_size=16, hidden=32,
+                                      instruction_hidden=16, rgb_channels=8, depth_channels=8, rgb_dim=16,
+                                      depth_dim=16, room_labels=True, grid_positions=positions), vocab).eval()
+        with torch.no_grad():
+            a = p.forward_sequence(tokens, rgb, depth, prev, rooms=(here, seen))[0]
+            b = p.forward_sequence(tokens, rgb, depth, prev, rooms=(here, mirrored))[0]
+        assert torch.allclose(a, b, atol=1e-6) != positions
+    from agents.training.trainer import TrainConfig
+    from vlnce.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="grid_positions places the cells CMA attends over"):
+        PolicyConfig(arch="seq2seq", grid_positions=True).validate()
+    with pytest.raises(ConfigError, match="--grid-positions needs --agent cma"):
+        TrainConfig(agent="seq2seq", grid_positions=True).validate()

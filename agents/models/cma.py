@@ -20,6 +20,9 @@ With ``room_sense`` (ours) a frozen recogniser gives room-type probabilities for
 stands in, q_t (R,), and for each grid cell, Q_t (16, R); q_t joins eq. 3's input, and
 r^_t = Attn(Q_t, s^_t) and q_t join eq. 6's. With ``room_labels`` q_t and Q_t are one-hot room
 types from the simulator's room-type sensors instead: the same policy with perfect room perception.
+
+With ``grid_positions`` (ours) each cell of V_t, D_t and Q_t carries its image place (x, y) in
+[-1, 1] appended to its features, so v^_t, d^_t and r^_t end in the attention-weighted place.
 """
 
 from __future__ import annotations
@@ -32,6 +35,8 @@ from torch import nn
 from agents.models.encoders import Attention
 from agents.models.policy import NUM_ACTIONS, POLICIES, PolicyConfig, VLNPolicy
 from agents.models.room_sense import RoomSense
+from sim.sensors.rooms import VIEW_CELLS
+from vlnce.errors import ConfigError
 
 
 @POLICIES.register("cma")
@@ -46,11 +51,16 @@ class CMAPolicy(VLNPolicy):
         rooms = RoomSense.num_types if cfg.room_sense or cfg.room_labels else 0
         self.visual_gru = nn.GRUCell(cfg.rgb_dim + cfg.depth_dim + cfg.prev_action_dim + rooms, cfg.hidden)
         self.instruction_attn = Attention(ds, cfg.hidden)
-        self.rgb_attn = Attention(cfg.rgb_channels, ds)
-        self.depth_attn = Attention(cfg.depth_channels, ds)
-        self.room_attn = Attention(rooms, ds) if rooms else None
+        xy = 2 if cfg.grid_positions else 0
+        self.rgb_attn = Attention(cfg.rgb_channels + xy, ds)
+        self.depth_attn = Attention(cfg.depth_channels + xy, ds)
+        self.room_attn = Attention(rooms + xy, ds) if rooms else None
         self.action_gru = nn.GRUCell(ds + cfg.rgb_channels + cfg.depth_channels + cfg.prev_action_dim + cfg.hidden
-                                     + 2 * rooms, cfg.hidden)
+                                     + 2 * rooms + (3 if rooms else 2) * xy, cfg.hidden)
+        # not saved: derived from the grid sizes, so checkpoints stay free of constants
+        self.register_buffer("rgb_places", grid_places(self.rgb_cells) if xy else None, persistent=False)
+        self.register_buffer("depth_places", grid_places(self.depth_cells) if xy else None, persistent=False)
+        self.register_buffer("room_places", grid_places(VIEW_CELLS) if xy and rooms else None, persistent=False)
         self.state_size = 2 * cfg.hidden
         self.pointer_head = self.pointer_log_width = None
         if cfg.instruction_pointer:
@@ -79,15 +89,32 @@ class CMAPolicy(VLNPolicy):
             prior = -((places - where[:, None]) ** 2) / (2 * torch.exp(2 * self.pointer_log_width))
             extras["instruction_position"] = where
         s_hat, alpha_s = self.instruction_attn(states, h_attn, mask, keys, prior)
-        v_hat, alpha_v = self.rgb_attn(visual["rgb_grid"], s_hat)
-        d_hat, alpha_d = self.depth_attn(visual["depth_grid"], s_hat)
+        v_hat, alpha_v = self.rgb_attn(placed(visual["rgb_grid"], self.rgb_places), s_hat)
+        d_hat, alpha_d = self.depth_attn(placed(visual["depth_grid"], self.depth_places), s_hat)
         inputs = [s_hat, v_hat, d_hat, a_prev, h_attn]
         if self.room_attn is not None:
-            r_hat, extras["room_attention"] = self.room_attn(visual["room_cells"], s_hat)
+            r_hat, extras["room_attention"] = self.room_attn(placed(visual["room_cells"], self.room_places), s_hat)
             inputs += [r_hat, visual["room_here"]]
         h_a = self.action_gru(torch.cat(inputs, 1), h_a)
         extras.update(instruction_attention=alpha_s, rgb_attention=alpha_v, depth_attention=alpha_d)
         return h_a, torch.cat([h_attn, h_a], 1), extras
+
+
+def grid_places(cells: int) -> torch.Tensor:
+    """(cells, 2) centres (x, y) in [-1, 1] of a square grid's cells, row-major from the top left."""
+    side = math.isqrt(cells)
+    if side * side != cells:
+        raise ConfigError(f"grid_positions needs square visual grids; this one has {cells} cells")
+    centres = (torch.arange(side, dtype=torch.float32) + 0.5) / side * 2 - 1
+    y, x = torch.meshgrid(centres, centres, indexing="ij")
+    return torch.stack([x.reshape(-1), y.reshape(-1)], 1)
+
+
+def placed(grid: torch.Tensor, places: torch.Tensor | None) -> torch.Tensor:
+    """(B, cells, C + 2) ``grid`` (B, cells, C) with each cell's place appended; unchanged without places."""
+    if places is None:
+        return grid
+    return torch.cat([grid, places.to(grid.dtype).expand(grid.shape[0], -1, -1)], -1)
 
 
 def cma(**overrides) -> CMAPolicy:

@@ -71,6 +71,12 @@ class PolicyConfig:
             one-hot vectors (zeros for none): perfect room perception, to ask whether the policy
             grounds the room words when seeing the rooms is not the problem. A measurement, not an
             agent for robots: only the embedded simulator has these sensors (ours, not the paper's).
+        grid_positions: CMA only. Each cell of the grids CMA attends over (RGB, depth, rooms) gets
+            its place in the image, (x, y) in [-1, 1] (x right, y down), appended to its features,
+            so that an attended grid also says where it looked: the weighted mean place of the
+            cells attended. Without it a value is what a cell holds and not where it is, and a
+            one-hot room grid attended for "the kitchen" can say that a kitchen is in view but not
+            whether it lies to the left or the right (ours, not the paper's).
         dropout: probability of zeroing an element of the instruction states and of the RGB and
             depth grid features while training (EnvDrop's feature dropout, Tan et al. 2019; VLN-CE's
             CMA has none). Not architecture: acting and evaluation are unaffected, and a
@@ -99,6 +105,7 @@ class PolicyConfig:
     room_sense: bool = False
     room_sense_channels: int = 128
     room_labels: bool = False
+    grid_positions: bool = False
     dropout: float = 0.0
 
     def validate(self) -> "PolicyConfig":
@@ -122,6 +129,8 @@ class PolicyConfig:
         if self.room_labels and (self.arch != "cma" or self.room_sense):
             raise ConfigError(f"room_labels feeds CMA's room inputs and replaces room_sense; got arch {self.arch!r}, "
                               f"room_sense {self.room_sense}")
+        if self.grid_positions and self.arch != "cma":
+            raise ConfigError(f"grid_positions places the cells CMA attends over; {self.arch!r} has no such attention")
         if not 0.0 <= float(self.dropout) < 1.0:
             raise ConfigError(f"policy.dropout must be in [0, 1), got {self.dropout}")
         return self

@@ -109,6 +109,8 @@ class TrainConfig:
             (``PolicyConfig.room_labels``): trained on the store's room labels, evaluated with the
             embedded simulator's ``room`` and ``rooms`` sensors. Perfect room perception, a
             measurement of what the policy does with it; such a checkpoint cannot drive a robot.
+        grid_positions: CMA's attended grid cells carry their image places
+            (``PolicyConfig.grid_positions``).
         max_collect_steps: steps after which a collected episode is cut.
         look_around: the expert scans the start room first, turning left until the camera has
             swept the full circle (``look_around_steps``), then follows the shortest path. Start
@@ -162,6 +164,7 @@ class TrainConfig:
     freeze_depth: bool = False
     room_sense: str | None = None
     room_labels: bool = False
+    grid_positions: bool = False
     max_collect_steps: int = 500
     look_around: bool = False
     expert_hold_deg: float = 0.0
@@ -209,6 +212,9 @@ class TrainConfig:
         if self.room_labels and (self.agent != "cma" or self.room_sense):
             raise ConfigError(f"--room-labels needs --agent cma and replaces --room-sense; got --agent {self.agent}"
                               f"{' with --room-sense' if self.room_sense else ''}")
+        if self.grid_positions and self.agent != "cma":
+            raise ConfigError(f"--grid-positions needs --agent cma (it places the cells CMA attends over), "
+                              f"got {self.agent!r}")
         if self.depth_init and self.finetune:
             raise ConfigError("--depth-init and --finetune both set: the --finetune checkpoint brings its own "
                               "depth encoder (add --freeze-depth to keep it fixed)")
@@ -299,7 +305,8 @@ class Trainer:
                         "--rgb-encoder": (pc.rgb_encoder, cfg.rgb_encoder), "--room-aux": (pc.room_aux, cfg.room_aux),
                         "--instruction-pointer": (pc.instruction_pointer, cfg.instruction_pointer),
                         "--room-sense": (pc.room_sense, bool(cfg.room_sense)),
-                        "--room-labels": (pc.room_labels, cfg.room_labels)}
+                        "--room-labels": (pc.room_labels, cfg.room_labels),
+                        "--grid-positions": (pc.grid_positions, cfg.grid_positions)}
             diff = [f"{flag} {ckpt} (this run: {run})" for flag, (ckpt, run) in settings.items() if ckpt != run]
             if diff:
                 raise CheckpointError(f"--finetune {cfg.finetune} was trained with {', '.join(diff)}; "
@@ -315,7 +322,8 @@ class Trainer:
                               rgb_encoder=cfg.rgb_encoder, rgb_size=cfg.image_size, depth_size=cfg.image_size,
                               hidden=cfg.hidden, ablation=cfg.ablation, progress_monitor=cfg.progress_monitor,
                               room_aux=cfg.room_aux, instruction_pointer=cfg.instruction_pointer,
-                              room_sense=sense is not None, room_labels=cfg.room_labels, dropout=cfg.dropout,
+                              room_sense=sense is not None, room_labels=cfg.room_labels,
+                              grid_positions=cfg.grid_positions, dropout=cfg.dropout,
                               **({"room_sense_channels": sense.channels} if sense is not None else {}))
             torch.manual_seed(cfg.seed)
             self.policy = build_policy(pc, self.vocab)

@@ -23,6 +23,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--room-labels", action="store_true",
                    help="CMA: take those room types from the simulator's room-type sensors instead (perfect room "
                         "perception; a measurement: only the embedded simulator has them, a robot does not)")
+    p.add_argument("--grid-positions", action="store_true",
+                   help="CMA: append each attended grid cell's image place (x, y) to its features, so an attended "
+                        "grid says where it looked, not only what (our addition)")
     p.add_argument("--aug", action="store_true", help="add generated instruction-path pairs on the training houses")
     p.add_argument("--ablation", default="none", choices=("none", "no_rgb", "no_depth", "no_vision", "no_instruction"))
     p.add_argument("--embedding", default="auto", choices=("auto", "glove", "learned"),
@@ -100,7 +103,8 @@ def run(args) -> int:
                       max_collect_steps=args.max_collect_steps, look_around=args.look_around,
                       expert_hold_deg=args.expert_hold_deg, room_aux=args.room_aux,
                       room_alpha=args.room_alpha, instruction_pointer=args.instruction_pointer,
-                      room_sense=args.room_sense, room_labels=args.room_labels, seed=args.seed)
+                      room_sense=args.room_sense, room_labels=args.room_labels,
+                      grid_positions=args.grid_positions, seed=args.seed)
     summary = train(cfg, args.out)
     print(f"inflection weight coefficient: {summary['inflection_coef']:.3f}")
     if summary["best_val"]:
