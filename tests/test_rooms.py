@@ -242,3 +242,69 @@ def test_grid_positions_let_the_attention_say_where_a_room_is():
         PolicyConfig(arch="seq2seq", grid_positions=True).validate()
     with pytest.raises(ConfigError, match="--grid-positions needs --agent cma"):
         TrainConfig(agent="seq2seq", grid_positions=True).validate()
+
+
+def test_room_compass_turns_with_the_agent_and_remembers_what_left_the_view():
+    from agents.models import PolicyConfig, build_policy
+    from agents.models.cma import COMPASS_BINS, compass_geometry
+    from sim.actions import Action
+    from vlnce.errors import ConfigError
+
+    writes, bearings = compass_geometry()
+    # a 90-degree view holds the bins at 0, +-15 and +-30 degrees (left positive); the one ahead
+    # lies on the boundary of the two middle columns and takes half of each
+    assert writes[0].tolist() == [0, 0.5, 0.5, 0] and writes[1].tolist() == [0, 1, 0, 0]
+    assert writes[2].tolist() == [1, 0, 0, 0] and writes[23].tolist() == [0, 0, 1, 0]
+    assert writes[22].tolist() == [0, 0, 0, 1] and writes[3:22].abs().sum() == 0  # +-45 and beyond: unseen
+    torch.testing.assert_close(bearings[6], torch.tensor([1.0, 0.0]), atol=1e-6, rtol=0)  # 90 degrees left
+
+    cfg = PolicyConfig(arch="cma", vocab_size=4, rgb_size=16, depth_size=16, hidden=32, instruction_hidden=16,
+                       rgb_channels=8, depth_channels=8, rgb_dim=16, depth_dim=16, room_labels=True,
+                       room_compass=True)
+    p = build_policy(cfg, ["<PAD>", "<UNK>", "a", "b"]).eval()
+    r = len(ROOM_TYPES)
+    assert p.state_size == 2 * 32 + COMPASS_BINS * r
+
+    def view(column_types):
+        cells = torch.zeros(1, 16, r)
+        for c, kind in enumerate(column_types):
+            if kind >= 0:
+                cells[0, c::4, kind] = 1.0  # the whole column
+        return cells
+
+    def act(a):
+        return torch.tensor([int(a)])
+
+    memory = torch.zeros(1, COMPASS_BINS, r)
+    memory = p.update_compass(memory, act(-1), view([KITCHEN, -1, -1, BEDROOM]))
+    assert memory[0, 2, KITCHEN] == 1 and memory[0, 22, BEDROOM] == 1 and memory.sum() == 2
+    # one right turn: the kitchen, 30 degrees left, goes to 45 (bin 3, out of view) and is kept; the
+    # bedroom, 30 degrees right, comes to 15 degrees right, where the view now sees no room
+    memory = p.update_compass(memory, act(Action.TURN_RIGHT), view([-1, -1, -1, -1]))
+    assert memory[0, 3, KITCHEN] == 1 and memory.sum() == 1
+    for _ in range(3):
+        memory = p.update_compass(memory, act(Action.TURN_RIGHT), view([-1, -1, -1, -1]))
+    assert memory[0, 6, KITCHEN] == 1 and memory.sum() == 1  # 90 degrees left
+    # forward steps do not turn it; turning back left brings the kitchen into view again, where the
+    # view now says what is there
+    memory = p.update_compass(memory, act(Action.MOVE_FORWARD), view([-1, -1, -1, -1]))
+    assert memory[0, 6, KITCHEN] == 1
+    for _ in range(4):
+        memory = p.update_compass(memory, act(Action.TURN_LEFT), view([-1, BEDROOM, -1, -1]))
+    assert memory[0, 2, KITCHEN] == 0 and memory[0, 1, BEDROOM] == 1 and memory[0, 0, BEDROOM] == 0.5
+    # the compass is state: acting step by step matches the unrolled sequence
+    g = torch.Generator().manual_seed(2)
+    tokens, prev = torch.tensor([[2, 3]]), torch.tensor([[-1, 2, 2, 3, 1, 2]])
+    rgb = torch.randint(0, 255, (1, 6, 16, 16, 3), dtype=torch.uint8, generator=g)
+    depth = torch.rand(1, 6, 16, 16, 1, generator=g)
+    here, seen = torch.randint(-1, r, (1, 6), generator=g), torch.randint(-1, r, (1, 6, 16), generator=g)
+    with torch.no_grad():
+        logits = p.forward_sequence(tokens, rgb, depth, prev, rooms=(here, seen))[0]
+        instr, state = p.encode_instruction(tokens), p.initial_state(1)
+        for i in range(6):
+            step, _, state, _ = p.act(instr, rgb[:, i], depth[:, i], prev[:, i], state, rooms=(here[:, i], seen[:, i]))
+            torch.testing.assert_close(step, logits[:, i])
+    # and it needs room inputs to remember
+    for bad in ({"room_labels": False}, {"arch": "seq2seq", "room_labels": False}):
+        with pytest.raises(ConfigError, match="room_compass remembers CMA's room inputs"):
+            PolicyConfig(**{**cfg.__dict__, **bad}).validate()

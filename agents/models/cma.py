@@ -23,6 +23,14 @@ types from the simulator's room-type sensors instead: the same policy with perfe
 
 With ``grid_positions`` (ours) each cell of V_t, D_t and Q_t carries its image place (x, y) in
 [-1, 1] appended to its features, so v^_t, d^_t and r^_t end in the attention-weighted place.
+
+With ``room_compass`` (ours) the state also holds an egocentric memory of the rooms seen around
+the agent, M_t (24, R): one bearing bin per heading the agent can face (VLN-CE turns by 15
+degrees). Each step first turns it with the previous action (a left turn moves what was at bearing
+b to b - 15 degrees), then writes the current view's room types into the bins inside the field of
+view (each bin the row-mean of the grid column it looks through). c^_t = Attn([M_t, sin b, cos b],
+s^_t) joins eq. 6's input: after a look-around scan, where the room the instruction names lies,
+left or right, even when it has left the view.
 """
 
 from __future__ import annotations
@@ -35,7 +43,8 @@ from torch import nn
 from agents.models.encoders import Attention
 from agents.models.policy import NUM_ACTIONS, POLICIES, PolicyConfig, VLNPolicy
 from agents.models.room_sense import RoomSense
-from sim.sensors.rooms import VIEW_CELLS
+from sim.actions import Action
+from sim.sensors.rooms import VIEW_CELLS, VIEW_GRID
 from vlnce.errors import ConfigError
 
 
@@ -62,6 +71,15 @@ class CMAPolicy(VLNPolicy):
         self.register_buffer("depth_places", grid_places(self.depth_cells) if xy else None, persistent=False)
         self.register_buffer("room_places", grid_places(VIEW_CELLS) if xy and rooms else None, persistent=False)
         self.state_size = 2 * cfg.hidden
+        self.compass_attn = None
+        if cfg.room_compass:
+            self.compass_attn = Attention(rooms + 2, ds)
+            writes, bearings = compass_geometry()
+            self.register_buffer("compass_writes", writes, persistent=False)
+            self.register_buffer("compass_bearings", bearings, persistent=False)
+            self.state_size += COMPASS_BINS * rooms
+            # the action GRU was sized above without the compass's reading
+            self.action_gru = nn.GRUCell(self.action_gru.input_size + rooms + 2, cfg.hidden)
         self.pointer_head = self.pointer_log_width = None
         if cfg.instruction_pointer:
             self.pointer_head = nn.Linear(cfg.hidden, 1)
@@ -79,7 +97,8 @@ class CMAPolicy(VLNPolicy):
 
     def step(self, instruction, visual, prev_action, state):
         states, _, mask, keys, places = instruction
-        h_attn, h_a = state.chunk(2, dim=1)
+        hidden = self.cfg.hidden
+        h_attn, h_a, compass = state[:, :hidden], state[:, hidden:2 * hidden], state[:, 2 * hidden:]
         a_prev = self.prev_action_embedding(prev_action.long() + 1)
         seen = [visual["rgb"], visual["depth"], a_prev] + ([visual["room_here"]] if self.room_attn is not None else [])
         h_attn = self.visual_gru(torch.cat(seen, 1), h_attn)
@@ -95,9 +114,50 @@ class CMAPolicy(VLNPolicy):
         if self.room_attn is not None:
             r_hat, extras["room_attention"] = self.room_attn(placed(visual["room_cells"], self.room_places), s_hat)
             inputs += [r_hat, visual["room_here"]]
+        if self.compass_attn is not None:
+            memory = self.update_compass(compass.reshape(len(compass), COMPASS_BINS, -1), prev_action,
+                                         visual["room_cells"])
+            bearings = self.compass_bearings.to(memory.dtype).expand(len(memory), -1, -1)
+            c_hat, extras["compass_attention"] = self.compass_attn(torch.cat([memory, bearings], -1), s_hat)
+            inputs.append(c_hat)
+            compass = memory.flatten(1)
         h_a = self.action_gru(torch.cat(inputs, 1), h_a)
         extras.update(instruction_attention=alpha_s, rgb_attention=alpha_v, depth_attention=alpha_d)
-        return h_a, torch.cat([h_attn, h_a], 1), extras
+        return h_a, torch.cat([h_attn, h_a, compass], 1), extras
+
+    def update_compass(self, memory: torch.Tensor, prev_action: torch.Tensor, cells: torch.Tensor) -> torch.Tensor:
+        """The compass (B, 24, R) turned by ``prev_action`` (B,) and written with the room types of
+        the view's cells ``cells`` (B, 16, R), row-major 4 x 4."""
+        shift = (prev_action == Action.TURN_LEFT).long() - (prev_action == Action.TURN_RIGHT).long()
+        index = (torch.arange(COMPASS_BINS, device=memory.device)[None] + shift[:, None]) % COMPASS_BINS
+        memory = memory.gather(1, index[..., None].expand_as(memory))
+        columns = cells.reshape(len(cells), VIEW_GRID, VIEW_GRID, -1).mean(1)  # (B, 4 columns, R)
+        writes = self.compass_writes.to(memory.dtype)  # (24, 4): bin <- column; zero rows out of view
+        seen = writes.sum(1)[None, :, None]
+        return memory * (1 - seen) + torch.einsum("kc,bcr->bkr", writes, columns)
+
+
+COMPASS_BINS = 24  # VLN-CE's 15-degree turns: one bin per heading the agent can face
+
+
+def compass_geometry(hfov_deg: float = 90.0, grid: int = VIEW_GRID) -> tuple[torch.Tensor, torch.Tensor]:
+    """(writes (24, grid), bearings (24, 2)). Bin k looks along bearing b_k = 15 k degrees, left
+    of the heading positive; bearings holds (sin b_k, cos b_k). Row k of writes maps the view's
+    grid columns (left to right) onto bin k: a one-hot of the column its bearing falls in, split
+    evenly on a boundary, zeros where the bearing is not strictly inside the field of view."""
+    half = math.radians(hfov_deg) / 2
+    writes = torch.zeros(COMPASS_BINS, grid)
+    angles = torch.arange(COMPASS_BINS) * 2 * math.pi / COMPASS_BINS
+    for k in range(COMPASS_BINS):
+        b = math.remainder(float(angles[k]), 2 * math.pi)
+        if abs(b) >= half - 1e-6:
+            continue
+        x = (-math.tan(b) / math.tan(half) + 1) / 2 * grid  # image column coordinate, 0 at the left edge
+        if abs(x - round(x)) < 1e-6 and 0 < round(x) < grid:
+            writes[k, round(x) - 1] = writes[k, round(x)] = 0.5
+        else:
+            writes[k, min(int(x), grid - 1)] = 1.0
+    return writes, torch.stack([torch.sin(angles), torch.cos(angles)], 1)
 
 
 def grid_places(cells: int) -> torch.Tensor:

@@ -77,6 +77,11 @@ class PolicyConfig:
             cells attended. Without it a value is what a cell holds and not where it is, and a
             one-hot room grid attended for "the kitchen" can say that a kitchen is in view but not
             whether it lies to the left or the right (ours, not the paper's).
+        room_compass: CMA with ``room_labels`` or ``room_sense`` only. An egocentric memory of the
+            room types seen around the agent, one bin per 15-degree heading, turned with the
+            agent's turns and written with each view; CMA attends over it with the bins' bearings,
+            so the room an instruction names can be found left or right after it left the view
+            (``cma.CMAPolicy.update_compass``; ours, not the paper's).
         dropout: probability of zeroing an element of the instruction states and of the RGB and
             depth grid features while training (EnvDrop's feature dropout, Tan et al. 2019; VLN-CE's
             CMA has none). Not architecture: acting and evaluation are unaffected, and a
@@ -106,6 +111,7 @@ class PolicyConfig:
     room_sense_channels: int = 128
     room_labels: bool = False
     grid_positions: bool = False
+    room_compass: bool = False
     dropout: float = 0.0
 
     def validate(self) -> "PolicyConfig":
@@ -131,6 +137,10 @@ class PolicyConfig:
                               f"room_sense {self.room_sense}")
         if self.grid_positions and self.arch != "cma":
             raise ConfigError(f"grid_positions places the cells CMA attends over; {self.arch!r} has no such attention")
+        if self.room_compass and not (self.arch == "cma" and (self.room_labels or self.room_sense)):
+            raise ConfigError(f"room_compass remembers CMA's room inputs: it needs arch 'cma' with room_labels or "
+                              f"room_sense; got {self.arch!r}, room_labels {self.room_labels}, room_sense "
+                              f"{self.room_sense}")
         if not 0.0 <= float(self.dropout) < 1.0:
             raise ConfigError(f"policy.dropout must be in [0, 1), got {self.dropout}")
         return self

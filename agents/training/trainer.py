@@ -111,6 +111,8 @@ class TrainConfig:
             measurement of what the policy does with it; such a checkpoint cannot drive a robot.
         grid_positions: CMA's attended grid cells carry their image places
             (``PolicyConfig.grid_positions``).
+        room_compass: CMA remembers the room types seen around it by bearing
+            (``PolicyConfig.room_compass``); needs ``room_labels`` or ``room_sense``.
         max_collect_steps: steps after which a collected episode is cut.
         look_around: the expert scans the start room first, turning left until the camera has
             swept the full circle (``look_around_steps``), then follows the shortest path. Start
@@ -165,6 +167,7 @@ class TrainConfig:
     room_sense: str | None = None
     room_labels: bool = False
     grid_positions: bool = False
+    room_compass: bool = False
     max_collect_steps: int = 500
     look_around: bool = False
     expert_hold_deg: float = 0.0
@@ -215,6 +218,9 @@ class TrainConfig:
         if self.grid_positions and self.agent != "cma":
             raise ConfigError(f"--grid-positions needs --agent cma (it places the cells CMA attends over), "
                               f"got {self.agent!r}")
+        if self.room_compass and not (self.agent == "cma" and (self.room_labels or self.room_sense)):
+            raise ConfigError("--room-compass remembers CMA's room inputs: it needs --agent cma and --room-labels or "
+                              "--room-sense")
         if self.depth_init and self.finetune:
             raise ConfigError("--depth-init and --finetune both set: the --finetune checkpoint brings its own "
                               "depth encoder (add --freeze-depth to keep it fixed)")
@@ -306,7 +312,8 @@ class Trainer:
                         "--instruction-pointer": (pc.instruction_pointer, cfg.instruction_pointer),
                         "--room-sense": (pc.room_sense, bool(cfg.room_sense)),
                         "--room-labels": (pc.room_labels, cfg.room_labels),
-                        "--grid-positions": (pc.grid_positions, cfg.grid_positions)}
+                        "--grid-positions": (pc.grid_positions, cfg.grid_positions),
+                        "--room-compass": (pc.room_compass, cfg.room_compass)}
             diff = [f"{flag} {ckpt} (this run: {run})" for flag, (ckpt, run) in settings.items() if ckpt != run]
             if diff:
                 raise CheckpointError(f"--finetune {cfg.finetune} was trained with {', '.join(diff)}; "
@@ -323,7 +330,8 @@ class Trainer:
                               hidden=cfg.hidden, ablation=cfg.ablation, progress_monitor=cfg.progress_monitor,
                               room_aux=cfg.room_aux, instruction_pointer=cfg.instruction_pointer,
                               room_sense=sense is not None, room_labels=cfg.room_labels,
-                              grid_positions=cfg.grid_positions, dropout=cfg.dropout,
+                              grid_positions=cfg.grid_positions, room_compass=cfg.room_compass,
+                              dropout=cfg.dropout,
                               **({"room_sense_channels": sense.channels} if sense is not None else {}))
             torch.manual_seed(cfg.seed)
             self.policy = build_policy(pc, self.vocab)
