@@ -42,6 +42,22 @@ from sim.actions import Action
 
 
 
+def robot_sensors(sensors: dict) -> dict:
+    """``sensors`` ({uuid: camera settings}) when a robot's RGB and depth cameras can provide them.
+
+    Raises:
+        ConfigError: the agent reads a simulator-only sensor (e.g. the privileged room-type
+            sensors of a ``--room-labels`` checkpoint).
+    """
+    from vlnce.errors import ConfigError
+
+    other = sorted(f"{uuid} ({s['type']})" for uuid, s in sensors.items() if s["type"] not in ("rgb", "depth"))
+    if other:
+        raise ConfigError(f"this agent reads the simulator's sensors {', '.join(other)}, which a robot does not have "
+                          "(the topics give RGB and depth only); it is a measurement for the simulator")
+    return sensors
+
+
 @dataclass
 class AgentNodeConfig:
     agent: str = "cma"
@@ -100,7 +116,7 @@ class AgentNode(WarnOnce, Node):
 
         self.cfg = cfg
         self.agent = make_agent(cfg.agent, cfg.checkpoint)
-        self.sensors = self.agent.sensor_config() if self.agent.needs_observations else None
+        self.sensors = robot_sensors(self.agent.sensor_config()) if self.agent.needs_observations else None
         self.executor_ = ActionExecutor(cfg.motion)
         self.pub_cmd = self.create_publisher(Twist, "/cmd_vel", 10)
         self.pub_action = self.create_publisher(String, "/vlnce/action", qos.EVENTS)

@@ -790,3 +790,14 @@ def test_perception_node_detection_feeds_reid_without_instance_images(tmp_path):
         node.destroy_node()
         rclpy.shutdown()
         _stop(node_proc)
+
+
+def test_agent_node_refuses_an_agent_that_reads_simulator_only_sensors():
+    from agents.models import PolicyConfig
+    from ros_bridge.agent_node import robot_sensors
+    from vlnce.errors import ConfigError
+
+    plain = PolicyConfig(arch="cma").sensors()
+    assert robot_sensors(plain) == plain
+    with pytest.raises(ConfigError, match=r"room \(room\), rooms \(rooms\), which a robot does not have"):
+        robot_sensors(PolicyConfig(arch="cma", room_labels=True).sensors())
