@@ -656,6 +656,33 @@ def test_room_labels_train_on_the_store_labels_and_act_on_the_simulators_room_se
     env.close()
 
 
+def test_next_room_loss_is_the_cross_entropy_against_the_next_room_of_the_expert_path(trained, tmp_path):
+    import shutil
+
+    from agents.training.store import labelled_ce, next_room_labels
+    from agents.training.trainer import Trainer
+
+    cfg, out, _ = trained
+    shutil.copytree(out / "store", tmp_path / "store")
+    trainer = Trainer(TrainConfig(**{**cfg.__dict__, "next_room_aux": True, "room_alpha": 0.25}), tmp_path,
+                      progress=False)
+    assert trainer.policy.cfg.next_room_head
+    batch = trainer.store.batch(list(range(len(trainer.store.trajectories))))
+    labels = next_room_labels(batch["room"], batch["mask"])
+    assert (labels[batch["mask"]] >= 0).any() and (labels[~batch["mask"]] == -1).all()  # the paths cross rooms
+    trainer.policy.eval()
+    with torch.no_grad():
+        total, action, progress, rooms, _ = trainer.loss(batch)
+        _, _, aux = trainer.policy.forward_sequence(
+            torch.from_numpy(batch["tokens"]), torch.from_numpy(batch["rgb"]), torch.from_numpy(batch["depth"]).float(),
+            torch.from_numpy(batch["prev_action"]), aux=True)
+    want = labelled_ce(aux["next_room"], torch.from_numpy(labels))
+    assert rooms.item() == pytest.approx(want.item(), rel=1e-4)
+    assert total.item() == pytest.approx(action.item() + progress.item() + 0.25 * want.item(), rel=1e-4)
+    with pytest.raises(ConfigError, match="--next-room-aux needs --agent cma"):
+        TrainConfig(agent="seq2seq", next_room_aux=True).validate()
+
+
 def test_eval_command_runs_a_checkpoint_and_rejects_bad_ones(trained, bench, tmp_path, capsys):
     _, out, _ = trained
     data, _ = bench

@@ -308,3 +308,26 @@ def test_room_compass_turns_with_the_agent_and_remembers_what_left_the_view():
     for bad in ({"room_labels": False}, {"arch": "seq2seq", "room_labels": False}):
         with pytest.raises(ConfigError, match="room_compass remembers CMA's room inputs"):
             PolicyConfig(**{**cfg.__dict__, **bad}).validate()
+
+
+def test_next_room_labels_and_head():
+    from agents.models import PolicyConfig, build_policy
+    from agents.training.store import next_room_labels
+
+    rooms = np.array([[2, 2, 0, 0, 0, 3, 3, -1], [1, 1, 1, 1, -1, -1, -1, -1], [4, -1, 5, 5, 5, 5, 5, 5]])
+    mask = np.array([[1] * 7 + [0], [1] * 4 + [0] * 4, [1] * 8], bool)
+    # from each step, the next room the path enters; none in its last room, where unknown, or padded
+    # (an unknown step between two rooms is skipped over)
+    assert next_room_labels(rooms, mask).tolist() == [[0, 0, 3, 3, 3, -1, -1, -1], [-1] * 8,
+                                                      [5, -1, -1, -1, -1, -1, -1, -1]]
+    cfg = PolicyConfig(arch="cma", vocab_size=4, rgb_size=16, depth_size=16, hidden=32, instruction_hidden=16,
+                       rgb_channels=8, depth_channels=8, rgb_dim=16, depth_dim=16, next_room_head=True)
+    p = build_policy(cfg, ["<PAD>", "<UNK>", "a", "b"])
+    logits, _, aux = p.forward_sequence(torch.tensor([[2, 3]]), torch.zeros(1, 3, 16, 16, 3, dtype=torch.uint8),
+                                        torch.zeros(1, 3, 16, 16, 1), torch.tensor([[-1, 1, 1]]), aux=True)
+    assert aux["next_room"].shape == (1, 3, len(ROOM_TYPES))
+    # acting is unchanged by the head: the same weights without it give the same logits
+    plain = build_policy(PolicyConfig(**{**cfg.__dict__, "next_room_head": False}), ["<PAD>", "<UNK>", "a", "b"])
+    plain.load_state_dict({k: v for k, v in p.state_dict().items() if not k.startswith("next_room")})
+    torch.testing.assert_close(plain.forward_sequence(torch.tensor([[2, 3]]), torch.zeros(1, 3, 16, 16, 3, dtype=torch.uint8),
+                                                      torch.zeros(1, 3, 16, 16, 1), torch.tensor([[-1, 1, 1]]))[0], logits)

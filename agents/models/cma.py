@@ -71,6 +71,7 @@ class CMAPolicy(VLNPolicy):
         self.register_buffer("depth_places", grid_places(self.depth_cells) if xy else None, persistent=False)
         self.register_buffer("room_places", grid_places(VIEW_CELLS) if xy and rooms else None, persistent=False)
         self.state_size = 2 * cfg.hidden
+        self.next_room = nn.Linear(ds, RoomSense.num_types) if cfg.next_room_head else None
         self.compass_attn = None
         if cfg.room_compass:
             self.compass_attn = Attention(rooms + 2, ds)
@@ -108,6 +109,8 @@ class CMAPolicy(VLNPolicy):
             prior = -((places - where[:, None]) ** 2) / (2 * torch.exp(2 * self.pointer_log_width))
             extras["instruction_position"] = where
         s_hat, alpha_s = self.instruction_attn(states, h_attn, mask, keys, prior)
+        if self.next_room is not None:
+            extras["next_room"] = self.next_room(s_hat)
         v_hat, alpha_v = self.rgb_attn(placed(visual["rgb_grid"], self.rgb_places), s_hat)
         d_hat, alpha_d = self.depth_attn(placed(visual["depth_grid"], self.depth_places), s_hat)
         inputs = [s_hat, v_hat, d_hat, a_prev, h_attn]

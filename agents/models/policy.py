@@ -82,6 +82,10 @@ class PolicyConfig:
             agent's turns and written with each view; CMA attends over it with the bins' bearings,
             so the room an instruction names can be found left or right after it left the view
             (``cma.CMAPolicy.update_compass``; ours, not the paper's).
+        next_room_head: CMA only. A linear head on the attended instruction s^_t for an auxiliary
+            loss: the type of the next room the expert's path enters (``next_room_labels``). It
+            asks the instruction attention to find the room named next, and s^_t, which queries
+            the grids and the compass, to carry its type. Acting does not use the head (ours).
         dropout: probability of zeroing an element of the instruction states and of the RGB and
             depth grid features while training (EnvDrop's feature dropout, Tan et al. 2019; VLN-CE's
             CMA has none). Not architecture: acting and evaluation are unaffected, and a
@@ -112,6 +116,7 @@ class PolicyConfig:
     room_labels: bool = False
     grid_positions: bool = False
     room_compass: bool = False
+    next_room_head: bool = False
     dropout: float = 0.0
 
     def validate(self) -> "PolicyConfig":
@@ -141,6 +146,8 @@ class PolicyConfig:
             raise ConfigError(f"room_compass remembers CMA's room inputs: it needs arch 'cma' with room_labels or "
                               f"room_sense; got {self.arch!r}, room_labels {self.room_labels}, room_sense "
                               f"{self.room_sense}")
+        if self.next_room_head and self.arch != "cma":
+            raise ConfigError(f"next_room_head reads CMA's attended instruction; {self.arch!r} has none")
         if not 0.0 <= float(self.dropout) < 1.0:
             raise ConfigError(f"policy.dropout must be in [0, 1), got {self.dropout}")
         return self

@@ -332,6 +332,20 @@ def telling_words(store: TrajectoryStore, groups: list[list[int]],
     return out
 
 
+def next_room_labels(rooms: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """(B, T) the type of the next room each trajectory enters after the one it is in at step t: the
+    first later label that differs from the step's own; -1 where it enters none (its last room, an
+    unknown room, or padding). ``rooms``: (B, T) room types (-1: unknown); ``mask``: (B, T) steps."""
+    out = np.full(rooms.shape, -1, np.int64)
+    for b in range(rooms.shape[0]):
+        nxt = -1
+        for t in range(int(mask[b].sum()) - 1, -1, -1):
+            if t + 1 < rooms.shape[1] and mask[b, t + 1] and rooms[b, t + 1] != rooms[b, t] and rooms[b, t + 1] >= 0:
+                nxt = int(rooms[b, t + 1])
+            out[b, t] = nxt if rooms[b, t] >= 0 else -1
+    return out
+
+
 def labelled_ce(logits, labels):
     """Mean cross-entropy over the entries whose label is not -1 (unknown or padding); 0 when none is.
 

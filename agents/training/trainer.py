@@ -111,6 +111,9 @@ class TrainConfig:
             measurement of what the policy does with it; such a checkpoint cannot drive a robot.
         grid_positions: CMA's attended grid cells carry their image places
             (``PolicyConfig.grid_positions``).
+        next_room_aux: CMA's head on the attended instruction (``PolicyConfig.next_room_head``)
+            and its loss, ``room_alpha`` times the cross-entropy against the type of the next room
+            the expert's path enters (from the store's room labels).
         room_compass: CMA remembers the room types seen around it by bearing
             (``PolicyConfig.room_compass``); needs ``room_labels`` or ``room_sense``.
         max_collect_steps: steps after which a collected episode is cut.
@@ -168,6 +171,7 @@ class TrainConfig:
     room_labels: bool = False
     grid_positions: bool = False
     room_compass: bool = False
+    next_room_aux: bool = False
     max_collect_steps: int = 500
     look_around: bool = False
     expert_hold_deg: float = 0.0
@@ -218,6 +222,9 @@ class TrainConfig:
         if self.grid_positions and self.agent != "cma":
             raise ConfigError(f"--grid-positions needs --agent cma (it places the cells CMA attends over), "
                               f"got {self.agent!r}")
+        if self.next_room_aux and self.agent != "cma":
+            raise ConfigError(f"--next-room-aux needs --agent cma (it reads CMA's attended instruction), got "
+                              f"{self.agent!r}")
         if self.room_compass and not (self.agent == "cma" and (self.room_labels or self.room_sense)):
             raise ConfigError("--room-compass remembers CMA's room inputs: it needs --agent cma and --room-labels or "
                               "--room-sense")
@@ -313,7 +320,8 @@ class Trainer:
                         "--room-sense": (pc.room_sense, bool(cfg.room_sense)),
                         "--room-labels": (pc.room_labels, cfg.room_labels),
                         "--grid-positions": (pc.grid_positions, cfg.grid_positions),
-                        "--room-compass": (pc.room_compass, cfg.room_compass)}
+                        "--room-compass": (pc.room_compass, cfg.room_compass),
+                        "--next-room-aux": (pc.next_room_head, cfg.next_room_aux)}
             diff = [f"{flag} {ckpt} (this run: {run})" for flag, (ckpt, run) in settings.items() if ckpt != run]
             if diff:
                 raise CheckpointError(f"--finetune {cfg.finetune} was trained with {', '.join(diff)}; "
@@ -331,6 +339,7 @@ class Trainer:
                               room_aux=cfg.room_aux, instruction_pointer=cfg.instruction_pointer,
                               room_sense=sense is not None, room_labels=cfg.room_labels,
                               grid_positions=cfg.grid_positions, room_compass=cfg.room_compass,
+                              next_room_head=cfg.next_room_aux,
                               dropout=cfg.dropout,
                               **({"room_sense_channels": sense.channels} if sense is not None else {}))
             torch.manual_seed(cfg.seed)
@@ -566,7 +575,7 @@ class Trainer:
         return [batches[i] for i in rng.permutation(len(batches))]
 
     def loss(self, batch: dict) -> tuple:
-        """(total loss, action loss, progress loss or None, room loss or None, telling-attention
+        """(total loss, action loss, progress loss or None, room loss (room heads and next-room head) or None, telling-attention
         loss or None) of a store batch; the progress loss sums the progress monitor's and the
         instruction pointer's."""
         import torch
@@ -584,7 +593,8 @@ class Trainer:
         with torch.autocast(dev.type, enabled=self.use_amp):
             logits, progress, *aux = self.policy.forward_sequence(tokens, rgb, depth, prev,
                                                                   aux=self.cfg.room_aux or pc.instruction_pointer
-                                                                  or bool(self.cfg.telling_attention), rooms=rooms)
+                                                                  or bool(self.cfg.telling_attention)
+                                                                  or pc.next_room_head, rooms=rooms)
         weights = None
         if self.cfg.sibling_weight != 1.0 and self.sibling_decisions:  # also found for telling_attention alone
             weights = torch.from_numpy(self._sibling_weights(batch)).to(dev)
@@ -600,6 +610,13 @@ class Trainer:
             room_loss = (labelled_ce(aux["room"], torch.from_numpy(batch["room"]).to(dev))
                          + labelled_ce(aux["view_rooms"], torch.from_numpy(batch["view_rooms"]).to(dev)))
             total = total + self.cfg.room_alpha * room_loss
+        if pc.next_room_head:
+            from agents.training.store import next_room_labels
+
+            target = torch.from_numpy(next_room_labels(batch["room"], batch["mask"])).to(dev)
+            next_loss = labelled_ce(aux["next_room"], target)
+            room_loss = next_loss if room_loss is None else room_loss + next_loss
+            total = total + self.cfg.room_alpha * next_loss
         telling_loss = None
         if self.cfg.telling_attention:
             alpha = aux["instruction_attention"].float()
@@ -703,7 +720,7 @@ class Trainer:
                 if ri < self.state["round"] or self.stopped_early:
                     continue
                 self._collect_round(n, beta)
-                if self.cfg.room_aux or self.policy.cfg.room_labels:
+                if self.cfg.room_aux or self.policy.cfg.room_labels or self.policy.cfg.next_room_head:
                     self.store.check_room_labels()
                 self._fix_inflection_coefficient()
                 self._find_sibling_decisions()

@@ -29,6 +29,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--room-compass", action="store_true",
                    help="CMA with --room-labels or --room-sense: remember the room types seen around the agent by "
                         "bearing (15-degree bins turned with its turns) and attend over them (our addition)")
+    p.add_argument("--next-room-aux", action="store_true",
+                   help="CMA: an auxiliary loss (weight --room-alpha) on its attended instruction: the type of the "
+                        "next room the expert's path enters (our addition)")
     p.add_argument("--aug", action="store_true", help="add generated instruction-path pairs on the training houses")
     p.add_argument("--ablation", default="none", choices=("none", "no_rgb", "no_depth", "no_vision", "no_instruction"))
     p.add_argument("--embedding", default="auto", choices=("auto", "glove", "learned"),
@@ -107,7 +110,8 @@ def run(args) -> int:
                       expert_hold_deg=args.expert_hold_deg, room_aux=args.room_aux,
                       room_alpha=args.room_alpha, instruction_pointer=args.instruction_pointer,
                       room_sense=args.room_sense, room_labels=args.room_labels,
-                      grid_positions=args.grid_positions, room_compass=args.room_compass, seed=args.seed)
+                      grid_positions=args.grid_positions, room_compass=args.room_compass,
+                      next_room_aux=args.next_room_aux, seed=args.seed)
     summary = train(cfg, args.out)
     print(f"inflection weight coefficient: {summary['inflection_coef']:.3f}")
     if summary["best_val"]:
