@@ -64,8 +64,9 @@ class CMAPolicy(VLNPolicy):
         self.rgb_attn = Attention(cfg.rgb_channels + xy, ds)
         self.depth_attn = Attention(cfg.depth_channels + xy, ds)
         self.room_attn = Attention(rooms + xy, ds) if rooms else None
+        compass = rooms + 2 if cfg.room_compass else 0  # its attended bins: room types and bearing
         self.action_gru = nn.GRUCell(ds + cfg.rgb_channels + cfg.depth_channels + cfg.prev_action_dim + cfg.hidden
-                                     + 2 * rooms + (3 if rooms else 2) * xy, cfg.hidden)
+                                     + 2 * rooms + (3 if rooms else 2) * xy + compass, cfg.hidden)
         # not saved: derived from the grid sizes, so checkpoints stay free of constants
         self.register_buffer("rgb_places", grid_places(self.rgb_cells) if xy else None, persistent=False)
         self.register_buffer("depth_places", grid_places(self.depth_cells) if xy else None, persistent=False)
@@ -79,8 +80,6 @@ class CMAPolicy(VLNPolicy):
             self.register_buffer("compass_writes", writes, persistent=False)
             self.register_buffer("compass_bearings", bearings, persistent=False)
             self.state_size += COMPASS_BINS * rooms
-            # the action GRU was sized above without the compass's reading
-            self.action_gru = nn.GRUCell(self.action_gru.input_size + rooms + 2, cfg.hidden)
         self.pointer_head = self.pointer_log_width = None
         if cfg.instruction_pointer:
             self.pointer_head = nn.Linear(cfg.hidden, 1)
