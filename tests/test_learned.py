@@ -829,6 +829,29 @@ def test_collection_shares_keep_scenes_whole_and_even():
     assert shares_by_scene(eps, 0) == [["a0", "a1", "a2", "b0", "b1", "c0", "c1", "d0"]]
 
 
+def test_pending_shares_complete_a_store_collected_with_another_worker_count(tmp_path):
+    from types import SimpleNamespace
+
+    import numpy as np
+
+    from agents.training.collect import pending_shares
+    from agents.training.store import ChunkWriter, TrajectoryStore
+
+    frames = [{"rgb": np.zeros((8, 8, 3), np.uint8), "depth": np.zeros((8, 8, 1), np.float32)}]
+    for chunk, ids in (("0000_aug_00", ["a0", "a1", "b0"]), ("0001_aug_00", ["c0"]), ("0000_train_00", ["c0"])):
+        w = ChunkWriter(tmp_path, chunk, (8, 8, 3), (8, 8, 1))
+        for eid in ids:
+            w.add_episode(eid, 0, [2], frames, [0], [-1], [1.0])
+        w.commit()
+    store = TrajectoryStore(tmp_path)
+    eps = [SimpleNamespace(scene_id=s, episode_id=f"{s}{i}") for s, n in (("a", 2), ("b", 2), ("c", 2)) for i in range(n)]
+    # one worker collected a0, a1 and b0 of round 0's Aug episodes; two workers now collect the rest
+    # once, in chunks numbered after it (c0 is in round 1's and the training split's chunks, not this one's)
+    assert pending_shares(store, "0000_aug", eps, 2) == [("0000_aug_01", ["c0", "c1"]), ("0000_aug_02", ["b1"])]
+    assert pending_shares(store, "0001_aug", eps, 1) == [("0001_aug_01", ["a0", "a1", "b0", "b1", "c1"])]
+    assert pending_shares(store, "0000_aug", eps[:3], 3) == []  # all there: nothing to collect
+
+
 def test_collection_in_two_worker_processes_keeps_every_episode_and_label(bench, tmp_path):
     from agents.training.collect import CollectJob, collect
     from sim.tasks.dataset import load_dataset
@@ -1326,9 +1349,10 @@ def test_probe_builds_groups_on_other_houses_and_regenerates_a_runs_own(grouped,
     assert unseen and {e.scene_id for e in unseen} == val_scenes
     assert res["trajectories"] > 0 and 0.0 <= res["own_instruction"] <= 1.0
     chunks = sorted((tmp_path / "unseen" / "store" / "chunks").iterdir())
-    stamp = [c.stat().st_mtime_ns for c in chunks]  # a second probe reuses what the directory holds
+    stamp = [c.stat().st_mtime_ns for c in chunks]  # a second probe reuses what the directory holds,
+    # with any worker count (the chunks are not those of two workers, and none is collected again)
     assert main(["probe", "--houses", "val_unseen", "--out", str(tmp_path / "unseen"), "--dataset", str(data),
-                 "--groups-per-house", "8", "--workers", "1", "--checkpoint", str(out / "last.pt"), "--json"]) == 0
+                 "--groups-per-house", "8", "--workers", "2", "--checkpoint", str(out / "last.pt"), "--json"]) == 0
     assert json.loads(capsys.readouterr().out) == res
     assert [c.stat().st_mtime_ns for c in sorted((tmp_path / "unseen" / "store" / "chunks").iterdir())] == stamp
     # ... and refuses to reuse it for other groups

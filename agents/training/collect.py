@@ -195,6 +195,23 @@ def shares_by_scene(episodes, workers: int) -> list[list[str]]:
     return shares
 
 
+def pending_shares(store, prefix: str, episodes, workers: int) -> list[tuple[str, list[str]]]:
+    """(chunk name, episode ids) still to collect under ``prefix`` (e.g. "0002_train"): the
+    ``episodes`` that no chunk named ``prefix_NN`` of ``store`` holds yet, dealt by scene over
+    ``workers`` (``shares_by_scene``) into chunks numbered after the existing ones. Chunks are
+    whole jobs, so a store reused with another worker count, or after a collection that stopped
+    midway, gets each episode once: neither twice nor never."""
+    def parts(name):
+        head, _, tail = name.rpartition("_")
+        return head, int(tail) if tail.isdigit() else -1
+
+    mine = {i for i, c in enumerate(store.chunks) if parts(c["name"])[0] == prefix}
+    have = {t.episode_id for t in store.trajectories if t.chunk in mine}
+    after = max((parts(store.chunks[i]["name"])[1] for i in mine), default=-1) + 1
+    todo = [ep for ep in episodes if ep.episode_id not in have]
+    return [(f"{prefix}_{after + w:02d}", share) for w, share in enumerate(shares_by_scene(todo, workers)) if share]
+
+
 def collect(jobs: list[CollectJob], workers: int = 1, progress: bool = True, desc: str = "collecting") -> list[dict]:
     """Run collection jobs, in ``workers`` processes when > 1, with one progress bar over episodes."""
     from tqdm import tqdm

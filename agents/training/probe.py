@@ -184,7 +184,7 @@ def build_group_store(out, houses: str, sensors: dict, vocab_words: list[str], p
 
     Returns (store, episodes): the ``TrajectoryStore`` and the groups' ``Episode`` records.
     """
-    from agents.training.collect import CollectJob, collect, shares_by_scene
+    from agents.training.collect import CollectJob, collect, pending_shares
     from agents.training.trainer import make_augmentation, scan_steps
     from sim.tasks.benchmark import ensure_benchmark
     from sim.tasks.dataset import load_dataset
@@ -211,12 +211,10 @@ def build_group_store(out, houses: str, sensors: dict, vocab_words: list[str], p
     if not (aug / "aug" / "aug.json.gz").is_file():
         make_augmentation(data_dir, aug, per_house, seed, workers, progress, all_destinations=True, houses=houses)
     episodes = load_dataset(aug, "aug", strict=False).episodes
-    shares = shares_by_scene(episodes, workers)
-    jobs = [CollectJob(str(aug), "aug", str(data_dir / "scenes"), share, sensors, list(vocab_words), 1.0,
-                       str(out / "store"), f"0000_aug_{w:02d}", look_around_steps=scan)
-            for w, share in enumerate(shares) if share]
     store = TrajectoryStore(out / "store")
-    todo = [j for j in jobs if not store.has_chunk(j.chunk)]
+    todo = [CollectJob(str(aug), "aug", str(data_dir / "scenes"), share, sensors, list(vocab_words), 1.0,
+                       str(out / "store"), chunk, look_around_steps=scan)
+            for chunk, share in pending_shares(store, "0000_aug", episodes, workers)]
     if todo:
         collect(todo, workers, progress, desc=f"collecting groups on {houses} houses")
         store.reload()

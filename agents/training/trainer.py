@@ -509,7 +509,7 @@ class Trainer:
         return aug
 
     def _collect_round(self, n: int, beta: float) -> None:
-        from agents.training.collect import CollectJob, collect, shares_by_scene
+        from agents.training.collect import CollectJob, collect, pending_shares
         from sim.tasks.dataset import load_dataset
 
         cfg = self.cfg
@@ -537,16 +537,15 @@ class Trainer:
             policy_blob = {"config": asdict(self.policy.cfg),
                            "state_dict": {k: v.detach().cpu() for k, v in self.policy.state_dict().items()}}
         scan = scan_steps(self.policy.cfg.sensors()) if cfg.look_around else 0
-        jobs = []
+        todo = []
         for k, (data_dir, split, scenes_dir, _) in enumerate(sources):
-            shares = shares_by_scene([ep for kk, ep in picks if kk == k], cfg.workers)
-            for w, share in enumerate(shares):
-                if share:
-                    jobs.append(CollectJob(data_dir, split, scenes_dir, share, self.policy.cfg.sensors(), self.vocab,
-                                           beta, str(self.out / "store"), f"{n:04d}_{split}_{w:02d}", n, policy_blob,
-                                           cfg.max_collect_steps, cfg.seed, look_around_steps=scan,
-                                           expert_hold_deg=cfg.expert_hold_deg))
-        todo = [j for j in jobs if not self.store.has_chunk(j.chunk)]
+            # what a stopped collection or another --workers left is completed, never collected twice
+            for chunk, share in pending_shares(self.store, f"{n:04d}_{split}", [ep for kk, ep in picks if kk == k],
+                                               cfg.workers):
+                todo.append(CollectJob(data_dir, split, scenes_dir, share, self.policy.cfg.sensors(), self.vocab,
+                                       beta, str(self.out / "store"), chunk, n, policy_blob,
+                                       cfg.max_collect_steps, cfg.seed, look_around_steps=scan,
+                                       expert_hold_deg=cfg.expert_hold_deg))
         if not todo:
             return
         t0 = time.perf_counter()
