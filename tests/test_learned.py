@@ -765,7 +765,7 @@ def test_stop_bias_moves_the_stop_threshold_by_its_margin(tmp_path):
 
     def fixed(agent):
         agent.policy.frame_inputs = lambda obs: (None, None)
-        agent.policy.act = lambda *a: (logits, None, None, {})
+        agent.policy.act = lambda *a, **kw: (logits, None, None, {})
         agent.instruction = agent.state = agent.prev_action = None  # what reset() sets; unused here
         return agent
 
@@ -1114,7 +1114,7 @@ class _Oracle(torch.nn.Module):
         self.cfg, self.answers = cfg, answers
         self.unused = torch.nn.Parameter(torch.zeros(1))
 
-    def forward_sequence(self, tokens, rgb, depth, prev_action, aux=False):
+    def forward_sequence(self, tokens, rgb, depth, prev_action, aux=False, rooms=None):
         out = torch.full((*prev_action.shape, 4), -10.0)
         for row, tok in enumerate(tokens.tolist()):
             acts = self.answers[tuple(x for x in tok if x)]
