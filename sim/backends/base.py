@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from sim.actions import Action
+from sim.config import ROOM_SENSOR_TYPES
 from sim.scenes.semantics import CATEGORIES, ROOM_TYPES
 
 #: channels of the organised ``lidar`` observation, in order
@@ -135,7 +136,7 @@ def observation_space_for(config, lidar=None):
             entries[uuid] = spaces.Box(lo, hi, shape2 + (1,), np.float32)
         elif s.type == "semantic":
             entries[uuid] = spaces.Box(0, len(CATEGORIES) - 1, shape2, np.int32)
-        elif s.type in ("rooms", "room"):
+        elif s.type in ROOM_SENSOR_TYPES:
             entries[uuid] = spaces.Box(-1, len(ROOM_TYPES) - 1, shape2, np.int32)
         else:
             entries[uuid] = spaces.Box(0, np.iinfo(np.int32).max, shape2, np.int32)
