@@ -79,7 +79,6 @@ class RoomLabeler:
 
     def __init__(self, grid: int = VIEW_GRID, hfov_deg: float = 90.0, camera_height_m: float = 1.25) -> None:
         self.camera = RoomCamera(grid, grid, hfov_deg, (0.0, camera_height_m, 0.0))
-        self.grid = grid
 
     def __call__(self, scene, caster, position, heading_rad: float) -> tuple[int, np.ndarray]:
         """(type of the agent's room, (grid * grid,) int8 types seen at the cell centres, row-major
