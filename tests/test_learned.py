@@ -683,6 +683,35 @@ def test_next_room_loss_is_the_cross_entropy_against_the_next_room_of_the_expert
         TrainConfig(agent="seq2seq", next_room_aux=True).validate()
 
 
+def test_compass_grounding_loss_supervises_the_compass_attention_with_the_next_room(trained, tmp_path):
+    import shutil
+
+    from agents.training.store import compass_grounding_ce, next_room_labels
+    from agents.training.trainer import Trainer
+
+    cfg, out, _ = trained
+    shutil.copytree(out / "store", tmp_path / "store")
+    trainer = Trainer(TrainConfig(**{**cfg.__dict__, "room_labels": True, "room_compass": True,
+                                     "compass_grounding": 0.3}), tmp_path, progress=False)
+    batch = trainer.store.batch(list(range(len(trainer.store.trajectories))))
+    rooms = (torch.from_numpy(batch["room"]), torch.from_numpy(batch["view_rooms"]))
+    trainer.policy.eval()
+    with torch.no_grad():
+        total, action, progress, grounding, _ = trainer.loss(batch)
+        _, _, aux = trainer.policy.forward_sequence(
+            torch.from_numpy(batch["tokens"]), torch.from_numpy(batch["rgb"]), torch.from_numpy(batch["depth"]).float(),
+            torch.from_numpy(batch["prev_action"]), aux=True, rooms=rooms)
+    want = compass_grounding_ce(aux["compass_attention"], aux["compass"],
+                                torch.from_numpy(next_room_labels(batch["room"], batch["mask"])))
+    assert want.item() > 0  # the expert's paths see the rooms they enter next
+    assert grounding.item() == pytest.approx(want.item(), rel=1e-4)
+    assert total.item() == pytest.approx(action.item() + progress.item() + 0.3 * want.item(), rel=1e-4)
+    for bad, message in (({"room_compass": False}, "without --room-compass"), ({"compass_grounding": -1.0}, "got -1.0")):
+        with pytest.raises(ConfigError, match=f"--compass-grounding must be >= 0.*{message}"):
+            TrainConfig(**{**cfg.__dict__, "room_labels": True, "room_compass": True, "compass_grounding": 0.3,
+                           **bad}).validate()
+
+
 def test_eval_command_runs_a_checkpoint_and_rejects_bad_ones(trained, bench, tmp_path, capsys):
     _, out, _ = trained
     data, _ = bench

@@ -331,3 +331,47 @@ def test_next_room_labels_and_head():
     plain.load_state_dict({k: v for k, v in p.state_dict().items() if not k.startswith("next_room")})
     torch.testing.assert_close(plain.forward_sequence(torch.tensor([[2, 3]]), torch.zeros(1, 3, 16, 16, 3, dtype=torch.uint8),
                                                       torch.zeros(1, 3, 16, 16, 1), torch.tensor([[-1, 1, 1]]))[0], logits)
+
+
+def test_compass_grounding_loss_by_hand_and_it_teaches_the_bearing_of_the_named_room():
+    from agents.models import PolicyConfig, build_policy
+    from agents.models.cma import COMPASS_BINS
+    from agents.training.store import compass_grounding_ce
+
+    r = len(ROOM_TYPES)
+    compass = torch.zeros(1, 3, COMPASS_BINS, r)
+    compass[0, :, 2, KITCHEN] = compass[0, :, 3, KITCHEN] = 1.0  # a kitchen 30-45 degrees left
+    compass[0, :, 3, BEDROOM] = 0.5  # half of bin 3 is bedroom, as when a column spans a doorway
+    attention = torch.full((1, 3, COMPASS_BINS), 0.5 / 22)
+    attention[0, :, 2], attention[0, :, 3] = 0.4, 0.1
+    # step 0: no next room; step 1: the kitchen, in two bins alike; step 2: the bedroom, only in bin 3
+    next_rooms = torch.tensor([[-1, KITCHEN, BEDROOM]])
+    kitchen, bedroom = -(0.5 * math.log(0.4) + 0.5 * math.log(0.1)), -math.log(0.1)
+    assert compass_grounding_ce(attention, compass, next_rooms).item() == pytest.approx((kitchen + bedroom) / 2)
+    # a next room the compass has not seen yet is not supervised; nothing supervised: 0
+    assert compass_grounding_ce(attention, compass, torch.tensor([[-1, KITCHEN, 5]])).item() == pytest.approx(kitchen)
+    assert compass_grounding_ce(attention, compass, torch.tensor([[-1, 5, 5]])).item() == 0.0
+
+    # the loss alone teaches the policy where the room the instruction names lies: one view with a
+    # kitchen in its left column (bin 2, 30 degrees left) and a bedroom in its right one (bin 22);
+    # word "a" names the kitchen, "b" the bedroom
+    cfg = PolicyConfig(arch="cma", vocab_size=4, rgb_size=16, depth_size=16, hidden=32, instruction_hidden=16,
+                       rgb_channels=8, depth_channels=8, rgb_dim=16, depth_dim=16, room_labels=True,
+                       room_compass=True)
+    torch.manual_seed(0)
+    p = build_policy(cfg, ["<PAD>", "<UNK>", "a", "b"])
+    seen = torch.full((2, 1, 16), -1)
+    seen[:, 0, 0::4], seen[:, 0, 3::4] = KITCHEN, BEDROOM
+    inputs = (torch.tensor([[2], [3]]), torch.zeros(2, 1, 16, 16, 3, dtype=torch.uint8), torch.zeros(2, 1, 16, 16, 1),
+              torch.full((2, 1), -1))
+    named = torch.tensor([[KITCHEN], [BEDROOM]])
+    opt = torch.optim.Adam(p.parameters(), lr=0.03)
+    for _ in range(60):
+        aux = p.forward_sequence(*inputs, aux=True, rooms=(torch.full((2, 1), -1), seen))[2]
+        assert aux["compass"][0, 0, 2, KITCHEN] == 1 and aux["compass"][0, 0, 22, BEDROOM] == 1
+        loss = compass_grounding_ce(aux["compass_attention"], aux["compass"], named)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    alpha = aux["compass_attention"].detach()
+    assert alpha[0, 0, 2] > 0.8 and alpha[1, 0, 22] > 0.8

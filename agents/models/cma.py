@@ -30,7 +30,8 @@ degrees). Each step first turns it with the previous action (a left turn moves w
 b to b - 15 degrees), then writes the current view's room types into the bins inside the field of
 view (each bin the row-mean of the grid column it looks through). c^_t = Attn([M_t, sin b, cos b],
 s^_t) joins eq. 6's input: after a look-around scan, where the room the instruction names lies,
-left or right, even when it has left the view.
+left or right, even when it has left the view. Its attention over the bins can be supervised
+(``TrainConfig.compass_grounding``): towards the bins holding the room the instruction names next.
 """
 
 from __future__ import annotations
@@ -121,6 +122,7 @@ class CMAPolicy(VLNPolicy):
                                          visual["room_cells"])
             bearings = self.compass_bearings.to(memory.dtype).expand(len(memory), -1, -1)
             c_hat, extras["compass_attention"] = self.compass_attn(torch.cat([memory, bearings], -1), s_hat)
+            extras["compass"] = memory  # the bins the attention chose among, for its supervision
             inputs.append(c_hat)
             compass = memory.flatten(1)
         h_a = self.action_gru(torch.cat(inputs, 1), h_a)

@@ -346,6 +346,31 @@ def next_room_labels(rooms: np.ndarray, mask: np.ndarray) -> np.ndarray:
     return out
 
 
+def compass_grounding_ce(attention, compass, next_rooms):
+    """Cross-entropy of CMA's room-compass attention against the bins that hold the next room.
+
+    At step t with next room type n = ``next_rooms[b, t]`` the target over the 24 bins is
+    q_k = M_k[n] / sum_j M_j[n], the compass's share of that type by bearing, and the loss is
+    -sum_k q_k log alpha_k. Mean over the steps whose next room is known (n >= 0) and already in
+    the compass (sum_j M_j[n] > 0); 0 when there is none.
+
+    ``attention``: (B, T, K) weights summing to 1 over the bins; ``compass``: (B, T, K, R) room
+    types (or probabilities) by bin; ``next_rooms``: (B, T) int64, -1 for none
+    (``next_room_labels``; padding is -1 there).
+    """
+    import torch
+
+    attention, compass = attention.float(), compass.float()
+    n = next_rooms.clamp(min=0)
+    held = compass.gather(-1, n[..., None, None].expand(*compass.shape[:-1], 1)).squeeze(-1)  # (B, T, K)
+    total = held.sum(-1)
+    known = (next_rooms >= 0) & (total > 0)
+    if not bool(known.any()):
+        return attention.sum() * 0.0
+    target = held[known] / total[known][:, None]
+    return -(target * torch.log(attention[known].clamp_min(1e-8))).sum(-1).mean()
+
+
 def labelled_ce(logits, labels):
     """Mean cross-entropy over the entries whose label is not -1 (unknown or padding); 0 when none is.
 

@@ -116,6 +116,10 @@ class TrainConfig:
             the expert's path enters (from the store's room labels).
         room_compass: CMA remembers the room types seen around it by bearing
             (``PolicyConfig.room_compass``); needs ``room_labels`` or ``room_sense``.
+        compass_grounding: weight of a loss on CMA's room-compass attention: its cross-entropy
+            against the bins that hold the type of the next room the expert's path enters
+            (``compass_grounding_ce``), which names the grounding step (named room -> where it
+            lies) itself rather than through the actions. 0: off. Needs ``room_compass``.
         max_collect_steps: steps after which a collected episode is cut.
         look_around: the expert scans the start room first, turning left until the camera has
             swept the full circle (``look_around_steps``), then follows the shortest path. Start
@@ -172,6 +176,7 @@ class TrainConfig:
     grid_positions: bool = False
     room_compass: bool = False
     next_room_aux: bool = False
+    compass_grounding: float = 0.0
     max_collect_steps: int = 500
     look_around: bool = False
     expert_hold_deg: float = 0.0
@@ -228,6 +233,10 @@ class TrainConfig:
         if self.room_compass and not (self.agent == "cma" and (self.room_labels or self.room_sense)):
             raise ConfigError("--room-compass remembers CMA's room inputs: it needs --agent cma and --room-labels or "
                               "--room-sense")
+        if self.compass_grounding < 0 or (self.compass_grounding and not self.room_compass):
+            raise ConfigError(f"--compass-grounding must be >= 0 and, when on, needs --room-compass (it supervises "
+                              f"the compass's attention), got {self.compass_grounding}"
+                              f"{'' if self.room_compass else ' without --room-compass'}")
         if self.depth_init and self.finetune:
             raise ConfigError("--depth-init and --finetune both set: the --finetune checkpoint brings its own "
                               "depth encoder (add --freeze-depth to keep it fixed)")
@@ -574,7 +583,7 @@ class Trainer:
         return [batches[i] for i in rng.permutation(len(batches))]
 
     def loss(self, batch: dict) -> tuple:
-        """(total loss, action loss, progress loss or None, room loss (room heads and next-room head) or None, telling-attention
+        """(total loss, action loss, progress loss or None, room loss (room heads, next-room head, compass grounding) or None, telling-attention
         loss or None) of a store batch; the progress loss sums the progress monitor's and the
         instruction pointer's."""
         import torch
@@ -593,7 +602,8 @@ class Trainer:
             logits, progress, *aux = self.policy.forward_sequence(tokens, rgb, depth, prev,
                                                                   aux=self.cfg.room_aux or pc.instruction_pointer
                                                                   or bool(self.cfg.telling_attention)
-                                                                  or pc.next_room_head, rooms=rooms)
+                                                                  or pc.next_room_head
+                                                                  or bool(self.cfg.compass_grounding), rooms=rooms)
         weights = None
         if self.cfg.sibling_weight != 1.0 and self.sibling_decisions:  # also found for telling_attention alone
             weights = torch.from_numpy(self._sibling_weights(batch)).to(dev)
@@ -616,6 +626,13 @@ class Trainer:
             next_loss = labelled_ce(aux["next_room"], target)
             room_loss = next_loss if room_loss is None else room_loss + next_loss
             total = total + self.cfg.room_alpha * next_loss
+        if self.cfg.compass_grounding:
+            from agents.training.store import compass_grounding_ce, next_room_labels
+
+            target = torch.from_numpy(next_room_labels(batch["room"], batch["mask"])).to(dev)
+            grounding = compass_grounding_ce(aux["compass_attention"], aux["compass"], target)
+            room_loss = grounding if room_loss is None else room_loss + grounding
+            total = total + self.cfg.compass_grounding * grounding
         telling_loss = None
         if self.cfg.telling_attention:
             alpha = aux["instruction_attention"].float()
@@ -719,7 +736,8 @@ class Trainer:
                 if ri < self.state["round"] or self.stopped_early:
                     continue
                 self._collect_round(n, beta)
-                if self.cfg.room_aux or self.policy.cfg.room_labels or self.policy.cfg.next_room_head:
+                if (self.cfg.room_aux or self.policy.cfg.room_labels or self.policy.cfg.next_room_head
+                        or self.cfg.compass_grounding):
                     self.store.check_room_labels()
                 self._fix_inflection_coefficient()
                 self._find_sibling_decisions()

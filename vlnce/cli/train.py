@@ -32,6 +32,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--next-room-aux", action="store_true",
                    help="CMA: an auxiliary loss (weight --room-alpha) on its attended instruction: the type of the "
                         "next room the expert's path enters (our addition)")
+    p.add_argument("--compass-grounding", type=float, default=0.0, metavar="W",
+                   help="CMA with --room-compass: weight of a loss that steers its compass attention to the bins "
+                        "holding the room the expert's path enters next (our addition); 0: off")
     p.add_argument("--aug", action="store_true", help="add generated instruction-path pairs on the training houses")
     p.add_argument("--ablation", default="none", choices=("none", "no_rgb", "no_depth", "no_vision", "no_instruction"))
     p.add_argument("--embedding", default="auto", choices=("auto", "glove", "learned"),
@@ -111,7 +114,7 @@ def run(args) -> int:
                       room_alpha=args.room_alpha, instruction_pointer=args.instruction_pointer,
                       room_sense=args.room_sense, room_labels=args.room_labels,
                       grid_positions=args.grid_positions, room_compass=args.room_compass,
-                      next_room_aux=args.next_room_aux, seed=args.seed)
+                      next_room_aux=args.next_room_aux, compass_grounding=args.compass_grounding, seed=args.seed)
     summary = train(cfg, args.out)
     print(f"inflection weight coefficient: {summary['inflection_coef']:.3f}")
     if summary["best_val"]:
