@@ -635,6 +635,8 @@ def test_room_labels_train_on_the_store_labels_and_act_on_the_simulators_room_se
         Trainer(labels_cfg, tmp_path / "old", progress=False).run()
     with pytest.raises(ConfigError, match="--room-labels needs --agent cma"):
         TrainConfig(**{**labels_cfg.__dict__, "agent": "seq2seq"}).validate()
+    with pytest.raises(ConfigError, match="--room-labels replaces --room-sense: give one of them"):
+        TrainConfig(**{**labels_cfg.__dict__, "room_sense": "rs/best.pt"}).validate()
     trainer = Trainer(labels_cfg, tmp_path / "new", progress=False)
     summary = trainer.run()
     assert summary["best_val_episodes"] == 1  # validated by acting in the simulator with its room sensors

@@ -238,7 +238,7 @@ def test_grid_positions_let_the_attention_say_where_a_room_is():
     from agents.training.trainer import TrainConfig
     from vlnce.errors import ConfigError
 
-    with pytest.raises(ConfigError, match="grid_positions places the cells CMA attends over"):
+    with pytest.raises(ConfigError, match=r"grid_positions needs arch cma \(it places the cells CMA attends over\), got 'seq2seq'"):
         PolicyConfig(arch="seq2seq", grid_positions=True).validate()
     with pytest.raises(ConfigError, match="--grid-positions needs --agent cma"):
         TrainConfig(agent="seq2seq", grid_positions=True).validate()
@@ -306,8 +306,13 @@ def test_room_compass_turns_with_the_agent_and_remembers_what_left_the_view():
             torch.testing.assert_close(step, logits[:, i])
     # and it needs room inputs to remember
     for bad in ({"room_labels": False}, {"arch": "seq2seq", "room_labels": False}):
-        with pytest.raises(ConfigError, match="room_compass remembers CMA's room inputs"):
+        with pytest.raises(ConfigError, match="room_compass (needs arch cma|remembers CMA's room inputs)"):
             PolicyConfig(**{**cfg.__dict__, **bad}).validate()
+    from agents.training.trainer import TrainConfig
+
+    with pytest.raises(ConfigError, match="--room-compass remembers CMA's room inputs: it needs --room-labels or "
+                                          "--room-sense"):
+        TrainConfig(room_compass=True).validate()
 
 
 def test_next_room_labels_and_head():

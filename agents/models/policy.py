@@ -29,6 +29,32 @@ CHECKPOINT_FORMAT = "vlnce-policy-v1"
 POLICIES = Registry("policy architecture")
 
 
+# CMA's options that are ours, not the paper's, and why each needs CMA
+CMA_OPTIONS = {"instruction_pointer": "it places CMA's instruction attention",
+               "room_sense": "CMA attends over its cells",
+               "room_labels": "they feed CMA's room inputs",
+               "grid_positions": "it places the cells CMA attends over",
+               "room_compass": "it remembers CMA's room inputs",
+               "next_room_head": "it reads CMA's attended instruction"}
+
+
+def cma_option_problem(arch: str, options: dict, flag=lambda name: name) -> str | None:
+    """What is wrong with ``options`` (``CMA_OPTIONS`` names -> values) for ``arch``, or None.
+
+    One set of rules for ``PolicyConfig`` and the training command line, which say it in their own
+    words: ``flag`` names an option, or "arch", as the caller's user sets it.
+    """
+    for name, why in CMA_OPTIONS.items():
+        if options.get(name) and arch != "cma":
+            return f"{flag(name)} needs {flag('arch')} cma ({why}), got {arch!r}"
+    if options.get("room_labels") and options.get("room_sense"):
+        return f"{flag('room_labels')} replaces {flag('room_sense')}: give one of them"
+    if options.get("room_compass") and not (options.get("room_labels") or options.get("room_sense")):
+        return (f"{flag('room_compass')} remembers CMA's room inputs: it needs {flag('room_labels')} or "
+                f"{flag('room_sense')}")
+    return None
+
+
 @dataclass
 class PolicyConfig:
     """Architecture and inputs of a learned policy (stored in every checkpoint).
@@ -131,23 +157,12 @@ class PolicyConfig:
                      "depth_channels", "rgb_dim", "depth_dim", "hidden", "prev_action_dim", "room_sense_channels"):
             if int(getattr(self, name)) < 1:
                 raise ConfigError(f"policy.{name} must be positive, got {getattr(self, name)}")
-        if self.instruction_pointer and self.arch != "cma":
-            raise ConfigError(f"instruction_pointer places the instruction attention of CMA; {self.arch!r} has none")
-        if self.room_sense and (self.arch != "cma" or not (self.uses_rgb and self.uses_depth)
-                                or self.rgb_size != self.depth_size):
-            raise ConfigError(f"room_sense needs arch 'cma' with RGB and depth of one size; got {self.arch!r}, "
-                              f"ablation {self.ablation!r}, rgb {self.rgb_size} px, depth {self.depth_size} px")
-        if self.room_labels and (self.arch != "cma" or self.room_sense):
-            raise ConfigError(f"room_labels feeds CMA's room inputs and replaces room_sense; got arch {self.arch!r}, "
-                              f"room_sense {self.room_sense}")
-        if self.grid_positions and self.arch != "cma":
-            raise ConfigError(f"grid_positions places the cells CMA attends over; {self.arch!r} has no such attention")
-        if self.room_compass and not (self.arch == "cma" and (self.room_labels or self.room_sense)):
-            raise ConfigError(f"room_compass remembers CMA's room inputs: it needs arch 'cma' with room_labels or "
-                              f"room_sense; got {self.arch!r}, room_labels {self.room_labels}, room_sense "
-                              f"{self.room_sense}")
-        if self.next_room_head and self.arch != "cma":
-            raise ConfigError(f"next_room_head reads CMA's attended instruction; {self.arch!r} has none")
+        problem = cma_option_problem(self.arch, {name: getattr(self, name) for name in CMA_OPTIONS})
+        if problem:
+            raise ConfigError(problem)
+        if self.room_sense and (not (self.uses_rgb and self.uses_depth) or self.rgb_size != self.depth_size):
+            raise ConfigError(f"room_sense needs arch 'cma' with RGB and depth of one size; got ablation "
+                              f"{self.ablation!r}, rgb {self.rgb_size} px, depth {self.depth_size} px")
         if not 0.0 <= float(self.dropout) < 1.0:
             raise ConfigError(f"policy.dropout must be in [0, 1), got {self.dropout}")
         return self

@@ -207,9 +207,6 @@ class TrainConfig:
         if self.dagger_pool == "aug" and not (self.aug and self.trainer == "dagger"):
             raise ConfigError("--dagger-pool aug needs --aug and --trainer dagger: it draws the DAgger rounds' "
                               "episodes from the Aug set")
-        if self.instruction_pointer and self.agent != "cma":
-            raise ConfigError(f"--instruction-pointer needs --agent cma (it places CMA's instruction attention), "
-                              f"got {self.agent!r}")
         if self.telling_attention < 0 or (self.telling_attention and not (
                 self.agent == "cma" and self.aug and self.aug_all_destinations)):
             raise ConfigError(f"--telling-attention must be >= 0 and, when on, needs --agent cma, --aug and "
@@ -219,20 +216,17 @@ class TrainConfig:
             raise ConfigError(f"--sibling-weight must be > 0 (1: off), got {self.sibling_weight}")
         if not (0.0 <= self.expert_hold_deg < 90.0):
             raise ConfigError(f"--expert-hold-deg must be in [0, 90) degrees, got {self.expert_hold_deg}")
-        if self.room_sense and self.agent != "cma":
-            raise ConfigError(f"--room-sense needs --agent cma (CMA attends over its cells), got {self.agent!r}")
-        if self.room_labels and (self.agent != "cma" or self.room_sense):
-            raise ConfigError(f"--room-labels needs --agent cma and replaces --room-sense; got --agent {self.agent}"
-                              f"{' with --room-sense' if self.room_sense else ''}")
-        if self.grid_positions and self.agent != "cma":
-            raise ConfigError(f"--grid-positions needs --agent cma (it places the cells CMA attends over), "
-                              f"got {self.agent!r}")
-        if self.next_room_aux and self.agent != "cma":
-            raise ConfigError(f"--next-room-aux needs --agent cma (it reads CMA's attended instruction), got "
-                              f"{self.agent!r}")
-        if self.room_compass and not (self.agent == "cma" and (self.room_labels or self.room_sense)):
-            raise ConfigError("--room-compass remembers CMA's room inputs: it needs --agent cma and --room-labels or "
-                              "--room-sense")
+        from agents.models.policy import cma_option_problem
+
+        # the policy's own rules, before any collection, in the command line's words
+        flags = {"arch": "--agent", "next_room_head": "--next-room-aux"}
+        problem = cma_option_problem(self.agent, {
+            "instruction_pointer": self.instruction_pointer, "room_sense": bool(self.room_sense),
+            "room_labels": self.room_labels, "grid_positions": self.grid_positions,
+            "room_compass": self.room_compass, "next_room_head": self.next_room_aux},
+            lambda name: flags.get(name, "--" + name.replace("_", "-")))
+        if problem:
+            raise ConfigError(problem)
         if self.compass_grounding < 0 or (self.compass_grounding and not self.room_compass):
             raise ConfigError(f"--compass-grounding must be >= 0 and, when on, needs --room-compass (it supervises "
                               f"the compass's attention), got {self.compass_grounding}"
