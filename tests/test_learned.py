@@ -1570,6 +1570,42 @@ def test_train_rooms_fits_the_room_labels_resumes_and_refuses_other_settings(roo
     assert "other settings" in capsys.readouterr().err
 
 
+def test_finetuning_a_room_labels_checkpoint_with_a_room_sense_swaps_the_inputs(room_sense_run, trained, tmp_path):
+    import shutil
+
+    from agents.training.room_sense import read_room_sense
+    from agents.training.trainer import Trainer
+
+    _, rs = room_sense_run
+    cfg, out, _ = trained
+    shutil.copytree(out / "store", tmp_path / "run" / "store")
+    labels = TrainConfig(**{**cfg.__dict__, "room_labels": True, "room_compass": True, "grid_positions": True})
+    first = Trainer(labels, tmp_path / "labels", progress=False)
+    grounded = first.policy
+    save_checkpoint(tmp_path / "labels.pt", grounded, first.vocab)
+    tuned = TrainConfig(**{**labels.__dict__, "room_labels": False, "room_sense": str(rs / "best.pt"),
+                           "finetune": str(tmp_path / "labels.pt")})
+    trainer = Trainer(tuned, tmp_path / "run", progress=False)
+    policy = trainer.policy
+    assert policy.cfg.room_sense and not policy.cfg.room_labels and policy.cfg.room_compass
+    mine, theirs = policy.state_dict(), grounded.state_dict()
+    assert set(mine) - set(theirs) == {k for k in mine if k.startswith("room_sense.")} != set()
+    for k, v in theirs.items():
+        torch.testing.assert_close(mine[k], v)
+    model, _ = read_room_sense(rs / "best.pt")
+    for k, v in model.state_dict().items():
+        torch.testing.assert_close(mine[f"room_sense.{k}"], v)
+    # it now acts on frames alone, with the room sense's probabilities as its room inputs
+    batch = trainer.store.batch([0])
+    tokens, rgb, depth, prev = (torch.as_tensor(batch[k]) for k in ("tokens", "rgb", "depth", "prev_action"))
+    logits = policy.eval().forward_sequence(tokens, rgb, depth.float(), prev)[0]
+    assert torch.isfinite(logits).all()
+    # without the room sense the labels checkpoint still asks for its own settings
+    with pytest.raises(CheckpointError, match=r"--room-labels True \(this run: False\)"):
+        Trainer(TrainConfig(**{**tuned.__dict__, "room_sense": None, "room_compass": False}), tmp_path / "plain",
+                progress=False)
+
+
 def test_train_rooms_probes_a_policys_frozen_encoders(trained, tmp_path, capsys):
     from agents.training.room_sense import read_room_sense
 

@@ -104,7 +104,9 @@ class TrainConfig:
         freeze_depth: keep the depth encoder fixed (VLN-CE freezes it).
         room_sense: a room-sense checkpoint (``vlnce train-rooms``) that CMA takes, frozen, as an
             input (``PolicyConfig.room_sense``). With ``finetune`` the checkpoint's own is kept and
-            this only has to be given, as the other architecture options.
+            this only has to be given, as the other architecture options; but a ``finetune``
+            checkpoint trained with ``room_labels`` takes this room sense in their place, every other
+            weight kept (perfect labels first, then perception).
         room_labels: CMA takes the simulator's room-type sensors in place of a room sense
             (``PolicyConfig.room_labels``): trained on the store's room labels, evaluated with the
             embedded simulator's ``room`` and ``rooms`` sensors. Perfect room perception, a
@@ -314,6 +316,8 @@ class Trainer:
             embedding = "glove" if glove_available() else "learned"
         if cfg.finetune:
             self.policy, _ = load_policy(cfg.finetune, arch=cfg.agent, vocab_words=self.vocab)
+            if self.policy.cfg.room_labels and cfg.room_sense and not cfg.room_labels:
+                self.policy = self._perceive_rooms(self.policy, cfg.room_sense)
             pc = self.policy.cfg
             # the checkpoint fixes the architecture; an option that asks for another would be ignored
             settings = {"--pm": (pc.progress_monitor, cfg.progress_monitor), "--ablation": (pc.ablation, cfg.ablation),
@@ -455,6 +459,27 @@ class Trainer:
             self.inflection_coef = self._inflection_coefficient()
             self.state["inflection_coef"] = self.inflection_coef
             log.info("inflection coefficient %.3f", self.inflection_coef)
+
+    def _perceive_rooms(self, policy, path: str):
+        """``policy``, trained on perfect room labels (``room_labels``), rebuilt to take the same
+        room inputs from the frozen room sense at ``path``, every other weight kept: the names
+        grounded on what the simulator knows, then fine-tuned on what a robot can see."""
+        from dataclasses import replace
+
+        from agents.models.policy import build_policy
+        from agents.training.room_sense import install_room_sense, read_room_sense
+
+        sense, val = read_room_sense(path)
+        seeing = build_policy(replace(policy.cfg, room_labels=False, room_sense=True,
+                                      room_sense_channels=sense.channels), self.vocab)
+        missing, unexpected = seeing.load_state_dict(policy.state_dict(), strict=False)
+        if unexpected or any(not k.startswith("room_sense.") for k in missing):  # only the sense is new
+            raise CheckpointError(f"--finetune {self.cfg.finetune} with --room-sense {path}: the weights do not carry "
+                                  f"over (missing {missing[:3]}, unexpected {unexpected[:3]})")
+        install_room_sense(seeing, sense, path)
+        log.info("room inputs: the checkpoint's room labels give way to the room sense from %s (held-out accuracy: "
+                 "here %.3f, cells %.3f)", path, val.get("here", float("nan")), val.get("cells", float("nan")))
+        return seeing
 
     def _find_sibling_decisions(self) -> None:
         """Marks, for ``sibling_weight`` and ``telling_attention``, the steps of teacher-forcing

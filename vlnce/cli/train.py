@@ -19,7 +19,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "is (a progress head on the visual-history state; our addition, not the paper's)")
     p.add_argument("--room-sense", default=None, metavar="CKPT",
                    help="CMA: take room-type probabilities from this frozen `vlnce train-rooms` checkpoint as an "
-                        "input (the agent's room and the room seen in each visual cell; our addition)")
+                        "input (the agent's room and the room seen in each visual cell; our addition); with "
+                        "--finetune of a --room-labels checkpoint, in place of its labels")
     p.add_argument("--room-labels", action="store_true",
                    help="CMA: take those room types from the simulator's room-type sensors instead (perfect room "
                         "perception; a measurement: only the embedded simulator has them, a robot does not)")
