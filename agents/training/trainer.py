@@ -602,9 +602,10 @@ class Trainer:
         return [batches[i] for i in rng.permutation(len(batches))]
 
     def loss(self, batch: dict) -> tuple:
-        """(total loss, action loss, progress loss or None, room loss (room heads, next-room head, compass grounding) or None, telling-attention
+        """(total loss, action loss, progress loss or None, room loss or None, telling-attention
         loss or None) of a store batch; the progress loss sums the progress monitor's and the
-        instruction pointer's."""
+        instruction pointer's, the room loss the room heads', the next-room head's and the compass
+        grounding's (each weighted in the total by its own factor)."""
         import torch
         from agents.training.store import inflection_weighted_ce, labelled_ce
 
@@ -638,18 +639,16 @@ class Trainer:
             room_loss = (labelled_ce(aux["room"], torch.from_numpy(batch["room"]).to(dev))
                          + labelled_ce(aux["view_rooms"], torch.from_numpy(batch["view_rooms"]).to(dev)))
             total = total + self.cfg.room_alpha * room_loss
-        if pc.next_room_head:
-            from agents.training.store import next_room_labels
+        if pc.next_room_head or self.cfg.compass_grounding:
+            from agents.training.store import compass_grounding_ce, next_room_labels
 
-            target = torch.from_numpy(next_room_labels(batch["room"], batch["mask"])).to(dev)
-            next_loss = labelled_ce(aux["next_room"], target)
+            next_rooms = torch.from_numpy(next_room_labels(batch["room"], batch["mask"])).to(dev)
+        if pc.next_room_head:
+            next_loss = labelled_ce(aux["next_room"], next_rooms)
             room_loss = next_loss if room_loss is None else room_loss + next_loss
             total = total + self.cfg.room_alpha * next_loss
         if self.cfg.compass_grounding:
-            from agents.training.store import compass_grounding_ce, next_room_labels
-
-            target = torch.from_numpy(next_room_labels(batch["room"], batch["mask"])).to(dev)
-            grounding = compass_grounding_ce(aux["compass_attention"], aux["compass"], target)
+            grounding = compass_grounding_ce(aux["compass_attention"], aux["compass"], next_rooms)
             room_loss = grounding if room_loss is None else room_loss + grounding
             total = total + self.cfg.compass_grounding * grounding
         telling_loss = None
