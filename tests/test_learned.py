@@ -1584,7 +1584,7 @@ def test_finetuning_a_room_labels_checkpoint_with_a_room_sense_swaps_the_inputs(
     grounded = first.policy
     save_checkpoint(tmp_path / "labels.pt", grounded, first.vocab)
     tuned = TrainConfig(**{**labels.__dict__, "room_labels": False, "room_sense": str(rs / "best.pt"),
-                           "finetune": str(tmp_path / "labels.pt")})
+                           "finetune": str(tmp_path / "labels.pt"), "compass_grounding": 0.5})
     trainer = Trainer(tuned, tmp_path / "run", progress=False)
     policy = trainer.policy
     assert policy.cfg.room_sense and not policy.cfg.room_labels and policy.cfg.room_compass
@@ -1598,12 +1598,25 @@ def test_finetuning_a_room_labels_checkpoint_with_a_room_sense_swaps_the_inputs(
     # it now acts on frames alone, with the room sense's probabilities as its room inputs
     batch = trainer.store.batch([0])
     tokens, rgb, depth, prev = (torch.as_tensor(batch[k]) for k in ("tokens", "rgb", "depth", "prev_action"))
-    logits = policy.eval().forward_sequence(tokens, rgb, depth.float(), prev)[0]
+    logits, _, aux = policy.eval().forward_sequence(tokens, rgb, depth.float(), prev, aux=True)
     assert torch.isfinite(logits).all()
+    # its compass holds the sense's probabilities; the grounding loss's target is the compass of the
+    # store's labels all the same
+    from agents.training.store import compass_grounding_ce, next_room_labels
+
+    truth = policy.label_compass(prev, batch["view_rooms"])
+    assert not torch.allclose(truth, aux["compass"])
+    with torch.no_grad():
+        grounding = trainer.loss(batch)[3]
+    nxt = torch.from_numpy(next_room_labels(batch["room"], batch["mask"]))
+    want = compass_grounding_ce(aux["compass_attention"], truth, nxt)
+    assert grounding.item() == pytest.approx(want.item(), rel=1e-4)
+    assert want.item() != pytest.approx(compass_grounding_ce(aux["compass_attention"], aux["compass"], nxt).item(),
+                                        rel=1e-3)
     # without the room sense the labels checkpoint still asks for its own settings
     with pytest.raises(CheckpointError, match=r"--room-labels True \(this run: False\)"):
-        Trainer(TrainConfig(**{**tuned.__dict__, "room_sense": None, "room_compass": False}), tmp_path / "plain",
-                progress=False)
+        Trainer(TrainConfig(**{**tuned.__dict__, "room_sense": None, "room_compass": False, "compass_grounding": 0.0}),
+                tmp_path / "plain", progress=False)
 
 
 def test_train_rooms_probes_a_policys_frozen_encoders(trained, tmp_path, capsys):

@@ -299,7 +299,9 @@ def test_room_compass_turns_with_the_agent_and_remembers_what_left_the_view():
     depth = torch.rand(1, 6, 16, 16, 1, generator=g)
     here, seen = torch.randint(-1, r, (1, 6), generator=g), torch.randint(-1, r, (1, 6, 16), generator=g)
     with torch.no_grad():
-        logits = p.forward_sequence(tokens, rgb, depth, prev, rooms=(here, seen))[0]
+        logits, _, aux = p.forward_sequence(tokens, rgb, depth, prev, aux=True, rooms=(here, seen))
+        # the compass the labels build along the trajectory is the one the policy attended over
+        torch.testing.assert_close(p.label_compass(prev, seen), aux["compass"])
         instr, state = p.encode_instruction(tokens), p.initial_state(1)
         for i in range(6):
             step, _, state, _ = p.act(instr, rgb[:, i], depth[:, i], prev[:, i], state, rooms=(here[:, i], seen[:, i]))

@@ -129,6 +129,21 @@ class CMAPolicy(VLNPolicy):
         extras.update(instruction_attention=alpha_s, rgb_attention=alpha_v, depth_attention=alpha_d)
         return h_a, torch.cat([h_attn, h_a, compass], 1), extras
 
+    def label_compass(self, prev_actions: torch.Tensor, view_rooms: torch.Tensor) -> torch.Tensor:
+        """(B, T, 24, R) the compass that perfect room labels would build along teacher-forced
+        trajectories: ``prev_actions`` (B, T) (-1 at t = 0), ``view_rooms`` (B, T, 16) room types
+        of the view's cells, -1 for none (a store batch's "view_rooms"). The grounding loss's
+        target when the policy's own compass holds the room sense's probabilities."""
+        from agents.models.policy import _one_hot
+
+        cells = _one_hot(torch.as_tensor(view_rooms, device=prev_actions.device).long())
+        memory = torch.zeros(prev_actions.shape[0], COMPASS_BINS, cells.shape[-1], device=prev_actions.device)
+        out = []
+        for t in range(prev_actions.shape[1]):
+            memory = self.update_compass(memory, prev_actions[:, t], cells[:, t])
+            out.append(memory)
+        return torch.stack(out, 1)
+
     def update_compass(self, memory: torch.Tensor, prev_action: torch.Tensor, cells: torch.Tensor) -> torch.Tensor:
         """The compass (B, 24, R) turned by ``prev_action`` (B,) and written with the room types of
         the view's cells ``cells`` (B, 16, R), row-major 4 x 4."""

@@ -121,7 +121,9 @@ class TrainConfig:
         compass_grounding: weight of a loss on CMA's room-compass attention: its cross-entropy
             against the bins that hold the type of the next room the expert's path enters
             (``compass_grounding_ce``), which names the grounding step (named room -> where it
-            lies) itself rather than through the actions. 0: off. Needs ``room_compass``.
+            lies) itself rather than through the actions. The bins are those of the compass that
+            the store's room labels build (``CMAPolicy.label_compass``), also when the policy's
+            own holds a room sense's probabilities. 0: off. Needs ``room_compass``.
         max_collect_steps: steps after which a collected episode is cut.
         look_around: the expert scans the start room first, turning left until the camera has
             swept the full circle (``look_around_steps``), then follows the shortest path. Start
@@ -648,7 +650,10 @@ class Trainer:
             room_loss = next_loss if room_loss is None else room_loss + next_loss
             total = total + self.cfg.room_alpha * next_loss
         if self.cfg.compass_grounding:
-            grounding = compass_grounding_ce(aux["compass_attention"], aux["compass"], next_rooms)
+            # with the room sense, the target is where the rooms truly are (the store's labels), not
+            # where the sense's probabilities put them
+            compass = aux["compass"] if pc.room_labels else self.policy.label_compass(prev, batch["view_rooms"])
+            grounding = compass_grounding_ce(aux["compass_attention"], compass, next_rooms)
             room_loss = grounding if room_loss is None else room_loss + grounding
             total = total + self.cfg.compass_grounding * grounding
         telling_loss = None
