@@ -561,6 +561,8 @@ def test_finetuning_and_stores_refuse_another_architecture(trained, monkeypatch,
     assert seen[1].room_aux and seen[1].room_alpha == 0.25
     main(["train", "--agent", "cma", "--instruction-pointer", "--out", str(tmp_path / "e")])
     assert seen[2].instruction_pointer and not seen[1].instruction_pointer
+    main(["train", "--agent", "cma", "--room-labels", "--room-compass", "--compass-readout", "--out", str(tmp_path / "e")])
+    assert seen[3].compass_readout and not seen[2].compass_readout
 
 
 def test_instruction_pointer_learns_the_progress_target(trained, tmp_path):
@@ -712,6 +714,41 @@ def test_compass_grounding_loss_supervises_the_compass_attention_with_the_next_r
         with pytest.raises(ConfigError, match=f"--compass-grounding must be >= 0.*{message}"):
             TrainConfig(**{**cfg.__dict__, "room_labels": True, "room_compass": True, "compass_grounding": 0.3,
                            **bad}).validate()
+
+
+def test_finetuning_with_the_compass_readout_grows_it_at_zero_and_keeps_the_policy(trained, tmp_path):
+    import shutil
+
+    from agents.training.trainer import Trainer
+
+    cfg, out, _ = trained
+    shutil.copytree(out / "store", tmp_path / "run" / "store")
+    compass = TrainConfig(**{**cfg.__dict__, "room_labels": True, "room_compass": True})
+    first = Trainer(compass, tmp_path / "compass", progress=False)
+    save_checkpoint(tmp_path / "compass.pt", first.policy, first.vocab)
+    tuned = TrainConfig(**{**compass.__dict__, "finetune": str(tmp_path / "compass.pt"), "compass_readout": True})
+    trainer = Trainer(tuned, tmp_path / "run", progress=False)
+    policy, old = trainer.policy, first.policy
+    assert policy.cfg.compass_readout and not old.cfg.compass_readout
+    mine, theirs = policy.state_dict(), old.state_dict()
+    assert set(mine) - set(theirs) == {"compass_readout.weight", "compass_gate.weight", "compass_gate.bias"}
+    for k, v in theirs.items():
+        torch.testing.assert_close(mine[k], v)
+    batch = trainer.store.batch([0, 1])
+    args = [torch.as_tensor(batch[k]) for k in ("tokens", "rgb", "depth", "prev_action")]
+    rooms = (torch.from_numpy(batch["room"]), torch.from_numpy(batch["view_rooms"]))
+    with torch.no_grad():
+        torch.testing.assert_close(policy.eval().forward_sequence(*args, rooms=rooms)[0],
+                                   old.eval().forward_sequence(*args, rooms=rooms)[0])
+    # the action loss reaches the readout, so fine-tuning moves it off zero
+    policy.train()
+    trainer.loss(batch)[0].backward()
+    assert policy.compass_readout.weight.grad.abs().sum() > 0
+    # its checkpoint is read back with the readout; a run without the flag is told to give it
+    save_checkpoint(tmp_path / "readout.pt", policy, trainer.vocab)
+    with pytest.raises(CheckpointError, match=r"--compass-readout True \(this run: False\)"):
+        Trainer(TrainConfig(**{**compass.__dict__, "finetune": str(tmp_path / "readout.pt")}), tmp_path / "again",
+                progress=False)
 
 
 def test_eval_command_runs_a_checkpoint_and_rejects_bad_ones(trained, bench, tmp_path, capsys):

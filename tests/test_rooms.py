@@ -382,3 +382,84 @@ def test_compass_grounding_loss_by_hand_and_it_teaches_the_bearing_of_the_named_
         opt.step()
     alpha = aux["compass_attention"].detach()
     assert alpha[0, 0, 2] > 0.8 and alpha[1, 0, 22] > 0.8
+
+
+def test_compass_readout_starts_at_zero_adds_the_gated_map_and_learns_to_turn_toward_the_named_room():
+    from agents.models import PolicyConfig, build_policy
+    from agents.models.cma import COMPASS_BINS
+    from agents.training.store import compass_grounding_ce
+    from sim.actions import Action
+    from vlnce.errors import ConfigError
+
+    vocab = ["<PAD>", "<UNK>", "a", "b"]
+    cfg = PolicyConfig(arch="cma", vocab_size=4, rgb_size=16, depth_size=16, hidden=32, instruction_hidden=16,
+                       rgb_channels=8, depth_channels=8, rgb_dim=16, depth_dim=16, room_labels=True,
+                       room_compass=True)
+    torch.manual_seed(0)
+    plain = build_policy(cfg, vocab).eval()
+    p = build_policy(PolicyConfig(**{**cfg.__dict__, "compass_readout": True}), vocab).eval()
+    missing, unexpected = p.load_state_dict(plain.state_dict(), strict=False)
+    assert sorted(missing) == ["compass_gate.bias", "compass_gate.weight", "compass_readout.weight"] and not unexpected
+
+    # word "a" names the kitchen, "b" the bedroom; in layout 0 the kitchen fills the view's left
+    # column (bin 2, 30 degrees left) and the bedroom its right one (bin 22), in layout 1 the reverse
+    seen = torch.full((4, 1, 16), -1)
+    seen[0::2, 0, 0::4], seen[0::2, 0, 3::4] = KITCHEN, BEDROOM
+    seen[1::2, 0, 0::4], seen[1::2, 0, 3::4] = BEDROOM, KITCHEN
+    inputs = (torch.tensor([[2], [2], [3], [3]]), torch.zeros(4, 1, 16, 16, 3, dtype=torch.uint8),
+              torch.zeros(4, 1, 16, 16, 1), torch.full((4, 1), -1))
+    rooms = (torch.full((4, 1), -1), seen)
+    with torch.no_grad():
+        base = plain.forward_sequence(*inputs, rooms=rooms)[0]
+        grown, _, aux = p.forward_sequence(*inputs, aux=True, rooms=rooms)
+        torch.testing.assert_close(grown, base)  # W_c = 0: the same policy
+        # by hand: a constant gate and "turn toward the bins attended" as W_c
+        p.compass_gate.weight.zero_()
+        p.compass_gate.bias.fill_(math.log(3.0))  # sigmoid = 0.75
+        left, right = torch.arange(1, 12), torch.arange(13, 24)
+        p.compass_readout.weight[Action.TURN_LEFT, left] = 2.0
+        p.compass_readout.weight[Action.TURN_RIGHT, right] = 2.0
+        logits = p.forward_sequence(*inputs, rooms=rooms)[0]
+        alpha = aux["compass_attention"]
+        added = torch.zeros_like(logits)
+        added[..., Action.TURN_LEFT] = 0.75 * 2.0 * alpha[..., left].sum(-1)
+        added[..., Action.TURN_RIGHT] = 0.75 * 2.0 * alpha[..., right].sum(-1)
+        torch.testing.assert_close(logits, base + added)
+    assert not torch.allclose(base, logits)
+
+    # the readout alone, on a frozen policy whose compass attention was grounded, learns to turn
+    # toward the named room on either side: the gate only scales W_c alpha, so the side must come
+    # from where the attention lies
+    torch.manual_seed(1)
+    p = build_policy(PolicyConfig(**{**cfg.__dict__, "compass_readout": True}), vocab)
+    named = torch.tensor([[KITCHEN], [KITCHEN], [BEDROOM], [BEDROOM]])
+    opt = torch.optim.Adam(p.parameters(), lr=0.03)
+    for _ in range(60):
+        aux = p.forward_sequence(*inputs, aux=True, rooms=rooms)[2]
+        loss = compass_grounding_ce(aux["compass_attention"], aux["compass"], named)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    for name, w in p.named_parameters():
+        w.requires_grad_(name.startswith(("compass_readout.", "compass_gate.")))
+    turn = torch.tensor([[Action.TURN_LEFT], [Action.TURN_RIGHT], [Action.TURN_RIGHT], [Action.TURN_LEFT]])
+    readout = torch.optim.Adam([w for w in p.parameters() if w.requires_grad], lr=0.1)
+    frozen = {k: v.clone() for k, v in p.state_dict().items() if not k.startswith(("compass_readout.", "compass_gate."))}
+    for _ in range(100):
+        logits = p.forward_sequence(*inputs, rooms=rooms)[0]
+        loss = torch.nn.functional.cross_entropy(logits.reshape(-1, 4), turn.reshape(-1))
+        readout.zero_grad()
+        loss.backward()
+        readout.step()
+    assert (p.forward_sequence(*inputs, rooms=rooms)[0].argmax(-1) == turn).all()
+    assert all(torch.equal(v, p.state_dict()[k]) for k, v in frozen.items())
+    assert p.compass_readout.weight[Action.TURN_LEFT, 2] > p.compass_readout.weight[Action.TURN_LEFT, 22]
+    assert p.compass_readout.weight[Action.TURN_RIGHT, 22] > p.compass_readout.weight[Action.TURN_RIGHT, 2]
+
+    with pytest.raises(ConfigError, match="compass_readout reads the room compass's attention: it needs room_compass"):
+        PolicyConfig(**{**cfg.__dict__, "room_compass": False, "compass_readout": True}).validate()
+    from agents.training.trainer import TrainConfig
+
+    with pytest.raises(ConfigError, match="--compass-readout reads the room compass's attention: it needs "
+                                          "--room-compass"):
+        TrainConfig(room_labels=True, compass_readout=True).validate()

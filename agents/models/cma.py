@@ -32,6 +32,12 @@ view (each bin the row-mean of the grid column it looks through). c^_t = Attn([M
 s^_t) joins eq. 6's input: after a look-around scan, where the room the instruction names lies,
 left or right, even when it has left the view. Its attention over the bins can be supervised
 (``TrainConfig.compass_grounding``): towards the bins holding the room the instruction names next.
+With ``compass_readout`` (ours) that attention alpha_c_t (24,) also reaches the action logits
+directly, gated by the state:
+
+    a_t = argmax softmax(W_a h_a_t + b_a + sigmoid(w_g . h_a_t + b_g) W_c alpha_c_t)      (7')
+
+W_c (4 x 24) starts at zero, so a policy grown with it acts as before.
 """
 
 from __future__ import annotations
@@ -81,6 +87,11 @@ class CMAPolicy(VLNPolicy):
             self.register_buffer("compass_writes", writes, persistent=False)
             self.register_buffer("compass_bearings", bearings, persistent=False)
             self.state_size += COMPASS_BINS * rooms
+        self.compass_readout = self.compass_gate = None
+        if cfg.compass_readout:
+            self.compass_readout = nn.Linear(COMPASS_BINS, NUM_ACTIONS, bias=False)
+            nn.init.zeros_(self.compass_readout.weight)
+            self.compass_gate = nn.Linear(cfg.hidden, 1)
         self.pointer_head = self.pointer_log_width = None
         if cfg.instruction_pointer:
             self.pointer_head = nn.Linear(cfg.hidden, 1)
@@ -127,7 +138,17 @@ class CMAPolicy(VLNPolicy):
             compass = memory.flatten(1)
         h_a = self.action_gru(torch.cat(inputs, 1), h_a)
         extras.update(instruction_attention=alpha_s, rgb_attention=alpha_v, depth_attention=alpha_d)
-        return h_a, torch.cat([h_attn, h_a, compass], 1), extras
+        features = h_a if self.compass_readout is None else torch.cat([h_a, extras["compass_attention"]], 1)
+        return features, torch.cat([h_attn, h_a, compass], 1), extras
+
+    def heads(self, features: torch.Tensor):
+        """Eq. 7, and with ``compass_readout`` eq. 7': ``features`` (..., hidden + 24) then end in
+        the compass attention."""
+        if self.compass_readout is None:
+            return super().heads(features)
+        h_a, alpha = features[..., :self.cfg.hidden], features[..., self.cfg.hidden:]
+        logits, progress = super().heads(h_a)
+        return logits + torch.sigmoid(self.compass_gate(h_a)) * self.compass_readout(alpha), progress
 
     def label_compass(self, prev_actions: torch.Tensor, view_rooms: torch.Tensor) -> torch.Tensor:
         """(B, T, 24, R) the compass that perfect room labels would build along teacher-forced

@@ -35,7 +35,8 @@ CMA_OPTIONS = {"instruction_pointer": "it places CMA's instruction attention",
                "room_labels": "they feed CMA's room inputs",
                "grid_positions": "it places the cells CMA attends over",
                "room_compass": "it remembers CMA's room inputs",
-               "next_room_head": "it reads CMA's attended instruction"}
+               "next_room_head": "it reads CMA's attended instruction",
+               "compass_readout": "it reads CMA's compass attention"}
 
 
 def cma_option_problem(arch: str, options: dict, flag=lambda name: name) -> str | None:
@@ -52,6 +53,8 @@ def cma_option_problem(arch: str, options: dict, flag=lambda name: name) -> str 
     if options.get("room_compass") and not (options.get("room_labels") or options.get("room_sense")):
         return (f"{flag('room_compass')} remembers CMA's room inputs: it needs {flag('room_labels')} or "
                 f"{flag('room_sense')}")
+    if options.get("compass_readout") and not options.get("room_compass"):
+        return f"{flag('compass_readout')} reads the room compass's attention: it needs {flag('room_compass')}"
     return None
 
 
@@ -112,6 +115,13 @@ class PolicyConfig:
             loss: the type of the next room the expert's path enters (``next_room_labels``). It
             asks the instruction attention to find the room named next, and s^_t, which queries
             the grids and the compass, to carry its type. Acting does not use the head (ours).
+        compass_readout: CMA with ``room_compass`` only. A direct path from the compass attention
+            to the action logits: logits += sigmoid(w_g . h_a + b_g) W alpha_c, with alpha_c (24,)
+            the attention over the egocentric bearing bins and W (4 x 24) starting at zero. One
+            linear map can say "turn toward the bins attended", the readout that the GRU of eq. 6
+            did not learn from the attended bearing's mean; the gate says when to follow it
+            (``cma.CMAPolicy.heads``; ours, not the paper's). A checkpoint without it can be
+            fine-tuned with it: it starts as the same policy.
         dropout: probability of zeroing an element of the instruction states and of the RGB and
             depth grid features while training (EnvDrop's feature dropout, Tan et al. 2019; VLN-CE's
             CMA has none). Not architecture: acting and evaluation are unaffected, and a
@@ -143,6 +153,7 @@ class PolicyConfig:
     grid_positions: bool = False
     room_compass: bool = False
     next_room_head: bool = False
+    compass_readout: bool = False
     dropout: float = 0.0
 
     def validate(self) -> "PolicyConfig":
@@ -310,7 +321,8 @@ class VLNPolicy(nn.Module, abc.ABC):
 
     @abc.abstractmethod
     def step(self, instruction, visual: dict, prev_action: torch.Tensor, state: torch.Tensor):
-        """One step for a batch: returns (features (B, hidden) for the heads, new state, extras)."""
+        """One step for a batch: returns (features (B, F) for ``heads``, the first ``hidden`` of them
+        the recurrent output, new state, extras)."""
 
     def initial_state(self, batch: int) -> torch.Tensor:
         return torch.zeros(batch, self.state_size, device=self.action_head.weight.device)
@@ -360,7 +372,7 @@ class VLNPolicy(nn.Module, abc.ABC):
         out = {k: torch.stack([ex[k] for ex in extras], 1) for k in (extras[0] if extras else {})}
         if self.room_head is not None:
             cells = torch.cat([visual["rgb_grid"], visual["depth_grid"]], -1)
-            out.update(room=self.room_head(feats), view_rooms=self.view_room_head(cells))
+            out.update(room=self.room_head(feats[..., :self.cfg.hidden]), view_rooms=self.view_room_head(cells))
         return logits, progress, out
 
     def frame_inputs(self, observations: dict) -> tuple[torch.Tensor | None, torch.Tensor | None]:

@@ -124,6 +124,9 @@ class TrainConfig:
             lies) itself rather than through the actions. The bins are those of the compass that
             the store's room labels build (``CMAPolicy.label_compass``), also when the policy's
             own holds a room sense's probabilities. 0: off. Needs ``room_compass``.
+        compass_readout: CMA's gated path from the compass attention to the action logits
+            (``PolicyConfig.compass_readout``); needs ``room_compass``. With ``finetune`` from a
+            checkpoint without it the path is added, at zero, every other weight kept.
         max_collect_steps: steps after which a collected episode is cut.
         look_around: the expert scans the start room first, turning left until the camera has
             swept the full circle (``look_around_steps``), then follows the shortest path. Start
@@ -181,6 +184,7 @@ class TrainConfig:
     room_compass: bool = False
     next_room_aux: bool = False
     compass_grounding: float = 0.0
+    compass_readout: bool = False
     max_collect_steps: int = 500
     look_around: bool = False
     expert_hold_deg: float = 0.0
@@ -227,7 +231,8 @@ class TrainConfig:
         problem = cma_option_problem(self.agent, {
             "instruction_pointer": self.instruction_pointer, "room_sense": bool(self.room_sense),
             "room_labels": self.room_labels, "grid_positions": self.grid_positions,
-            "room_compass": self.room_compass, "next_room_head": self.next_room_aux},
+            "room_compass": self.room_compass, "next_room_head": self.next_room_aux,
+            "compass_readout": self.compass_readout},
             lambda name: flags.get(name, "--" + name.replace("_", "-")))
         if problem:
             raise ConfigError(problem)
@@ -320,6 +325,9 @@ class Trainer:
             self.policy, _ = load_policy(cfg.finetune, arch=cfg.agent, vocab_words=self.vocab)
             if self.policy.cfg.room_labels and cfg.room_sense and not cfg.room_labels:
                 self.policy = self._perceive_rooms(self.policy, cfg.room_sense)
+            if cfg.compass_readout and not self.policy.cfg.compass_readout and self.policy.cfg.room_compass:
+                self.policy = self._rebuilt(self.policy, {"compass_readout": True}, ("compass_readout.", "compass_gate."))
+                log.info("compass readout added to %s at zero: it starts as the same policy", cfg.finetune)
             pc = self.policy.cfg
             # the checkpoint fixes the architecture; an option that asks for another would be ignored
             settings = {"--pm": (pc.progress_monitor, cfg.progress_monitor), "--ablation": (pc.ablation, cfg.ablation),
@@ -330,7 +338,8 @@ class Trainer:
                         "--room-labels": (pc.room_labels, cfg.room_labels),
                         "--grid-positions": (pc.grid_positions, cfg.grid_positions),
                         "--room-compass": (pc.room_compass, cfg.room_compass),
-                        "--next-room-aux": (pc.next_room_head, cfg.next_room_aux)}
+                        "--next-room-aux": (pc.next_room_head, cfg.next_room_aux),
+                        "--compass-readout": (pc.compass_readout, cfg.compass_readout)}
             diff = [f"{flag} {ckpt} (this run: {run})" for flag, (ckpt, run) in settings.items() if ckpt != run]
             if diff:
                 raise CheckpointError(f"--finetune {cfg.finetune} was trained with {', '.join(diff)}; "
@@ -348,7 +357,7 @@ class Trainer:
                               room_aux=cfg.room_aux, instruction_pointer=cfg.instruction_pointer,
                               room_sense=sense is not None, room_labels=cfg.room_labels,
                               grid_positions=cfg.grid_positions, room_compass=cfg.room_compass,
-                              next_room_head=cfg.next_room_aux,
+                              next_room_head=cfg.next_room_aux, compass_readout=cfg.compass_readout,
                               dropout=cfg.dropout,
                               **({"room_sense_channels": sense.channels} if sense is not None else {}))
             torch.manual_seed(cfg.seed)
@@ -466,22 +475,29 @@ class Trainer:
         """``policy``, trained on perfect room labels (``room_labels``), rebuilt to take the same
         room inputs from the frozen room sense at ``path``, every other weight kept: the names
         grounded on what the simulator knows, then fine-tuned on what a robot can see."""
-        from dataclasses import replace
-
-        from agents.models.policy import build_policy
         from agents.training.room_sense import install_room_sense, read_room_sense
 
         sense, val = read_room_sense(path)
-        seeing = build_policy(replace(policy.cfg, room_labels=False, room_sense=True,
-                                      room_sense_channels=sense.channels), self.vocab)
-        missing, unexpected = seeing.load_state_dict(policy.state_dict(), strict=False)
-        if unexpected or any(not k.startswith("room_sense.") for k in missing):  # only the sense is new
-            raise CheckpointError(f"--finetune {self.cfg.finetune} with --room-sense {path}: the weights do not carry "
-                                  f"over (missing {missing[:3]}, unexpected {unexpected[:3]})")
+        seeing = self._rebuilt(policy, {"room_labels": False, "room_sense": True, "room_sense_channels": sense.channels},
+                               ("room_sense.",))
         install_room_sense(seeing, sense, path)
         log.info("room inputs: the checkpoint's room labels give way to the room sense from %s (held-out accuracy: "
                  "here %.3f, cells %.3f)", path, val.get("here", float("nan")), val.get("cells", float("nan")))
         return seeing
+
+    def _rebuilt(self, policy, changes: dict, new: tuple[str, ...]):
+        """``policy`` rebuilt with its config ``changes``, every weight carried over; the weights
+        whose names start with ``new`` are the only ones the rebuilt policy may add."""
+        from dataclasses import replace
+
+        from agents.models.policy import build_policy
+
+        grown = build_policy(replace(policy.cfg, **changes), self.vocab)
+        missing, unexpected = grown.load_state_dict(policy.state_dict(), strict=False)
+        if unexpected or any(not k.startswith(new) for k in missing):
+            raise CheckpointError(f"--finetune {self.cfg.finetune} with {changes}: the weights do not carry over "
+                                  f"(missing {missing[:3]}, unexpected {unexpected[:3]})")
+        return grown
 
     def _find_sibling_decisions(self) -> None:
         """Marks, for ``sibling_weight`` and ``telling_attention``, the steps of teacher-forcing

@@ -36,6 +36,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--compass-grounding", type=float, default=0.0, metavar="W",
                    help="CMA with --room-compass: weight of a loss that steers its compass attention to the bins "
                         "holding the room the expert's path enters next (our addition); 0: off")
+    p.add_argument("--compass-readout", action="store_true",
+                   help="CMA with --room-compass: a gated linear path from its compass attention (where it looks, "
+                        "by bearing) to the action logits (our addition); a --finetune checkpoint without it starts "
+                        "as the same policy")
     p.add_argument("--aug", action="store_true", help="add generated instruction-path pairs on the training houses")
     p.add_argument("--ablation", default="none", choices=("none", "no_rgb", "no_depth", "no_vision", "no_instruction"))
     p.add_argument("--embedding", default="auto", choices=("auto", "glove", "learned"),
@@ -115,7 +119,8 @@ def run(args) -> int:
                       room_alpha=args.room_alpha, instruction_pointer=args.instruction_pointer,
                       room_sense=args.room_sense, room_labels=args.room_labels,
                       grid_positions=args.grid_positions, room_compass=args.room_compass,
-                      next_room_aux=args.next_room_aux, compass_grounding=args.compass_grounding, seed=args.seed)
+                      next_room_aux=args.next_room_aux, compass_grounding=args.compass_grounding,
+                      compass_readout=args.compass_readout, seed=args.seed)
     summary = train(cfg, args.out)
     print(f"inflection weight coefficient: {summary['inflection_coef']:.3f}")
     if summary["best_val"]:
