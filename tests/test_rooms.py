@@ -422,8 +422,8 @@ def test_compass_readout_starts_at_zero_adds_the_gated_map_and_learns_to_turn_to
         logits = p.forward_sequence(*inputs, rooms=rooms)[0]
         alpha = aux["compass_attention"]
         added = torch.zeros_like(logits)
-        added[..., Action.TURN_LEFT] = 0.75 * 2.0 * alpha[..., left].sum(-1)
-        added[..., Action.TURN_RIGHT] = 0.75 * 2.0 * alpha[..., right].sum(-1)
+        added[..., Action.TURN_LEFT] = 0.75 * 2.0 * 24 * alpha[..., left].sum(-1)  # against an even spread
+        added[..., Action.TURN_RIGHT] = 0.75 * 2.0 * 24 * alpha[..., right].sum(-1)
         torch.testing.assert_close(logits, base + added)
     assert not torch.allclose(base, logits)
 

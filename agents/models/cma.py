@@ -35,9 +35,12 @@ left or right, even when it has left the view. Its attention over the bins can b
 With ``compass_readout`` (ours) that attention alpha_c_t (24,) also reaches the action logits
 directly, gated by the state:
 
-    a_t = argmax softmax(W_a h_a_t + b_a + sigmoid(w_g . h_a_t + b_g) W_c alpha_c_t)      (7')
+    a_t = argmax softmax(W_a h_a_t + b_a + sigmoid(w_g . h_a_t + b_g) W_c (24 alpha_c_t))      (7')
 
-W_c (4 x 24) starts at zero, so a policy grown with it acts as before.
+W_c (4 x 24) starts at zero, so a policy grown with it acts as before. It reads the attention
+against an even spread (24 alpha_c: 1 in every bin when even): with alpha_c itself the inputs are
+a few hundredths, and Adam's steps of a fixed size on W_c moved the logits by that little, so
+after an epoch the readout had the right signs at a twentieth of a logit.
 """
 
 from __future__ import annotations
@@ -148,7 +151,7 @@ class CMAPolicy(VLNPolicy):
             return super().heads(features)
         h_a, alpha = features[..., :self.cfg.hidden], features[..., self.cfg.hidden:]
         logits, progress = super().heads(h_a)
-        return logits + torch.sigmoid(self.compass_gate(h_a)) * self.compass_readout(alpha), progress
+        return logits + torch.sigmoid(self.compass_gate(h_a)) * self.compass_readout(alpha * COMPASS_BINS), progress
 
     def label_compass(self, prev_actions: torch.Tensor, view_rooms: torch.Tensor) -> torch.Tensor:
         """(B, T, 24, R) the compass that perfect room labels would build along teacher-forced

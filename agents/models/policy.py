@@ -116,8 +116,9 @@ class PolicyConfig:
             asks the instruction attention to find the room named next, and s^_t, which queries
             the grids and the compass, to carry its type. Acting does not use the head (ours).
         compass_readout: CMA with ``room_compass`` only. A direct path from the compass attention
-            to the action logits: logits += sigmoid(w_g . h_a + b_g) W alpha_c, with alpha_c (24,)
-            the attention over the egocentric bearing bins and W (4 x 24) starting at zero. One
+            to the action logits: logits += sigmoid(w_g . h_a + b_g) W (24 alpha_c), with alpha_c
+            (24,) the attention over the egocentric bearing bins (read against an even spread) and
+            W (4 x 24) starting at zero. One
             linear map can say "turn toward the bins attended", the readout that the GRU of eq. 6
             did not learn from the attended bearing's mean; the gate says when to follow it
             (``cma.CMAPolicy.heads``; ours, not the paper's). A checkpoint without it can be
