@@ -386,7 +386,6 @@ def test_compass_grounding_loss_by_hand_and_it_teaches_the_bearing_of_the_named_
 
 def test_compass_readout_starts_at_zero_adds_the_gated_map_and_learns_to_turn_toward_the_named_room():
     from agents.models import PolicyConfig, build_policy
-    from agents.models.cma import COMPASS_BINS
     from agents.training.store import compass_grounding_ce
     from sim.actions import Action
     from vlnce.errors import ConfigError

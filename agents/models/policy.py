@@ -118,11 +118,10 @@ class PolicyConfig:
         compass_readout: CMA with ``room_compass`` only. A direct path from the compass attention
             to the action logits: logits += sigmoid(w_g . h_a + b_g) W (24 alpha_c), with alpha_c
             (24,) the attention over the egocentric bearing bins (read against an even spread) and
-            W (4 x 24) starting at zero. One
-            linear map can say "turn toward the bins attended", the readout that the GRU of eq. 6
-            did not learn from the attended bearing's mean; the gate says when to follow it
-            (``cma.CMAPolicy.heads``; ours, not the paper's). A checkpoint without it can be
-            fine-tuned with it: it starts as the same policy.
+            W (4 x 24) starting at zero. One linear map can say "turn toward the bins attended",
+            the readout that the GRU of eq. 6 did not learn from the attended bearing's mean; the
+            gate says when to follow it (``cma.CMAPolicy.heads``; ours, not the paper's). A
+            checkpoint without it can be fine-tuned with it: it starts as the same policy.
         dropout: probability of zeroing an element of the instruction states and of the RGB and
             depth grid features while training (EnvDrop's feature dropout, Tan et al. 2019; VLN-CE's
             CMA has none). Not architecture: acting and evaluation are unaffected, and a

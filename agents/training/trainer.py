@@ -326,7 +326,8 @@ class Trainer:
             if self.policy.cfg.room_labels and cfg.room_sense and not cfg.room_labels:
                 self.policy = self._perceive_rooms(self.policy, cfg.room_sense)
             if cfg.compass_readout and not self.policy.cfg.compass_readout and self.policy.cfg.room_compass:
-                self.policy = self._rebuilt(self.policy, {"compass_readout": True}, ("compass_readout.", "compass_gate."))
+                self.policy = self._rebuilt(self.policy, {"compass_readout": True}, ("compass_readout.", "compass_gate."),
+                                            "--compass-readout")
                 log.info("compass readout added to %s at zero: it starts as the same policy", cfg.finetune)
             pc = self.policy.cfg
             # the checkpoint fixes the architecture; an option that asks for another would be ignored
@@ -479,15 +480,16 @@ class Trainer:
 
         sense, val = read_room_sense(path)
         seeing = self._rebuilt(policy, {"room_labels": False, "room_sense": True, "room_sense_channels": sense.channels},
-                               ("room_sense.",))
+                               ("room_sense.",), f"--room-sense {path}")
         install_room_sense(seeing, sense, path)
         log.info("room inputs: the checkpoint's room labels give way to the room sense from %s (held-out accuracy: "
                  "here %.3f, cells %.3f)", path, val.get("here", float("nan")), val.get("cells", float("nan")))
         return seeing
 
-    def _rebuilt(self, policy, changes: dict, new: tuple[str, ...]):
+    def _rebuilt(self, policy, changes: dict, new: tuple[str, ...], flag: str):
         """``policy`` rebuilt with its config ``changes``, every weight carried over; the weights
-        whose names start with ``new`` are the only ones the rebuilt policy may add."""
+        whose names start with ``new`` are the only ones the rebuilt policy may add. ``flag``: the
+        option that asked for it, for the message."""
         from dataclasses import replace
 
         from agents.models.policy import build_policy
@@ -495,7 +497,7 @@ class Trainer:
         grown = build_policy(replace(policy.cfg, **changes), self.vocab)
         missing, unexpected = grown.load_state_dict(policy.state_dict(), strict=False)
         if unexpected or any(not k.startswith(new) for k in missing):
-            raise CheckpointError(f"--finetune {self.cfg.finetune} with {changes}: the weights do not carry over "
+            raise CheckpointError(f"--finetune {self.cfg.finetune} with {flag}: the weights do not carry over "
                                   f"(missing {missing[:3]}, unexpected {unexpected[:3]})")
         return grown
 
