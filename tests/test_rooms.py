@@ -176,6 +176,30 @@ def test_labelled_ce_skips_unknown_labels():
     assert none.item() == 0.0 and logits.grad is not None and (logits.grad == 0).all()
 
 
+def test_mirrored_frames_keep_each_cell_labelled_with_what_it_shows():
+    from agents.training.room_sense import mirror_frames
+
+    S, side = 16, 4  # 4 x 4 cells of 4 x 4 pixels
+    rng = np.random.default_rng(0)
+    cells = torch.as_tensor(rng.integers(0, len(ROOM_TYPES), size=(3, side * side)))
+    # each cell painted with its label, plus a left-to-right ramp inside it that a mirror must reverse
+    block = cells.reshape(3, side, side).repeat_interleave(S // side, 1).repeat_interleave(S // side, 2)
+    ramp = torch.arange(S) % (S // side)
+    rgb = torch.stack([block * 10, block * 10 + ramp, torch.zeros_like(block)], -1).to(torch.uint8)
+    depth = (block[..., None] + ramp[None, None, :, None]).to(torch.float16) / 100
+    which = torch.tensor([True, False, True])
+    rgb_m, depth_m, cells_m = mirror_frames(rgb, depth, cells, which)
+    # what each cell shows is still its label; the ramp inside it runs the other way
+    shown = rgb_m[..., 0][:, ::S // side, ::S // side].reshape(3, -1).long() // 10
+    assert torch.equal(shown, cells_m)
+    assert torch.equal(rgb_m[0, :, :, 1].long() - rgb_m[0, :, :, 0].long(), (S // side - 1 - ramp).expand(S, S))
+    torch.testing.assert_close(depth_m[0, :, :, 0], depth[0, :, :, 0].flip(1))
+    # by hand: the first row of cells read right to left; the unpicked frame and the inputs untouched
+    assert cells_m[0, :side].tolist() == cells[0, :side].tolist()[::-1]
+    assert torch.equal(cells_m[1], cells[1]) and torch.equal(rgb_m[1], rgb[1]) and torch.equal(depth_m[1], depth[1])
+    assert not torch.equal(cells_m[0], cells[0]) and torch.equal(mirror_frames(rgb_m, depth_m, cells_m, which)[0], rgb)
+
+
 def test_room_heads_shapes_and_config():
     from agents.models import PolicyConfig, build_policy
 

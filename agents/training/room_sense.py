@@ -44,6 +44,8 @@ class RoomSenseConfig:
         probe: a VLN policy checkpoint; instead of new CNNs, its RGB and depth encoders, frozen,
             and only the heads train: how much of the rooms its encoders hold. Such a checkpoint
             is a measurement, not an input for a policy (``read_room_sense`` refuses it).
+        mirror: mirror a random half of each batch left to right (``mirror_frames``): a room's
+            type does not depend on which side its furniture stands, so each frame counts twice.
     """
 
     stores: tuple[str, ...] = ()
@@ -55,6 +57,7 @@ class RoomSenseConfig:
     batch_size: int = 256
     lr: float = 1e-3
     probe: str | None = None
+    mirror: bool = False
     seed: int = 0
 
     def validate(self) -> "RoomSenseConfig":
@@ -99,6 +102,19 @@ def load_frames(store_dir: str | Path, stride: int, trajectories=None) -> dict[s
 
 def _tensors(frames: dict, idx) -> tuple[torch.Tensor, ...]:
     return tuple(torch.from_numpy(frames[k][idx]) for k in ("rgb", "depth", "here", "cells"))
+
+
+def mirror_frames(rgb: torch.Tensor, depth: torch.Tensor, cells: torch.Tensor, which: torch.Tensor):
+    """Frames ``which`` (N,) bool mirrored left to right: rgb (N, S, S, 3) and depth (N, S, S, 1)
+    along their width, and the cells' labels (N, 16), row-major over the 4 x 4 grid, along the
+    grid's columns so that each cell keeps the label of what it now shows. The room the agent
+    stands in is the same in the mirror."""
+    rgb, depth, cells = rgb.clone(), depth.clone(), cells.clone()
+    side = int(round(cells.shape[1] ** 0.5))
+    rgb[which] = rgb[which].flip(2)
+    depth[which] = depth[which].flip(2)
+    cells[which] = cells[which].reshape(-1, side, side).flip(2).reshape(-1, side * side)
+    return rgb, depth, cells
 
 
 def room_loss(model, rgb, depth, here, cells) -> torch.Tensor:
@@ -149,7 +165,8 @@ def train_room_sense(cfg: RoomSenseConfig, out: str | Path, progress: bool = Tru
     cfg_path = out / "room_sense_config.json"
     recorded = asdict(cfg)
     recorded["stores"] = list(cfg.stores)
-    diff = setting_changes(json.loads(cfg_path.read_text()), recorded) if cfg_path.is_file() else ""
+    diff = (setting_changes(json.loads(cfg_path.read_text()), recorded, defaults={"mirror": False})
+            if cfg_path.is_file() else "")
     if diff:
         raise ConfigError(f"{out} holds a room-sense run with other settings ({diff}); use another --out or the "
                           "same options")
@@ -198,8 +215,13 @@ def train_room_sense(cfg: RoomSenseConfig, out: str | Path, progress: bool = Tru
         batches = [np.sort(order[i:i + cfg.batch_size]) for i in range(0, len(order), cfg.batch_size)]
         losses, t1 = [], time.perf_counter()
         bar = tqdm(batches, desc=f"room sense epoch {epoch + 1}/{cfg.epochs}", unit="batch", disable=not progress)
+        mirror_rng = torch.Generator().manual_seed(cfg.seed * 1000 + epoch)
         for idx in bar:
-            loss = room_loss(model, *_tensors(train, idx))
+            rgb, depth, here, cells = _tensors(train, idx)
+            if cfg.mirror:
+                which = torch.rand(len(idx), generator=mirror_rng) < 0.5
+                rgb, depth, cells = mirror_frames(rgb, depth, cells, which)
+            loss = room_loss(model, rgb, depth, here, cells)
             if not torch.isfinite(loss):
                 raise TrainingError(f"the room loss became {loss.item()} in epoch {epoch + 1}; the last good "
                                     f"checkpoint is {last} (try a lower --lr)")
@@ -280,4 +302,4 @@ def install_room_sense(policy, model, path: str | Path) -> None:
 
 
 __all__ = ["KIND", "RoomSenseConfig", "accuracies", "install_room_sense", "load_frames", "load_room_sense",
-           "read_room_sense", "room_loss", "train_room_sense"]
+           "mirror_frames", "read_room_sense", "room_loss", "train_room_sense"]
