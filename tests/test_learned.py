@@ -1577,7 +1577,7 @@ def room_sense_run(trained, tmp_path_factory):
     _, out, _ = trained
     rs = tmp_path_factory.mktemp("rooms")
     args = ["train-rooms", "--store", str(out / "store"), "--stride", "1", "--channels", "8", "--epochs", "3",
-            "--batch-size", "16", "--lr", "3e-3", "--out", str(rs)]
+            "--batch-size", "16", "--lr", "3e-3", "--mirror", "--out", str(rs)]
     assert main(args) == 0
     return args, rs
 
@@ -1605,6 +1605,8 @@ def test_train_rooms_fits_the_room_labels_resumes_and_refuses_other_settings(roo
     assert len(json.loads((rs / "summary.json").read_text())["history"]) == 3
     assert main(args[:-2] + ["--stride", "2", "--out", str(rs)]) == 2
     assert "other settings" in capsys.readouterr().err
+    assert main([a for a in args if a != "--mirror"]) == 2
+    assert "mirror: True there, False now" in capsys.readouterr().err
 
 
 def test_finetuning_a_room_labels_checkpoint_with_a_room_sense_swaps_the_inputs(room_sense_run, trained, tmp_path):
@@ -1736,3 +1738,23 @@ def test_cma_takes_the_frozen_room_sense_as_an_input(room_sense_run, trained, tm
     tuned = {**tc.__dict__, "finetune": str(tmp_path / "p.pt"), "room_sense": None}
     with pytest.raises(CheckpointError, match=r"--room-sense True \(this run: False\)"):
         Trainer(TrainConfig(**tuned), tmp_path / "tuned", progress=False)
+    # fine-tuning with another room sense swaps it in, every other weight kept
+    from agents.models.room_sense import RoomSense
+    from agents.training.room_sense import KIND
+    from vlnce.torchio import save_blob
+
+    torch.manual_seed(7)
+    other = RoomSense(16, 8)
+    save_blob(tmp_path / "other.pt", {"format": KIND, "config": {"image_size": 16, "channels": 8, "probe": None},
+                                      "state_dict": other.state_dict(), "val": {}})
+    swapped = Trainer(TrainConfig(**{**tuned, "room_sense": str(tmp_path / "other.pt")}), tmp_path / "swapped",
+                      progress=False).policy
+    theirs = loaded.state_dict()
+    for k, v in swapped.state_dict().items():
+        want = other.state_dict()[k[len("room_sense."):]] if k.startswith("room_sense.") else theirs[k]
+        torch.testing.assert_close(v, want.to(v.dtype))
+    assert not torch.equal(swapped.room_sense.here_head.weight, loaded.room_sense.here_head.weight)
+    save_blob(tmp_path / "wide.pt", {"format": KIND, "config": {"image_size": 16, "channels": 4, "probe": None},
+                                     "state_dict": RoomSense(16, 4).state_dict(), "val": {}})
+    with pytest.raises(CheckpointError, match="made for 16 px frames and 4 channels; the policy has 16 px and 8"):
+        Trainer(TrainConfig(**{**tuned, "room_sense": str(tmp_path / "wide.pt")}), tmp_path / "wide", progress=False)

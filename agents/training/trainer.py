@@ -103,10 +103,10 @@ class TrainConfig:
             the policy's (VLN-CE's DD-PPO depth ResNet); not with ``finetune``, which has its own.
         freeze_depth: keep the depth encoder fixed (VLN-CE freezes it).
         room_sense: a room-sense checkpoint (``vlnce train-rooms``) that CMA takes, frozen, as an
-            input (``PolicyConfig.room_sense``). With ``finetune`` the checkpoint's own is kept and
-            this only has to be given, as the other architecture options; but a ``finetune``
-            checkpoint trained with ``room_labels`` takes this room sense in their place, every other
-            weight kept (perfect labels first, then perception).
+            input (``PolicyConfig.room_sense``). A ``finetune`` checkpoint takes this room sense
+            in place of its own (the same one when it is the one it was trained with; a better one
+            swapped in, every other weight kept), and one trained with ``room_labels`` takes it in
+            their place (perfect labels first, then perception).
         room_labels: CMA takes the simulator's room-type sensors in place of a room sense
             (``PolicyConfig.room_labels``): trained on the store's room labels, evaluated with the
             embedded simulator's ``room`` and ``rooms`` sensors. Perfect room perception, a
@@ -325,6 +325,8 @@ class Trainer:
             self.policy, _ = load_policy(cfg.finetune, arch=cfg.agent, vocab_words=self.vocab)
             if self.policy.cfg.room_labels and cfg.room_sense and not cfg.room_labels:
                 self.policy = self._perceive_rooms(self.policy, cfg.room_sense)
+            elif self.policy.cfg.room_sense and cfg.room_sense:
+                self._swap_room_sense(cfg.room_sense)
             if cfg.compass_readout and not self.policy.cfg.compass_readout and self.policy.cfg.room_compass:
                 self.policy = self._rebuilt(self.policy, {"compass_readout": True}, ("compass_readout.", "compass_gate."),
                                             "--compass-readout")
@@ -485,6 +487,21 @@ class Trainer:
         log.info("room inputs: the checkpoint's room labels give way to the room sense from %s (held-out accuracy: "
                  "here %.3f, cells %.3f)", path, val.get("here", float("nan")), val.get("cells", float("nan")))
         return seeing
+
+    def _swap_room_sense(self, path: str) -> None:
+        """The ``finetune`` checkpoint's room sense replaced by the one at ``path`` (of the same
+        frame size and width); a no-op when they are the same weights."""
+        import torch
+
+        from agents.training.room_sense import install_room_sense, read_room_sense
+
+        sense, val = read_room_sense(path)
+        mine = self.policy.room_sense.state_dict()
+        if all(torch.equal(v, mine[k].to(v.dtype)) for k, v in sense.state_dict().items()):
+            return
+        install_room_sense(self.policy, sense, path)
+        log.info("room sense: the one from %s (held-out accuracy: here %.3f, cells %.3f) takes the place of %s's",
+                 path, val.get("here", float("nan")), val.get("cells", float("nan")), self.cfg.finetune)
 
     def _rebuilt(self, policy, changes: dict, new: tuple[str, ...], flag: str):
         """``policy`` rebuilt with its config ``changes``, every weight carried over; the weights
