@@ -20,7 +20,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--room-sense", default=None, metavar="CKPT",
                    help="CMA: take room-type probabilities from this frozen `vlnce train-rooms` checkpoint as an "
                         "input (the agent's room and the room seen in each visual cell; our addition); with "
-                        "--finetune of a --room-labels checkpoint, in place of its labels")
+                        "--finetune, in place of the checkpoint's room sense or of its --room-labels")
     p.add_argument("--room-labels", action="store_true",
                    help="CMA: take those room types from the simulator's room-type sensors instead (perfect room "
                         "perception; a measurement: only the embedded simulator has them, a robot does not)")
