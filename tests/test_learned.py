@@ -1577,7 +1577,7 @@ def room_sense_run(trained, tmp_path_factory):
     _, out, _ = trained
     rs = tmp_path_factory.mktemp("rooms")
     args = ["train-rooms", "--store", str(out / "store"), "--stride", "1", "--channels", "8", "--epochs", "3",
-            "--batch-size", "16", "--lr", "3e-3", "--mirror", "--out", str(rs)]
+            "--batch-size", "16", "--lr", "3e-3", "--mirror", "--door-weight", "2", "--out", str(rs)]
     assert main(args) == 0
     return args, rs
 
@@ -1607,6 +1607,8 @@ def test_train_rooms_fits_the_room_labels_resumes_and_refuses_other_settings(roo
     assert "other settings" in capsys.readouterr().err
     assert main([a for a in args if a != "--mirror"]) == 2
     assert "mirror: True there, False now" in capsys.readouterr().err
+    assert main(args[:-4] + ["--door-weight", "3", "--out", str(rs)]) == 2
+    assert "door_weight: 2.0 there, 3.0 now" in capsys.readouterr().err
 
 
 def test_finetuning_a_room_labels_checkpoint_with_a_room_sense_swaps_the_inputs(room_sense_run, trained, tmp_path):

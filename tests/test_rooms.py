@@ -200,6 +200,36 @@ def test_mirrored_frames_keep_each_cell_labelled_with_what_it_shows():
     assert not torch.equal(cells_m[0], cells[0]) and torch.equal(mirror_frames(rgb_m, depth_m, cells_m, which)[0], rgb)
 
 
+def test_room_loss_weights_the_cells_that_look_through_doors():
+    from agents.training.room_sense import RoomSenseConfig, room_loss
+    from vlnce.errors import ConfigError
+
+    R = len(ROOM_TYPES)
+    gen = torch.Generator().manual_seed(0)
+    h_logits, c_logits = torch.randn(2, R, generator=gen), torch.randn(2, 16, R, generator=gen)
+
+    class Fixed(torch.nn.Module):
+        def forward(self, rgb, depth):
+            return h_logits, c_logits
+
+    here = torch.tensor([KITCHEN, -1])
+    cells = torch.full((2, 16), KITCHEN)
+    cells[0, :4] = BEDROOM  # four cells of frame 0 look through a door
+    cells[0, 4:6] = -1  # unlabelled
+    cells[1, :3] = BEDROOM  # frame 1's room is unknown: none of its cells counts as a door
+    lp_h, lp_c = h_logits.log_softmax(-1), c_logits.log_softmax(-1)
+    ce_here = -lp_h[0, KITCHEN]
+    ce = {(f, k): -lp_c[f, k, int(cells[f, k])] for f in range(2) for k in range(16) if cells[f, k] >= 0}
+    door = {(0, k) for k in range(4)}
+    for weight in (1.0, 3.0):
+        num = sum(v * (weight if fk in door else 1.0) for fk, v in ce.items())
+        den = len(ce) + (weight - 1.0) * len(door)
+        got = room_loss(Fixed(), torch.zeros(2, 16, 16, 3), torch.zeros(2, 16, 16, 1), here, cells, weight)
+        assert got.item() == pytest.approx((ce_here + num / den).item(), rel=1e-5)
+    with pytest.raises(ConfigError, match="--door-weight must be > 0"):
+        RoomSenseConfig(stores=("s",), door_weight=0.0).validate()
+
+
 def test_room_heads_shapes_and_config():
     from agents.models import PolicyConfig, build_policy
 

@@ -46,6 +46,8 @@ class RoomSenseConfig:
             is a measurement, not an input for a policy (``read_room_sense`` refuses it).
         mirror: mirror a random half of each batch left to right (``mirror_frames``): a room's
             type does not depend on which side its furniture stands, so each frame counts twice.
+        door_weight: weight of the cells that look into another room than the agent's in the
+            cells' cross-entropy (``room_loss``); they are a third of the cells.
     """
 
     stores: tuple[str, ...] = ()
@@ -58,6 +60,7 @@ class RoomSenseConfig:
     lr: float = 1e-3
     probe: str | None = None
     mirror: bool = False
+    door_weight: float = 1.0
     seed: int = 0
 
     def validate(self) -> "RoomSenseConfig":
@@ -70,6 +73,8 @@ class RoomSenseConfig:
                 raise ConfigError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")
         if not self.lr > 0:
             raise ConfigError(f"--lr must be > 0, got {self.lr}")
+        if not self.door_weight > 0:
+            raise ConfigError(f"--door-weight must be > 0, got {self.door_weight}")
         return self
 
 
@@ -117,11 +122,15 @@ def mirror_frames(rgb: torch.Tensor, depth: torch.Tensor, cells: torch.Tensor, w
     return rgb, depth, cells
 
 
-def room_loss(model, rgb, depth, here, cells) -> torch.Tensor:
-    """CE(here) + CE(cells), each a mean over the labelled entries (-1: unlabelled)."""
+def room_loss(model, rgb, depth, here, cells, door_weight: float = 1.0) -> torch.Tensor:
+    """CE(here) + CE(cells), each a mean over the labelled entries (-1: unlabelled); the cells'
+    mean weighted by ``door_weight`` on the cells that look into another room than the agent's
+    (what the start of a walk needs: the room beyond each doorway) and 1 on the others."""
     h, c = model(rgb, depth.float())
-    return (F.cross_entropy(h, here, ignore_index=-1)
-            + F.cross_entropy(c.reshape(-1, c.shape[-1]), cells.reshape(-1), ignore_index=-1))
+    ce = F.cross_entropy(c.reshape(-1, c.shape[-1]), cells.reshape(-1), ignore_index=-1, reduction="none")
+    door = (cells >= 0) & (here[:, None] >= 0) & (cells != here[:, None])
+    w = torch.where(door, float(door_weight), 1.0).reshape(-1) * (cells.reshape(-1) >= 0)
+    return F.cross_entropy(h, here, ignore_index=-1) + (w * ce).sum() / w.sum().clamp(min=1e-12)
 
 
 @torch.no_grad()
@@ -165,7 +174,7 @@ def train_room_sense(cfg: RoomSenseConfig, out: str | Path, progress: bool = Tru
     cfg_path = out / "room_sense_config.json"
     recorded = asdict(cfg)
     recorded["stores"] = list(cfg.stores)
-    diff = (setting_changes(json.loads(cfg_path.read_text()), recorded, defaults={"mirror": False})
+    diff = (setting_changes(json.loads(cfg_path.read_text()), recorded, defaults={"mirror": False, "door_weight": 1.0})
             if cfg_path.is_file() else "")
     if diff:
         raise ConfigError(f"{out} holds a room-sense run with other settings ({diff}); use another --out or the "
@@ -221,7 +230,7 @@ def train_room_sense(cfg: RoomSenseConfig, out: str | Path, progress: bool = Tru
             if cfg.mirror:
                 which = torch.rand(len(idx), generator=mirror_rng) < 0.5
                 rgb, depth, cells = mirror_frames(rgb, depth, cells, which)
-            loss = room_loss(model, rgb, depth, here, cells)
+            loss = room_loss(model, rgb, depth, here, cells, cfg.door_weight)
             if not torch.isfinite(loss):
                 raise TrainingError(f"the room loss became {loss.item()} in epoch {epoch + 1}; the last good "
                                     f"checkpoint is {last} (try a lower --lr)")

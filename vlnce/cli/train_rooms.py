@@ -22,6 +22,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "checkpoint: how well do its encoders know the rooms?")
     p.add_argument("--mirror", action="store_true",
                    help="mirror a random half of each batch left to right (frames and the cells' labels)")
+    p.add_argument("--door-weight", type=float, default=1.0,
+                   help="weight of the cells that look into another room than the agent's in the cells' loss")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", required=True, help="run directory (resumes when it holds a run)")
 
@@ -32,7 +34,7 @@ def run(args) -> int:
     cfg = RoomSenseConfig(stores=tuple(args.store), val_store=args.val_store, val_fraction=args.val_fraction,
                           stride=args.stride, channels=args.channels, epochs=args.epochs,
                           batch_size=args.batch_size, lr=args.lr, probe=args.probe, mirror=args.mirror,
-                          seed=args.seed)
+                          door_weight=args.door_weight, seed=args.seed)
     summary = train_room_sense(cfg, args.out)
     for h in summary["history"]:
         print(f"epoch {h['epoch']}: loss {h['loss']:.3f}, held-out accuracy: here {h['here']:.3f} (commonest type "
