@@ -47,7 +47,7 @@ class RoomSenseConfig:
         mirror: mirror a random half of each batch left to right (``mirror_frames``): a room's
             type does not depend on which side its furniture stands, so each frame counts twice.
         door_weight: weight of the cells that look into another room than the agent's in the
-            cells' cross-entropy (``room_loss``); they are a third of the cells.
+            cells' cross-entropy (``room_loss``).
     """
 
     stores: tuple[str, ...] = ()
