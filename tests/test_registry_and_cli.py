@@ -44,6 +44,26 @@ def test_every_command_has_help(argv, capsys):
     assert "usage:" in capsys.readouterr().out
 
 
+def test_train_help_groups_its_options_and_its_examples_parse(capsys):
+    import shlex
+
+    from vlnce.cli.main import build_parser
+    from vlnce.cli.train import EXAMPLES
+
+    assert main(["train", "--help"]) == 0
+    out = capsys.readouterr().out
+    sections = [line[:-1] for line in out.splitlines() if line.endswith(":") and not line.startswith(" ")]
+    assert sections[:7] == ["options", "model", "training", "DAgger", "data and expert",
+                            "rooms, grounding and reading (ours, not the paper's)", "run"]
+    model, ours, run = out.index("\nmodel:"), out.index("\nrooms, grounding"), out.index("\nrun:")
+    assert model < out.index("--agent {", model) < ours < out.index("--room-sense CKPT", model) < run
+    commands = [c.strip() for c in EXAMPLES.replace("\\\n", " ").splitlines() if c.strip().startswith("vlnce train")]
+    assert len(commands) == 3
+    for command in commands:
+        args = build_parser().parse_args(shlex.split(command)[1:])
+        assert args.command == "train" and args.out.startswith("runs/")
+
+
 def test_scene_build_is_byte_identical_for_a_seed(tmp_path, capsys):
     assert main(["scene", "build", "--seed", "4", "--out", str(tmp_path / "a.glb")]) == 0
     assert main(["scene", "build", "--seed", "4", "--out", str(tmp_path / "b.glb")]) == 0
