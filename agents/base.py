@@ -49,5 +49,10 @@ class Agent(abc.ABC):
     @abc.abstractmethod
     def act(self, observations: dict) -> int: ...
 
+    def executed(self, action: int) -> None:
+        """Told that ``action``, not the one ``act`` returned, was executed (an expert or an
+        operator took over for a step). Agents that remember their own last action (as the
+        learned policies feed it back) remember this one instead; the others ignore it."""
+
 
 AGENTS: Registry = Registry("agent", base=Agent)

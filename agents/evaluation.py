@@ -68,6 +68,13 @@ class EvalConfig:
         plugin_options: per-plugin constructor options, e.g. {"lidar_seg": {"checkpoint": PATH}}.
         stop_bias: learned agents only: nats taken off the STOP logit before the argmax (see
             ``LearnedAgent``); 0 is greedy decoding.
+        expert_exit: a diagnostic (embedded simulator): the expert, the shortest-path follower
+            to the goal, acts until the agent stands in another room than the one it started
+            in; the agent is asked at every step as usual but its action is replaced and it is
+            told so (``Agent.executed``), and from the first step outside the start room on it
+            acts alone. SR then says how much is lost at the choice of exit from the start
+            room, where the instruction names only the room beyond. Each episode records
+            ``expert_steps``.
     """
 
     agent: str
@@ -86,6 +93,7 @@ class EvalConfig:
     plugins: list[str] = field(default_factory=list)
     plugin_options: dict = field(default_factory=dict)
     stop_bias: float = 0.0
+    expert_exit: bool = False
 
 
 def _check_stop_bias(name: str, cls, stop_bias: float) -> None:
@@ -162,6 +170,8 @@ class _Runner:
             scores = PluginScores(self.plugins)
             obs = scores.observe(obs)
         obs["instruction"] = np.asarray(ep.instruction.instruction_tokens, np.int64)
+        exit_expert = self._exit_expert(ep) if self.cfg.expert_exit else None
+        expert_steps = 0
         rng = np.random.default_rng(episode_seed(self.cfg.seed, ep.episode_id))
         privileged = None
         if self.agent.privileged:
@@ -174,6 +184,14 @@ class _Runner:
         reading: list[dict] | None = [] if self.cfg.attention else None
         while not task.done:
             action = self.agent.act(obs)
+            if exit_expert is not None:
+                expert = exit_expert()
+                if expert is None:
+                    exit_expert = None
+                else:
+                    action = expert
+                    self.agent.executed(action)
+                    expert_steps += 1
             if reading is not None:
                 reading.append(self.agent.last_extras)
             try:
@@ -193,6 +211,8 @@ class _Runner:
         record = {"episode_id": ep.episode_id, "scene_id": ep.scene_id, "metrics": metrics,
                   "stopped": task.stop_called, "steps": len(actions), "actions": actions,
                   "trajectory": [[round(float(x), 4) for x in p] for p in poses]}
+        if self.cfg.expert_exit:
+            record["expert_steps"] = expert_steps
         if scores is not None:
             record["perception"] = scores.summary()
         if self.cfg.maps:
@@ -202,6 +222,34 @@ class _Runner:
         if reading:
             self._write_attention(ep, reading, record)
         return record
+
+    def _exit_expert(self, ep):
+        """For ``expert_exit``: a function that returns the expert's action while the agent is
+        still in its start room (or between rooms, in a doorway), and None from the first step
+        it stands in another room (or the expert would stop)."""
+        from sim.navigation.follower import ShortestPathFollower
+
+        sim = self.task.sim
+        scene = getattr(sim, "scene", None)
+        if not getattr(scene, "rooms", None):
+            raise ConfigError("--expert-exit needs the rooms of the embedded simulator's houses; this backend "
+                              "has no room layout")
+        start = sim.get_agent_state().position
+        start_room = scene.room_at(start[0], start[2])
+        if start_room is None:
+            return None
+        goal = np.asarray(ep.goals[0].position, np.float64)
+        follower = ShortestPathFollower(sim, goal_radius_m=0.5, turn_angle_deg=sim.config.agent.turn_angle_deg)
+
+        def expert():
+            pos = sim.get_agent_state().position
+            room = scene.room_at(pos[0], pos[2])
+            if room is not None and room.room_id != start_room.room_id:
+                return None
+            action = int(follower.get_next_action(goal))
+            return None if action == Action.STOP else action
+
+        return expert
 
     def _pose(self) -> list[float]:
         s = self.task.sim.get_agent_state()
@@ -385,7 +433,7 @@ def _run_identity(cfg: EvalConfig) -> dict:
     dataset = cfg.dataset if cfg.dataset == "embedded" else str(Path(cfg.dataset).resolve())
     return {"agent": cfg.agent, "checkpoint_sha256": checkpoint, "split": cfg.split, "dataset": dataset,
             "max_steps": cfg.max_steps, "seed": cfg.seed, "stop_bias": cfg.stop_bias,
-            "plugins": list(cfg.plugins), "sim_overrides": cfg.sim_overrides}
+            "plugins": list(cfg.plugins), "sim_overrides": cfg.sim_overrides, "expert_exit": cfg.expert_exit}
 
 
 def _check_resume(cfg: EvalConfig, out: Path, resuming: bool) -> None:
@@ -396,7 +444,7 @@ def _check_resume(cfg: EvalConfig, out: Path, resuming: bool) -> None:
     path = out / "eval_config.json"
     mine = _run_identity(cfg)
     if resuming and path.is_file():
-        detail = setting_changes(json.loads(path.read_text()), mine)
+        detail = setting_changes(json.loads(path.read_text()), mine, defaults={"expert_exit": False})
         if detail:
             raise ConfigError(f"{out} holds episodes of another evaluation ({detail}); "
                               "use another --out or delete that directory")
@@ -417,7 +465,11 @@ def summarize(cfg: EvalConfig, records: list[dict], out: Path, skipped=()) -> di
                "error_examples": [r["error"] for r in errors[:5]]}
     if cfg.stop_bias:
         results["stop_bias"] = cfg.stop_bias
+    if cfg.expert_exit:
+        results["expert_exit"] = True
+        results["mean_expert_steps"] = float(np.mean([r["expert_steps"] for r in ok])) if ok else None
     results["outcomes"] = outcomes(ok)
+    results["success_by_exit"] = success_by_exit(ok)
     results["failures_by_route_followed"] = failures_by_route_followed(ok)
     perception = [r["perception"] for r in ok if "perception" in r]
     if perception:
@@ -497,6 +549,29 @@ def format_destinations(metrics: dict) -> str | None:
     if nearer is not None and wrong > 1e-9:
         line += f"; of the wrong ones {nearer / wrong:.2f} nearer the start than the goal"
     return line
+
+
+def success_by_exit(records: list[dict]) -> dict[str, float | None]:
+    """SR over the episodes whose agent left the start room by the route's exit (``exit_room``
+    1) and over the others (0), each None where there are none; {} where no episode knows."""
+    judged = [r for r in records if r["metrics"].get("exit_room") is not None]
+    if not judged:
+        return {}
+    by = {"right_exit": [r for r in judged if r["metrics"]["exit_room"] == 1.0],
+          "other_exit": [r for r in judged if r["metrics"]["exit_room"] != 1.0]}
+    return {k: float(np.mean([r["metrics"]["success"] for r in rs])) if rs else None for k, rs in by.items()}
+
+
+def format_exit(results: dict) -> str | None:
+    """One line on the first choice of the walk (``exit_room``) and SR after each kind of exit,
+    or None where the rooms are unknown."""
+    right = results["metrics"].get("exit_room")
+    if right is None:
+        return None
+    line = f"exit: left the start room into the room the route enters next in {right:.2f} of the episodes"
+    by = results.get("success_by_exit") or {}
+    sr = [f"{by[k]:.2f}" if by.get(k) is not None else "-" for k in ("right_exit", "other_exit")]
+    return line + f"; SR {sr[0]} after that exit, {sr[1]} after another (or none)"
 
 
 def format_outcomes(fractions: dict[str, float]) -> str:
@@ -581,5 +656,5 @@ def paper_table(rows: list[tuple[str, list[dict]]], splits: tuple[str, ...] = ("
 
 
 __all__ = ["OUTCOMES", "PAPER_TABLE", "ROUTE_QUARTERS", "EvalConfig", "evaluate", "failures_by_route_followed",
-           "format_destinations", "format_failures_by_route", "format_outcomes", "format_table", "load_results",
-           "outcome", "outcomes", "paper_table", "read_episode_log", "summarize"]
+           "format_destinations", "format_exit", "format_failures_by_route", "format_outcomes", "format_table",
+           "load_results", "outcome", "outcomes", "paper_table", "read_episode_log", "success_by_exit", "summarize"]

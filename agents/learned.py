@@ -70,6 +70,9 @@ class LearnedAgent(Agent):
         self.prev_action = torch.tensor([action], device=self.device)
         return action
 
+    def executed(self, action: int) -> None:
+        self.prev_action = torch.tensor([int(action)], device=self.device)
+
 
 @AGENTS.register("seq2seq")
 class Seq2SeqAgent(LearnedAgent):

@@ -825,6 +825,28 @@ def test_eval_writes_where_a_cma_agent_read_the_instruction(trained, bench, tmp_
     assert "--attention draws the instruction attention of a CMA agent; 'random' has none" in capsys.readouterr().err
 
 
+def test_a_learned_agent_is_fed_the_action_executed_in_its_place(tmp_path):
+    from agents.base import EpisodeInfo
+    from agents.evaluation import make_agent
+
+    save_checkpoint(tmp_path / "cma.pt", _policy("cma"), VOCAB, {})
+    agent = make_agent("cma", str(tmp_path / "cma.pt"))
+    fed = []
+
+    def act(instruction, rgb, depth, prev_action, state, **kw):
+        fed.append(int(prev_action[0]))
+        return torch.tensor([[2.0, 1.5, 0.0, -1.0]]), None, None, {}
+
+    agent.policy.frame_inputs = lambda obs: (None, None)
+    agent.policy.act = act
+    agent.reset(EpisodeInfo("0", "go to the kitchen", np.random.default_rng(0)))
+    assert agent.act({}) == 0  # STOP, its own choice
+    agent.executed(3)  # an expert turned right instead
+    agent.act({})
+    agent.act({})
+    assert fed == [-1, 3, 0]  # the next step sees the turn; after it, its own action again
+
+
 def test_stop_bias_moves_the_stop_threshold_by_its_margin(tmp_path):
     from agents.evaluation import EvalConfig, evaluate, make_agent
 

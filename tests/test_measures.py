@@ -154,6 +154,42 @@ def test_nearer_destination_counts_stops_at_distractors_nearer_than_the_goal():
     assert "nearer" not in format_destinations({"destination_success": 0.6, "success": 0.6, "nearer_destination": 0.0})
 
 
+def test_exit_room_judges_the_first_room_entered_after_the_start_room():
+    def room_at(p):  # x < 0: room 0 (the start), 0 <= x < 1: a doorway, then room 1 (z < 0) or room 2
+        x, z = p[0], p[2]
+        return 0 if x < 0 else None if x < 1 else 1 if z < 0 else 2
+
+    route = [[-2.0, 0, -1.0], [0.5, 0, -1.0], [3.0, 0, -1.0], [3.0, 0, 2.0]]  # rooms 0, door, 1, 2
+
+    def exit_room(trajectory, gt=route, rooms=room_at):
+        m = Measurements(["exit_room"])
+        ctx = lambda p: StepContext(np.array(p, float), False, np.array([[3.0, 0, 2.0]]),  # noqa: E731
+                                    straight_line_geodesic, gt, None, rooms)
+        m.reset(ctx(trajectory[0]))
+        for p in trajectory[1:]:
+            m.update(ctx(p))
+        return m.values()["exit_room"]
+
+    assert exit_room([[-2, 0, -1], [0.5, 0, -1], [2, 0, -1], [2, 0, 3]]) == 1.0  # room 1, then on to room 2
+    assert exit_room([[-2, 0, 1], [0.5, 0, 1], [2, 0, 1], [2, 0, -1]]) == 0.0  # room 2 first: decided there
+    assert exit_room([[-2, 0, -1], [0.5, 0, -1], [-1, 0, -1]]) == 0.0  # to the doorway and back: never left
+    assert exit_room([[-2, 0, -1]]) == 0.0
+    assert math.isnan(exit_room([[-2, 0, -1], [2, 0, -1]], rooms=None))  # no room layout
+    assert math.isnan(exit_room([[-2, 0, -1], [2, 0, -1]], gt=[[-2, 0, -1], [-1, 0, -1]]))  # a route in one room
+    assert math.isnan(exit_room([[0.5, 0, -1], [2, 0, -1]]))  # a start between rooms
+    from agents.evaluation import format_exit, success_by_exit
+
+    recs = [{"metrics": {"exit_room": e, "success": s}} for e, s in ((1.0, 1.0), (1.0, 0.0), (1.0, 0.0), (0.0, 0.0),
+                                                                      (0.0, 1.0), (None, 1.0))]
+    by = success_by_exit(recs)
+    assert by == {"right_exit": pytest.approx(1 / 3), "other_exit": 0.5}  # the unjudged episode in neither
+    assert success_by_exit(recs[:3]) == {"right_exit": pytest.approx(1 / 3), "other_exit": None}
+    assert success_by_exit(recs[5:]) == {}
+    line = format_exit({"metrics": {"exit_room": 0.6}, "success_by_exit": by})
+    assert "room the route enters next in 0.60 of" in line and "SR 0.33 after that exit, 0.50 after another" in line
+    assert format_exit({"metrics": {"exit_room": None}}) is None
+
+
 def test_navigation_failures_are_binned_by_the_route_they_followed():
     from agents.evaluation import failures_by_route_followed, format_failures_by_route
 

@@ -315,6 +315,54 @@ def test_interrupted_evaluation_resumes_without_redoing_episodes(bench, tmp_path
     assert len(read_episode_log(part / "episodes.jsonl")) == 6
 
 
+def test_expert_exit_drives_until_the_agent_stands_in_another_room_then_hands_over(bench, tmp_path, monkeypatch):
+    import agents.evaluation as ev
+    from agents.base import AGENTS, Agent
+
+    told: dict[str, list[int]] = {}
+
+    class Spinner(Agent):
+        """Turns left whatever it sees, and notes each action executed in its place."""
+
+        needs_observations = False
+
+        def reset(self, info):
+            self.episode = info.episode_id
+            told[self.episode] = []
+
+        def act(self, observations):
+            return 2
+
+        def executed(self, action):
+            told[self.episode].append(action)
+
+    monkeypatch.setitem(AGENTS._entries, "spinner", Spinner)
+    res = _eval(bench, "spinner", tmp_path / "exit", episodes=4, max_steps=120, expert_exit=True)
+    _eval(bench, "oracle", tmp_path / "oracle", episodes=4)
+    exit_log = read_episode_log(tmp_path / "exit" / "episodes.jsonl")
+    oracle = read_episode_log(tmp_path / "oracle" / "episodes.jsonl")
+    data, _ = bench
+    runner = ev._Runner(EvalConfig(agent="oracle", dataset=str(data)), data, data / "scenes", tmp_path / "r")
+    for eid, rec in exit_log.items():
+        k = rec["expert_steps"]
+        assert k >= 1
+        # the expert's steps are the oracle's (the same follower), and the agent was told each of them
+        assert rec["actions"][:k] == oracle[eid]["actions"][:k] == told[eid]
+        assert rec["trajectory"][:k + 1] == oracle[eid]["trajectory"][:k + 1]
+        assert set(rec["actions"][k:]) == {2} and len(rec["actions"]) == 120  # then the agent alone
+        runner.task.reset(runner.episodes[eid], runner.dataset.gt.get(eid))
+        scene = runner.task.sim.scene
+        rooms = [scene.room_at(p[0], p[2]) for p in rec["trajectory"][:k + 1]]
+        start = rooms[0].room_id
+        assert all(r is None or r.room_id == start for r in rooms[:k])  # the start room, or its doorway
+        assert rooms[k] is not None and rooms[k].room_id != start  # handed over at the first step outside
+    runner.close()
+    assert res["expert_exit"] and res["mean_expert_steps"] == pytest.approx(
+        np.mean([r["expert_steps"] for r in exit_log.values()]))
+    with pytest.raises(ConfigError, match="expert_exit: True there, False now"):
+        _eval(bench, "spinner", tmp_path / "exit", episodes=4, max_steps=120)
+
+
 def test_a_broken_episode_is_recorded_and_the_others_still_count(bench, tmp_path):
     data, _ = bench
     copy = tmp_path / "data"

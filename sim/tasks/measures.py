@@ -34,6 +34,8 @@ class StepContext:
         gt_locations: dense reference locations of the episode (for nDTW), or None.
         distractors: (D, 3) positions of the episode's other plausible destinations
             (``info.distractors`` of the embedded benchmark), or None.
+        room_at: callable(position) -> the id of the room that contains it (None between rooms),
+            where the simulator knows its house's rooms (the embedded backend); else None.
     """
 
     position: np.ndarray
@@ -42,6 +44,7 @@ class StepContext:
     geodesic: Callable[[np.ndarray, np.ndarray], float]
     gt_locations: Sequence[Sequence[float]] | None = None
     distractors: np.ndarray | None = None
+    room_at: Callable[[np.ndarray], int | None] | None = None
     measures: dict = field(default_factory=dict)
 
 
@@ -386,10 +389,49 @@ class NearerDestination(_WithinRadius):
             self._value = 0.0
 
 
+@_register
+class ExitRoom(Measure):
+    """1 if the first room the agent stands in after its start room is the one the reference
+    route enters first after it, 0 if it is another or the agent never left; NaN where the rooms
+    are not known (no ``room_at``) or the route never leaves its start room.
+
+    A diagnostic, not a VLN-CE measure. On the embedded benchmark the instruction names the room
+    beyond the start room's exit ("leave the bedroom, turn left down the hallway, ..."), and the
+    goal and its distractors often lie beyond different exits, so this says whether the agent
+    read the first choice of the walk. Doorways (positions in no room) do not count as a room.
+    """
+
+    uuid = "exit_room"
+
+    def reset(self, ctx):
+        self._want = self._start = None
+        self._decided = False
+        self._value = 0.0
+        if ctx.room_at is None or ctx.gt_locations is None:
+            self._value = math.nan
+            return
+        self._start = ctx.room_at(np.asarray(ctx.position, np.float64))
+        for p in ctx.gt_locations:
+            room = ctx.room_at(np.asarray(p, np.float64))
+            if room is not None and room != self._start:
+                self._want = room
+                break
+        if self._start is None or self._want is None:
+            self._value = math.nan
+
+    def update(self, ctx):
+        if self._decided or self._want is None or self._start is None:
+            return
+        room = ctx.room_at(np.asarray(ctx.position, np.float64))
+        if room is not None and room != self._start:
+            self._value = 1.0 if room == self._want else 0.0
+            self._decided = True
+
+
 DEFAULT_MEASURES = ("distance_to_goal", "success", "oracle_success", "oracle_navigation_error", "path_length",
                     "spl", "ndtw", "sdtw", "steps_taken")
 # Not VLN-CE's: computed by ``vlnce eval`` to say where navigation failures go wrong.
-DIAGNOSTIC_MEASURES = ("route_followed", "destination_success", "nearer_destination")
+DIAGNOSTIC_MEASURES = ("route_followed", "destination_success", "nearer_destination", "exit_room")
 
 
 class Measurements:

@@ -166,7 +166,19 @@ class VLNCETask:
         return StepContext(position=self.sim.get_agent_state().position, stop_called=self.stop_called,
                            goals=self._goals, geodesic=self.sim.geodesic_distance,
                            gt_locations=None if self._gt is None else self._gt.locations,
-                           distractors=self._distractors)
+                           distractors=self._distractors, room_at=self._room_at())
+
+    def _room_at(self):
+        """``StepContext.room_at`` for the simulator's house, or None where it has no rooms."""
+        scene = getattr(self.sim, "scene", None)
+        if not getattr(scene, "rooms", None):
+            return None
+
+        def room_at(position):
+            room = scene.room_at(float(position[0]), float(position[2]))
+            return None if room is None else room.room_id
+
+        return room_at
 
     def step(self, action: int) -> tuple[dict[str, np.ndarray], bool, bool]:
         """Apply an action. Returns (observations, terminated, truncated).

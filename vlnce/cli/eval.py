@@ -25,11 +25,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--stop-bias", type=float, default=0.0, metavar="NATS",
                    help="learned agents: take NATS off the STOP logit before the argmax, so they stop "
                         "only when sure by that margin (0: greedy, as the paper; tune on val_seen)")
+    p.add_argument("--expert-exit", action="store_true",
+                   help="diagnostic: the expert acts until the agent has left the room it starts in, then the "
+                        "agent alone (how much SR is lost at the choice of exit; embedded simulator)")
     p.add_argument("--out", required=True, help="output directory (resumes if it holds episodes.jsonl)")
 
 
 def run(args) -> int:
-    from agents.evaluation import (EvalConfig, evaluate, format_destinations, format_failures_by_route,
+    from agents.evaluation import (EvalConfig, evaluate, format_destinations, format_exit, format_failures_by_route,
                                    format_outcomes, format_table)
     from perception.registry import parse_checkpoint_options, parse_plugin_list
 
@@ -37,7 +40,8 @@ def run(args) -> int:
                      episodes=args.episodes, workers=args.workers, video=args.video, maps=not args.no_maps,
                      attention=args.attention,
                      seed=args.seed, checkpoint=args.checkpoint, max_steps=args.max_steps,
-                     plugins=parse_plugin_list(args.plugins), stop_bias=args.stop_bias)
+                     plugins=parse_plugin_list(args.plugins), stop_bias=args.stop_bias,
+                     expert_exit=args.expert_exit)
     cfg.plugin_options = parse_checkpoint_options(cfg.plugins, args.plugin_checkpoint)
     results = evaluate(cfg, args.out)
     print(format_table([results]))
@@ -47,6 +51,11 @@ def run(args) -> int:
         print(format_failures_by_route(results["failures_by_route_followed"]))
     if format_destinations(results["metrics"]):
         print(format_destinations(results["metrics"]))
+    if format_exit(results):
+        print(format_exit(results))
+    if results.get("expert_exit"):
+        print(f"expert_exit: the expert drove {results['mean_expert_steps']:.1f} steps per episode on average, "
+              "until the agent stood outside its start room")
     if results.get("perception"):
         print("perception: " + ", ".join(f"{k}={v}" for k, v in results["perception"].items()))
     if results["errors"]:
