@@ -1000,6 +1000,72 @@ def test_look_around_expert_scans_the_start_room_first(bench, tmp_path):
                 assert label == 2, (i, steps["action"].tolist(), executed)
 
 
+def test_peeking_expert_looks_into_the_drawn_exit_room_before_it_walks_to_the_goal(bench, tmp_path):
+    from agents.evaluation import EvalConfig, _Runner
+    from agents.training.collect import CollectJob, Expert, peek_target, run_job
+    from sim.navigation.follower import ShortestPathFollower
+    from sim.tasks.instructions import rooms_along
+
+    class Draw:  # an rng whose draw is fixed: the k-th of the sorted exit rooms
+        def __init__(self, k):
+            self.k = k
+
+        def integers(self, n):
+            return self.k % n
+
+    data, _ = bench
+    runner = _Runner(EvalConfig(agent="oracle", split="train", dataset=str(data)), data, data / "scenes",
+                     tmp_path / "r")
+    detours = 0
+    for eid, ep in runner.episodes.items():
+        runner.task.reset(ep, runner.dataset.gt.get(eid))
+        sim = runner.task.sim
+        start, goal = sim.get_agent_state().position, np.asarray(ep.goals[0].position)
+        distractors = ep.info.get("distractors") or []
+        # the exit rooms by hand: the second room of each destination's shortest path
+        exits = set()
+        for d in [goal, *distractors]:
+            path, _ = sim.pathfinder.find_path(start, d)
+            rooms = rooms_along(sim.scene, np.asarray(path))
+            if len(rooms) > 1:
+                exits.add(rooms[1][0])
+        for k in range(len(exits)):
+            runner.task.reset(ep, runner.dataset.gt.get(eid))
+            point, pick, goal_exit = peek_target(sim, start, goal, distractors, Draw(k))
+            assert pick == sorted(exits)[k] and goal_exit in exits
+            assert (point is None) == (pick == goal_exit)
+            if point is not None:
+                assert sim.scene.room_at(point[0], point[2]).room_id == pick
+            follower = ShortestPathFollower(sim, goal_radius_m=0.5, turn_angle_deg=sim.config.agent.turn_angle_deg)
+            expert, prev, seen = Expert(sim, follower, goal, 0, point), None, []
+            while not runner.task.done:
+                action = expert.action(prev)
+                runner.task.step(action)
+                expert.executed(action)
+                prev = action
+                p = sim.get_agent_state().position
+                room = sim.scene.room_at(p[0], p[2])
+                if room is not None and (not seen or seen[-1] != room.room_id):
+                    seen.append(room.room_id)
+            # the first room entered after the start room is the drawn one; the goal is reached all the same
+            assert [r for r in seen if r != seen[0]][0] == pick
+            assert runner.task.metrics()["success"] == 1.0 and runner.task.stop_called
+            detours += point is not None
+    runner.close()
+    assert detours >= 1  # the tiny benchmark has starts with more than one exit
+    # in a collection, the peek's detour is in the labels: longer than the reference's actions
+    train = runner.dataset
+    ids = [e.episode_id for e in train.episodes]
+    p = _policy("cma")
+    tf = CollectJob(str(data), "train", str(data / "scenes"), ids, p.cfg.sensors(), VOCAB, 1.0,
+                    str(tmp_path / "tf"), "0000_train_00", peek=True)
+    run_job(tf)
+    store = TrajectoryStore(tmp_path / "tf")
+    longer = [len(store.chunks[t.chunk]["steps"][t.start:t.start + t.length]) > len(train.gt[t.episode_id].actions)
+              for t in store.trajectories]
+    assert len(longer) == len(ids) and any(longer)
+
+
 def test_trainer_passes_the_look_around_scan_to_its_collection(bench, tmp_path):
     from agents.training.trainer import Trainer
 

@@ -17,6 +17,8 @@ from pathlib import Path
 import numpy as np
 
 from agents.training.store import ChunkWriter
+from sim.actions import Action
+from vlnce.errors import DatasetError
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +43,9 @@ class CollectJob:
             start room) before it follows the shortest path; the scan ends early when any other
             action is executed. 0: no scan.
         expert_hold_deg: the follower's ``hold_angle_deg`` (0: off), given the executed previous action.
+        peek: after the scan the expert first walks into the room beyond one of the start room's
+            exits toward the episode's plausible destinations, drawn at random (``peek_target``),
+            and only then follows the shortest path to the goal (``Expert``). Embedded houses only.
     """
 
     data_dir: str
@@ -58,6 +63,7 @@ class CollectJob:
     seed: int = 0
     look_around_steps: int = 0
     expert_hold_deg: float = 0.0
+    peek: bool = False
     stats: dict = field(default_factory=dict)
 
 
@@ -65,7 +71,6 @@ def run_job(job: CollectJob, progress_queue=None) -> dict:
     """Collect ``job`` into its chunk; returns counts (episodes, steps, expert agreement)."""
     import torch
 
-    from sim.actions import Action
     from sim.config import CameraSensorConfig, load_simulator_config
     from sim.geometry import heading_from_quat
     from sim.navigation.follower import ShortestPathFollower
@@ -125,14 +130,18 @@ def run_job(job: CollectJob, progress_queue=None) -> dict:
             frames, actions, prevs, progress, rooms, views = [], [], [], [], [], []
             # room labels need the scene's rooms and a ray caster (the embedded backend); else unknown
             labelled = bool(getattr(getattr(sim, "scene", None), "rooms", None)) and hasattr(sim, "caster")
+            peek = None
+            if job.peek:
+                if not labelled:
+                    raise DatasetError(f"episode {eid}: the peeking expert needs the rooms of the embedded "
+                                       "simulator's houses")
+                distractors = (ep.info or {}).get("distractors") or []
+                peek = peek_target(sim, sim.get_agent_state().position, goal, distractors, rng)[0]
+            teacher = Expert(sim, follower, goal, job.look_around_steps, peek)
             prev = -1
-            scan_left = job.look_around_steps
             t0 = time.perf_counter()
             while True:
-                if scan_left > 0:
-                    expert = int(Action.TURN_LEFT)
-                else:
-                    expert = int(follower.get_next_action(goal, prev if prev >= 0 else None))
+                expert = teacher.action(prev if prev >= 0 else None)
                 agent = sim.get_agent_state()
                 d = geodesic(agent.position)
                 if labelled:
@@ -154,7 +163,7 @@ def run_job(job: CollectJob, progress_queue=None) -> dict:
                     action = expert
                 obs, terminated, truncated = task.step(action)
                 prev = action
-                scan_left = scan_left - 1 if action == Action.TURN_LEFT else 0
+                teacher.executed(action)
                 if terminated or truncated:
                     break
             stepping += time.perf_counter() - t0
@@ -168,6 +177,78 @@ def run_job(job: CollectJob, progress_queue=None) -> dict:
     writer.commit()
     return {"chunk": job.chunk, "episodes": len(job.episode_ids), "steps": steps, "step_seconds": stepping,
             "policy_agreement": agree / steps if policy is not None and steps else None}
+
+
+def peek_target(sim, start, goal, distractors, rng: np.random.Generator) -> tuple[np.ndarray | None, int | None, int | None]:
+    """Where the peeking expert looks first, for an episode from ``start`` (3,) to ``goal`` (3,)
+    whose other plausible destinations are ``distractors`` (D, 3).
+
+    Each destination's shortest path leaves the start room into some room (its exit room); one
+    of the distinct exit rooms is drawn uniformly with ``rng``. Returns a point 1 m inside that
+    room along the path into it (None when the goal's own exit was drawn: no detour), the drawn
+    exit room's id and the goal's. (None, None, None) when the goal's path never leaves the
+    start room.
+    """
+    from sim.tasks.instructions import densify
+
+    scene = sim.scene
+    start = np.asarray(start, np.float64)
+    start_room = scene.room_at(start[0], start[2])
+    exits: dict[int, np.ndarray] = {}
+    goal_exit = None
+    for k, dest in enumerate([goal, *distractors]):
+        path, length = sim.pathfinder.find_path(start, np.asarray(dest, np.float64))
+        if not np.isfinite(length) or len(path) < 2:
+            continue
+        samples, _ = densify(np.asarray(path, np.float64), 0.1)
+        rooms = [scene.room_at(p[0], p[2]) for p in samples]
+        first = next((i for i, r in enumerate(rooms) if r is not None and r is not start_room), None)
+        if first is None:
+            continue
+        exit_room = rooms[first].room_id
+        if k == 0:
+            goal_exit = exit_room
+        if exit_room not in exits:
+            walked = np.r_[0.0, np.cumsum(np.linalg.norm(np.diff(samples[first:], axis=0), axis=1))]
+            exits[exit_room] = samples[first + int(np.searchsorted(walked, 1.0).clip(max=len(walked) - 1))]
+    if goal_exit is None:
+        return None, None, None
+    pick = sorted(exits)[int(rng.integers(len(exits)))]
+    return (None if pick == goal_exit else exits[pick]), pick, goal_exit
+
+
+class Expert:
+    """The collection's expert for one episode: the look-around scan (``scan_steps`` left turns,
+    ended early by any other executed action), then, with a ``peek`` point, the walk into the
+    room it lies in until the agent stands in any room other than its start room, then the
+    shortest path to ``goal`` (``follower``; it stops within the follower's radius)."""
+
+    def __init__(self, sim, follower, goal, scan_steps: int = 0, peek: np.ndarray | None = None) -> None:
+        self.sim, self.follower, self.goal = sim, follower, np.asarray(goal, np.float64)
+        self.scan_left = scan_steps
+        self.peek = peek
+        pos = sim.get_agent_state().position
+        room = sim.scene.room_at(pos[0], pos[2]) if peek is not None else None
+        self.start_room = None if room is None else room.room_id
+
+    def action(self, prev: int | None) -> int:
+        """The expert's action where the agent stands now; ``prev``: the action executed last."""
+        if self.scan_left > 0:
+            return int(Action.TURN_LEFT)
+        if self.peek is not None:
+            pos = self.sim.get_agent_state().position
+            room = self.sim.scene.room_at(pos[0], pos[2])
+            if room is not None and room.room_id != self.start_room:
+                self.peek = None  # it has looked into a room
+            else:
+                act = int(self.follower.get_next_action(self.peek, prev))
+                if act != Action.STOP:
+                    return act
+                self.peek = None
+        return int(self.follower.get_next_action(self.goal, prev))
+
+    def executed(self, action: int) -> None:
+        self.scan_left = self.scan_left - 1 if action == Action.TURN_LEFT else 0
 
 
 _progress_queue = None  # a pool worker's end of the episode counter, set when the worker starts

@@ -135,6 +135,11 @@ class TrainConfig:
         expert_hold_deg: the expert's hysteresis (``ShortestPathFollower.hold_angle_deg``): after a
             forward step it keeps going while the next waypoint is within this angle. 0: off, the
             plain follower, which zigzags (``F R F L ...``) along stretches off its headings.
+        peek: the expert first walks into the room beyond a random one of the start room's exits
+            toward the episode's plausible destinations, and follows the shortest path to the goal
+            only from inside it (``agents.training.collect.peek_target``): where the instruction
+            names only the room beyond the exit, the policy is shown looking before it commits,
+            and turning back from the wrong room. Embedded houses only.
         seed: shuffling, collection and augmentation seed.
     """
 
@@ -188,6 +193,7 @@ class TrainConfig:
     max_collect_steps: int = 500
     look_around: bool = False
     expert_hold_deg: float = 0.0
+    peek: bool = False
     seed: int = 0
 
     def validate(self) -> "TrainConfig":
@@ -610,7 +616,7 @@ class Trainer:
                 todo.append(CollectJob(data_dir, split, scenes_dir, share, self.policy.cfg.sensors(), self.vocab,
                                        beta, str(self.out / "store"), chunk, n, policy_blob,
                                        cfg.max_collect_steps, cfg.seed, look_around_steps=scan,
-                                       expert_hold_deg=cfg.expert_hold_deg))
+                                       expert_hold_deg=cfg.expert_hold_deg, peek=cfg.peek))
         if not todo:
             return
         t0 = time.perf_counter()

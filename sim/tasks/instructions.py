@@ -42,7 +42,7 @@ def heading_of(delta) -> float:
 
 def rooms_along(scene: Scene, path: np.ndarray, step_m: float = 0.2) -> list[tuple[int, int]]:
     """Rooms visited along a polyline as (room_id, index of the first sample in it), in order."""
-    samples, seg_of = _densify(path, step_m)
+    samples, seg_of = densify(path, step_m)
     out: list[tuple[int, int]] = []
     for k, p in enumerate(samples):
         room = scene.room_at(p[0], p[2])
@@ -51,7 +51,9 @@ def rooms_along(scene: Scene, path: np.ndarray, step_m: float = 0.2) -> list[tup
     return out
 
 
-def _densify(path: np.ndarray, step_m: float):
+def densify(path: np.ndarray, step_m: float) -> tuple[np.ndarray, list[int]]:
+    """Points along a polyline (N, 3) at most ``step_m`` apart, its vertices included, and the
+    index of the segment each lies on."""
     pts, seg = [path[0]], [0]
     for i in range(len(path) - 1):
         a, b = path[i], path[i + 1]
