@@ -1111,6 +1111,24 @@ def test_trainer_collects_with_the_expert_hold_tolerance(bench, tmp_path):
         TrainConfig(expert_hold_deg=90.0).validate()
 
 
+def test_trainer_collects_with_the_peeking_expert(bench, tmp_path, monkeypatch):
+    import agents.training.collect as co
+    from agents.training.trainer import Trainer
+
+    data, _ = bench
+    cfg = TrainConfig(agent="seq2seq", dataset=str(data), image_size=16, hidden=32, epochs=1, train_episodes=6,
+                      workers=1, embedding="learned", max_collect_steps=200, peek=True)
+    jobs = []
+    real = co.collect
+    monkeypatch.setattr(co, "collect", lambda todo, *a, **kw: jobs.extend(todo) or real(todo, *a, **kw))
+    trainer = Trainer(cfg, tmp_path, progress=False)
+    trainer._collect_round(0, 1.0)
+    assert jobs and all(j.peek for j in jobs)
+    gt = trainer.train_set.gt
+    lengths = [(t.length, len(gt[t.episode_id].actions)) for t in trainer.store.trajectories]
+    assert len(lengths) == 6 and all(mine >= ref - 2 for mine, ref in lengths)
+
+
 def test_a_finished_dagger_run_can_be_given_more_rounds(bench, tmp_path):
     from agents.training.trainer import Trainer
 
