@@ -179,7 +179,8 @@ def run_job(job: CollectJob, progress_queue=None) -> dict:
             "policy_agreement": agree / steps if policy is not None and steps else None}
 
 
-def peek_target(sim, start, goal, distractors, rng: np.random.Generator) -> tuple[np.ndarray | None, int | None, int | None]:
+def peek_target(sim, start, goal, distractors,
+                rng: np.random.Generator) -> tuple[np.ndarray | None, int | None, int | None]:
     """Where the peeking expert looks first, for an episode from ``start`` (3,) to ``goal`` (3,)
     whose other plausible destinations are ``distractors`` (D, 3).
 
@@ -194,6 +195,7 @@ def peek_target(sim, start, goal, distractors, rng: np.random.Generator) -> tupl
     scene = sim.scene
     start = np.asarray(start, np.float64)
     start_room = scene.room_at(start[0], start[2])
+    start_id = None if start_room is None else start_room.room_id
     exits: dict[int, np.ndarray] = {}
     goal_exit = None
     for k, dest in enumerate([goal, *distractors]):
@@ -202,7 +204,7 @@ def peek_target(sim, start, goal, distractors, rng: np.random.Generator) -> tupl
             continue
         samples, _ = densify(np.asarray(path, np.float64), 0.1)
         rooms = [scene.room_at(p[0], p[2]) for p in samples]
-        first = next((i for i, r in enumerate(rooms) if r is not None and r is not start_room), None)
+        first = next((i for i, r in enumerate(rooms) if r is not None and r.room_id != start_id), None)
         if first is None:
             continue
         exit_room = rooms[first].room_id
