@@ -170,7 +170,7 @@ class _Runner:
             scores = PluginScores(self.plugins)
             obs = scores.observe(obs)
         obs["instruction"] = np.asarray(ep.instruction.instruction_tokens, np.int64)
-        exit_expert = self._exit_expert(ep) if self.cfg.expert_exit else None
+        leader = self._exit_leader(ep) if self.cfg.expert_exit else None
         expert_steps = 0
         rng = np.random.default_rng(episode_seed(self.cfg.seed, ep.episode_id))
         privileged = None
@@ -184,10 +184,10 @@ class _Runner:
         reading: list[dict] | None = [] if self.cfg.attention else None
         while not task.done:
             action = self.agent.act(obs)
-            if exit_expert is not None:
-                expert = exit_expert()
-                if expert is None:
-                    exit_expert = None
+            if leader is not None:
+                expert = leader.action(None)
+                if leader.peek is None:  # the agent stands in another room (or the expert would stop)
+                    leader = None
                 else:
                     action = expert
                     self.agent.executed(action)
@@ -223,10 +223,12 @@ class _Runner:
             self._write_attention(ep, reading, record)
         return record
 
-    def _exit_expert(self, ep):
-        """For ``expert_exit``: a function that returns the expert's action while the agent is
-        still in its start room (or between rooms, in a doorway), and None from the first step
-        it stands in another room (or the expert would stop)."""
+    def _exit_leader(self, ep):
+        """For ``expert_exit``: the collection's expert with the goal as its peek point, which
+        leads toward the goal while the agent is in its start room (or between rooms, in a
+        doorway) and drops its peek point from the first step the agent stands in another room
+        (or where it would stop); None for a start between rooms."""
+        from agents.training.collect import Expert
         from sim.navigation.follower import ShortestPathFollower
 
         sim = self.task.sim
@@ -235,21 +237,11 @@ class _Runner:
             raise ConfigError("--expert-exit needs the rooms of the embedded simulator's houses; this backend "
                               "has no room layout")
         start = sim.get_agent_state().position
-        start_room = scene.room_at(start[0], start[2])
-        if start_room is None:
+        if scene.room_at(start[0], start[2]) is None:
             return None
         goal = np.asarray(ep.goals[0].position, np.float64)
         follower = ShortestPathFollower(sim, goal_radius_m=0.5, turn_angle_deg=sim.config.agent.turn_angle_deg)
-
-        def expert():
-            pos = sim.get_agent_state().position
-            room = scene.room_at(pos[0], pos[2])
-            if room is not None and room.room_id != start_room.room_id:
-                return None
-            action = int(follower.get_next_action(goal))
-            return None if action == Action.STOP else action
-
-        return expert
+        return Expert(sim, follower, goal, peek=goal)
 
     def _pose(self) -> list[float]:
         s = self.task.sim.get_agent_state()

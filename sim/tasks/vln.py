@@ -156,6 +156,7 @@ class VLNCETask:
         distractors = (episode.info or {}).get("distractors")
         self._distractors = np.array(distractors, np.float64).reshape(-1, 3) if distractors else None
         self._gt = gt
+        self._room_of = self._room_lookup()
         self.steps = 0
         self.stop_called = False
         self.measurements = Measurements(*self._measure_spec)
@@ -166,10 +167,11 @@ class VLNCETask:
         return StepContext(position=self.sim.get_agent_state().position, stop_called=self.stop_called,
                            goals=self._goals, geodesic=self.sim.geodesic_distance,
                            gt_locations=None if self._gt is None else self._gt.locations,
-                           distractors=self._distractors, room_at=self._room_at())
+                           distractors=self._distractors, room_at=self._room_of)
 
-    def _room_at(self):
-        """``StepContext.room_at`` for the simulator's house, or None where it has no rooms."""
+    def _room_lookup(self):
+        """``StepContext.room_at`` for the simulator's house, or None where it has no rooms (made
+        once per episode: measures ask after every step)."""
         scene = getattr(self.sim, "scene", None)
         if not getattr(scene, "rooms", None):
             return None
