@@ -1866,3 +1866,111 @@ def test_cma_takes_the_frozen_room_sense_as_an_input(room_sense_run, trained, tm
                                      "state_dict": RoomSense(16, 4).state_dict(), "val": {}})
     with pytest.raises(CheckpointError, match="made for 16 px frames and 4 channels; the policy has 16 px and 8"):
         Trainer(TrainConfig(**{**tuned, "room_sense": str(tmp_path / "wide.pt")}), tmp_path / "wide", progress=False)
+
+
+def test_actions_along_counts_forward_steps_and_turns_by_hand():
+    from agents.training.collect import actions_along
+
+    path = np.array([[0.0, 0.0, 0.0], [0.0, 0.0, -1.0], [1.0, 0.0, -1.0]])  # 1 m ahead (-z), then 1 m to +x
+    # facing -z: 4 steps of 0.25 m, a right turn of 90 degrees (6 x 15), 4 steps
+    assert actions_along(path, 0.0, 0.25, 15.0) == pytest.approx(14.0)
+    # facing +z: first the half turn (12 x 15)
+    assert actions_along(path, np.pi, 0.25, 15.0) == pytest.approx(26.0)
+    # a repeated point adds nothing
+    assert actions_along(np.r_[path[:1], path], 0.0, 0.25, 15.0) == pytest.approx(14.0)
+
+
+def test_searching_expert_tries_the_nearer_exits_first_and_turns_back_from_them(bench, tmp_path):
+    from agents.evaluation import EvalConfig, _Runner
+    from agents.training.collect import Expert, actions_along, exit_rooms, search_detours
+    from sim.geometry import heading_from_quat
+    from sim.navigation.follower import ShortestPathFollower
+    from sim.tasks.instructions import rooms_along
+
+    data, _ = bench
+    runner = _Runner(EvalConfig(agent="oracle", split="train", dataset=str(data)), data, data / "scenes",
+                     tmp_path / "r")
+    searched = 0
+    for eid, ep in runner.episodes.items():
+        runner.task.reset(ep, runner.dataset.gt.get(eid))
+        sim = runner.task.sim
+        agent = sim.get_agent_state()
+        start, heading = agent.position, heading_from_quat(agent.rotation)
+        goal, distractors = np.asarray(ep.goals[0].position), ep.info.get("distractors") or []
+        detours, goal_exit = search_detours(sim, start, heading, goal, distractors)
+        # by hand: the second room of each destination's shortest path, the goal's first
+        second = []
+        for d in [goal, *distractors]:
+            path, _ = sim.pathfinder.find_path(start, d)
+            rooms = rooms_along(sim.scene, np.asarray(path))
+            second.append(rooms[1][0] if len(rooms) > 1 else None)
+        assert goal_exit == second[0]
+        exits, _ = exit_rooms(sim, start, goal, distractors)
+        assert set(exits) == {r for r in second if r is not None}
+        cost = {r: actions_along(p, heading, 0.25, 15.0) for r, (_, p) in exits.items()}
+        if goal_exit is not None:
+            assert [r for r, _ in detours] == sorted((r for r in exits if cost[r] < cost[goal_exit]), key=cost.get)
+        follower = ShortestPathFollower(sim, goal_radius_m=0.5, turn_angle_deg=sim.config.agent.turn_angle_deg)
+        expert, prev, seen = Expert(sim, follower, goal, 0, None, detours, goal_exit), None, []
+        entered = False
+        while not runner.task.done:
+            action = expert.action(prev)
+            if entered and seen[-1] in dict(detours) and seen.count(seen[-1]) == 1:
+                # the first step inside a detour's room: it turns back at once
+                assert action in (2, 3), (eid, seen)
+            runner.task.step(action)
+            expert.executed(action)
+            prev = action
+            p = sim.get_agent_state().position
+            room = sim.scene.room_at(p[0], p[2])
+            entered = room is not None and (not seen or seen[-1] != room.room_id)
+            if entered:
+                seen.append(room.room_id)
+        # the rooms entered: each detour's room in turn (the first room entered after the start
+        # room is the nearest detour's), then the goal's exit room, not before
+        walk = [r for r, _ in detours] + ([goal_exit] if goal_exit is not None else [])
+        if walk:
+            assert [r for r in seen if r != seen[0]][0] == walk[0], (eid, seen, walk)
+            firsts = {r: seen.index(r) for r in walk}
+            assert sorted(walk, key=firsts.get) == walk, (eid, seen, walk)
+        assert runner.task.metrics()["success"] == 1.0 and runner.task.stop_called
+        searched += bool(detours)
+        if detours:
+            # an agent that takes the goal's exit on its own ends the search there: from then on the
+            # expert says what the plain shortest-path follower says
+            runner.task.reset(ep, runner.dataset.gt.get(eid))
+            plain = ShortestPathFollower(sim, goal_radius_m=0.5, turn_angle_deg=sim.config.agent.turn_angle_deg)
+            expert = Expert(sim, follower, goal, 0, None, detours, goal_exit)
+            prev, inside = None, False
+            while not runner.task.done:
+                label = expert.action(prev)
+                p = sim.get_agent_state().position
+                room = sim.scene.room_at(p[0], p[2])
+                inside = inside or (room is not None and room.room_id == goal_exit)
+                mine = int(plain.get_next_action(goal, prev))
+                if inside:
+                    assert expert.detours == [] and label == mine
+                runner.task.step(mine)
+                expert.executed(mine)
+                prev = mine
+            assert inside
+    runner.close()
+    assert searched >= 1  # the tiny benchmark has starts whose nearest exit is not the goal's
+
+
+def test_trainer_collects_with_the_searching_expert(bench, tmp_path, monkeypatch):
+    import agents.training.collect as co
+    from agents.training.trainer import Trainer
+
+    data, _ = bench
+    cfg = TrainConfig(agent="seq2seq", dataset=str(data), image_size=16, hidden=32, epochs=1, train_episodes=6,
+                      workers=1, embedding="learned", max_collect_steps=300, search=True)
+    jobs = []
+    real = co.collect
+    monkeypatch.setattr(co, "collect", lambda todo, *a, **kw: jobs.extend(todo) or real(todo, *a, **kw))
+    trainer = Trainer(cfg, tmp_path, progress=False)
+    trainer._collect_round(0, 1.0)
+    assert jobs and all(j.search and not j.peek for j in jobs)
+    assert len(trainer.store.trajectories) == 6
+    with pytest.raises(ConfigError, match="choose one"):
+        TrainConfig(peek=True, search=True).validate()

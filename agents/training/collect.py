@@ -46,6 +46,9 @@ class CollectJob:
         peek: after the scan the expert first walks into the room beyond one of the start room's
             exits toward the episode's plausible destinations, drawn at random (``peek_target``),
             and only then follows the shortest path to the goal (``Expert``). Embedded houses only.
+        search: after the scan the expert tries the start room's exits nearest first
+            (``search_detours``): it walks into each exit room before the goal's and turns back
+            from inside it, then follows the shortest path to the goal. Embedded houses only.
     """
 
     data_dir: str
@@ -64,6 +67,7 @@ class CollectJob:
     look_around_steps: int = 0
     expert_hold_deg: float = 0.0
     peek: bool = False
+    search: bool = False
     stats: dict = field(default_factory=dict)
 
 
@@ -137,7 +141,15 @@ def run_job(job: CollectJob, progress_queue=None) -> dict:
                                        "simulator's houses")
                 distractors = (ep.info or {}).get("distractors") or []
                 peek = peek_target(sim, sim.get_agent_state().position, goal, distractors, rng)[0]
-            teacher = Expert(sim, follower, goal, job.look_around_steps, peek)
+            detours, goal_exit = [], None
+            if job.search:
+                if not labelled:
+                    raise DatasetError(f"episode {eid}: the searching expert needs the rooms of the embedded "
+                                       "simulator's houses")
+                agent = sim.get_agent_state()
+                detours, goal_exit = search_detours(sim, agent.position, heading_from_quat(agent.rotation), goal,
+                                                    (ep.info or {}).get("distractors") or [])
+            teacher = Expert(sim, follower, goal, job.look_around_steps, peek, detours, goal_exit)
             prev = -1
             t0 = time.perf_counter()
             while True:
@@ -179,16 +191,13 @@ def run_job(job: CollectJob, progress_queue=None) -> dict:
             "policy_agreement": agree / steps if policy is not None and steps else None}
 
 
-def peek_target(sim, start, goal, distractors,
-                rng: np.random.Generator) -> tuple[np.ndarray | None, int | None, int | None]:
-    """Where the peeking expert looks first, for an episode from ``start`` (3,) to ``goal`` (3,)
-    whose other plausible destinations are ``distractors`` (D, 3).
+def exit_rooms(sim, start, goal, distractors) -> tuple[dict[int, tuple[np.ndarray, np.ndarray]], int | None]:
+    """The rooms beyond the start room's exits toward an episode's plausible destinations.
 
-    Each destination's shortest path leaves the start room into some room (its exit room); one
-    of the distinct exit rooms is drawn uniformly with ``rng``. Returns a point 1 m inside that
-    room along the path into it (None when the goal's own exit was drawn: no detour), the drawn
-    exit room's id and the goal's. (None, None, None) when the goal's path never leaves the
-    start room.
+    Each destination's (``goal`` (3,), then ``distractors`` (D, 3)) shortest path from ``start``
+    (3,) leaves the start room into some room, its exit room. Returns {exit room id: (the point
+    1 m inside it along the first path into it, that path from ``start`` to the point (P, 3))}
+    and the goal's exit room id (None when the goal's path never leaves the start room).
     """
     from sim.tasks.instructions import densify
 
@@ -196,7 +205,7 @@ def peek_target(sim, start, goal, distractors,
     start = np.asarray(start, np.float64)
     start_room = scene.room_at(start[0], start[2])
     start_id = None if start_room is None else start_room.room_id
-    exits: dict[int, np.ndarray] = {}
+    exits: dict[int, tuple[np.ndarray, np.ndarray]] = {}
     goal_exit = None
     for k, dest in enumerate([goal, *distractors]):
         path, length = sim.pathfinder.find_path(start, np.asarray(dest, np.float64))
@@ -212,41 +221,112 @@ def peek_target(sim, start, goal, distractors,
             goal_exit = exit_room
         if exit_room not in exits:
             walked = np.r_[0.0, np.cumsum(np.linalg.norm(np.diff(samples[first:], axis=0), axis=1))]
-            exits[exit_room] = samples[first + int(np.searchsorted(walked, 1.0).clip(max=len(walked) - 1))]
+            end = first + int(np.searchsorted(walked, 1.0).clip(max=len(walked) - 1))
+            exits[exit_room] = (samples[end], samples[:end + 1])
+    return exits, goal_exit
+
+
+def peek_target(sim, start, goal, distractors,
+                rng: np.random.Generator) -> tuple[np.ndarray | None, int | None, int | None]:
+    """Where the peeking expert looks first, for an episode from ``start`` (3,) to ``goal`` (3,)
+    whose other plausible destinations are ``distractors`` (D, 3).
+
+    One of the distinct exit rooms (``exit_rooms``) is drawn uniformly with ``rng``. Returns a
+    point 1 m inside that room along the path into it (None when the goal's own exit was drawn:
+    no detour), the drawn exit room's id and the goal's. (None, None, None) when the goal's path
+    never leaves the start room.
+    """
+    exits, goal_exit = exit_rooms(sim, start, goal, distractors)
     if goal_exit is None:
         return None, None, None
     pick = sorted(exits)[int(rng.integers(len(exits)))]
-    return (None if pick == goal_exit else exits[pick]), pick, goal_exit
+    return (None if pick == goal_exit else exits[pick][0]), pick, goal_exit
+
+
+def actions_along(path: np.ndarray, heading: float, forward_step_m: float, turn_angle_deg: float) -> float:
+    """About how many actions walk ``path`` (P, 3) from its first point facing ``heading`` (rad):
+    its length in forward steps plus its turns (the first one from ``heading`` included) in turn
+    steps."""
+    from sim.geometry import wrap_angle
+    from sim.tasks.instructions import heading_of
+
+    path = np.asarray(path, np.float64)
+    legs = np.diff(path, axis=0)
+    lengths = np.linalg.norm(legs[:, [0, 2]], axis=1)
+    legs = legs[lengths > 1e-6]
+    headings = [heading] + [heading_of(d) for d in legs]
+    turned = sum(abs(wrap_angle(b - a)) for a, b in zip(headings[:-1], headings[1:]))
+    return float(lengths.sum() / forward_step_m + np.degrees(turned) / turn_angle_deg)
+
+
+def search_detours(sim, start, heading: float, goal, distractors) -> tuple[list[tuple[int, np.ndarray]], int | None]:
+    """The searching expert's detours, for an episode from ``start`` (3,) facing ``heading`` (rad)
+    to ``goal`` (3,) whose other plausible destinations are ``distractors`` (D, 3).
+
+    The exit rooms (``exit_rooms``) are tried nearest first, nearness being the actions that
+    reach 1 m inside each (``actions_along``) from the start pose: the doorway in front before
+    the one behind. Returns the exit rooms tried before the goal's, in that order, as (room id,
+    point 1 m inside it), and the goal's exit room id (None, and no detours, when the goal's path
+    never leaves the start room).
+    """
+    exits, goal_exit = exit_rooms(sim, start, goal, distractors)
+    if goal_exit is None:
+        return [], None
+    agent = sim.config.agent
+    cost = {r: actions_along(path, heading, agent.forward_step_m, agent.turn_angle_deg)
+            for r, (_, path) in exits.items()}
+    order = sorted(exits, key=lambda r: (cost[r], r))
+    return [(r, exits[r][0]) for r in order[:order.index(goal_exit)]], goal_exit
 
 
 class Expert:
     """The collection's expert for one episode: the look-around scan (``scan_steps`` left turns,
     ended early by any other executed action), then, with a ``peek`` point, the walk into the
-    room it lies in until the agent stands in any room other than its start room, then the
-    shortest path to ``goal`` (``follower``; it stops within the follower's radius)."""
+    room it lies in until the agent stands in any room other than its start room, or, with
+    ``detours`` ((room id, point) pairs, ``search_detours``), the search: the walk to each
+    detour's point in turn, a detour dropped from the first step the agent stands in its room
+    (there it turns back for the next) and all of them from the first step in ``goal_exit``;
+    then the shortest path to ``goal`` (``follower``; it stops within the follower's radius)."""
 
-    def __init__(self, sim, follower, goal, scan_steps: int = 0, peek: np.ndarray | None = None) -> None:
+    def __init__(self, sim, follower, goal, scan_steps: int = 0, peek: np.ndarray | None = None,
+                 detours: list[tuple[int, np.ndarray]] | None = None, goal_exit: int | None = None) -> None:
         self.sim, self.follower, self.goal = sim, follower, np.asarray(goal, np.float64)
         self.scan_left = scan_steps
         self.peek = peek
+        self.detours = list(detours or [])
+        self.goal_exit = goal_exit
         pos = sim.get_agent_state().position
-        room = sim.scene.room_at(pos[0], pos[2]) if peek is not None else None
+        room = sim.scene.room_at(pos[0], pos[2]) if peek is not None or self.detours else None
         self.start_room = None if room is None else room.room_id
+
+    def _room_now(self) -> int | None:
+        pos = self.sim.get_agent_state().position
+        room = self.sim.scene.room_at(pos[0], pos[2])
+        return None if room is None else room.room_id
 
     def action(self, prev: int | None) -> int:
         """The expert's action where the agent stands now; ``prev``: the action executed last."""
         if self.scan_left > 0:
             return int(Action.TURN_LEFT)
         if self.peek is not None:
-            pos = self.sim.get_agent_state().position
-            room = self.sim.scene.room_at(pos[0], pos[2])
-            if room is not None and room.room_id != self.start_room:
+            room = self._room_now()
+            if room is not None and room != self.start_room:
                 self.peek = None  # it has looked into a room
             else:
                 act = int(self.follower.get_next_action(self.peek, prev))
                 if act != Action.STOP:
                     return act
                 self.peek = None
+        if self.detours:
+            room = self._room_now()
+            if room is not None and room != self.start_room:
+                # the room is seen from inside: the goal's exit ends the search, another is done with
+                self.detours = [] if room == self.goal_exit else [d for d in self.detours if d[0] != room]
+            while self.detours:
+                act = int(self.follower.get_next_action(self.detours[0][1], prev))
+                if act != Action.STOP:
+                    return act
+                self.detours.pop(0)
         return int(self.follower.get_next_action(self.goal, prev))
 
     def executed(self, action: int) -> None:

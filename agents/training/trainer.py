@@ -140,6 +140,11 @@ class TrainConfig:
             only from inside it (``agents.training.collect.peek_target``): where the instruction
             names only the room beyond the exit, the policy is shown looking before it commits,
             and turning back from the wrong room. Embedded houses only.
+        search: the expert tries the start room's exits nearest first (in actions from the start
+            pose), walks into each exit room before the goal's and turns back from inside it, then
+            follows the shortest path to the goal (``agents.training.collect.search_detours``):
+            unlike ``peek``, its first doorway follows from what the agent can see, and the choice
+            is made inside the room, where it fills the view. Embedded houses only.
         seed: shuffling, collection and augmentation seed.
     """
 
@@ -194,6 +199,7 @@ class TrainConfig:
     look_around: bool = False
     expert_hold_deg: float = 0.0
     peek: bool = False
+    search: bool = False
     seed: int = 0
 
     def validate(self) -> "TrainConfig":
@@ -230,6 +236,8 @@ class TrainConfig:
             raise ConfigError(f"--sibling-weight must be > 0 (1: off), got {self.sibling_weight}")
         if not (0.0 <= self.expert_hold_deg < 90.0):
             raise ConfigError(f"--expert-hold-deg must be in [0, 90) degrees, got {self.expert_hold_deg}")
+        if self.peek and self.search:
+            raise ConfigError("--peek-expert and --search-expert are two experts; choose one")
         from agents.models.policy import cma_option_problem
 
         # the policy's own rules, before any collection, in the command line's words
@@ -616,7 +624,7 @@ class Trainer:
                 todo.append(CollectJob(data_dir, split, scenes_dir, share, self.policy.cfg.sensors(), self.vocab,
                                        beta, str(self.out / "store"), chunk, n, policy_blob,
                                        cfg.max_collect_steps, cfg.seed, look_around_steps=scan,
-                                       expert_hold_deg=cfg.expert_hold_deg, peek=cfg.peek))
+                                       expert_hold_deg=cfg.expert_hold_deg, peek=cfg.peek, search=cfg.search))
         if not todo:
             return
         t0 = time.perf_counter()

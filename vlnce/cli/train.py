@@ -79,6 +79,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="the expert first walks into the room beyond a random one of the start room's exits "
                         "(toward the goal or another plausible destination), then from there to the goal: "
                         "looking before committing, and turning back from a wrong room (ours)")
+    g.add_argument("--search-expert", action="store_true",
+                   help="the expert tries the start room's exits nearest first: it walks into each exit room "
+                        "before the goal's and turns back from inside it, then walks to the goal (ours)")
     g = p.add_argument_group("rooms, grounding and reading (ours, not the paper's)",
                               "measured in docs/vlnce_experiments.md; the shipped agent uses\n"
                               "--room-sense, --grid-positions, --room-compass, --compass-grounding\n"
@@ -143,7 +146,8 @@ def run(args) -> int:
                       depth_init=args.depth_init, freeze_depth=args.freeze_depth,
                       dataset=args.dataset, workers=args.workers, device=args.device, amp=not args.no_amp,
                       max_collect_steps=args.max_collect_steps, look_around=args.look_around,
-                      expert_hold_deg=args.expert_hold_deg, peek=args.peek_expert, room_aux=args.room_aux,
+                      expert_hold_deg=args.expert_hold_deg, peek=args.peek_expert, search=args.search_expert,
+                      room_aux=args.room_aux,
                       room_alpha=args.room_alpha, instruction_pointer=args.instruction_pointer,
                       room_sense=args.room_sense, room_labels=args.room_labels,
                       grid_positions=args.grid_positions, room_compass=args.room_compass,
