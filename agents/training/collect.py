@@ -46,8 +46,8 @@ class CollectJob:
         peek: after the scan the expert first walks into the room beyond one of the start room's
             exits toward the episode's plausible destinations, drawn at random (``peek_target``),
             and only then follows the shortest path to the goal (``Expert``). Embedded houses only.
-        search: after the scan the expert tries the start room's exits nearest first
-            (``search_detours``): it walks into each exit room before the goal's and turns back
+        search: after the scan the expert tries the start room's exits nearest first from where
+            the scan leaves it facing (``search_detours``): it walks into each exit room before the goal's and turns back
             from inside it, then follows the shortest path to the goal. Embedded houses only.
     """
 
@@ -147,7 +147,10 @@ def run_job(job: CollectJob, progress_queue=None) -> dict:
                     raise DatasetError(f"episode {eid}: the searching expert needs the rooms of the embedded "
                                        "simulator's houses")
                 agent = sim.get_agent_state()
-                detours, goal_exit = search_detours(sim, agent.position, heading_from_quat(agent.rotation), goal,
+                # nearness from where the scan (left turns) leaves the agent facing
+                facing = heading_from_quat(agent.rotation) + job.look_around_steps * np.radians(
+                    sim.config.agent.turn_angle_deg)
+                detours, goal_exit = search_detours(sim, agent.position, facing, goal,
                                                     (ep.info or {}).get("distractors") or [])
             teacher = Expert(sim, follower, goal, job.look_around_steps, peek, detours, goal_exit)
             prev = -1
