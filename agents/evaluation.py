@@ -555,15 +555,19 @@ def success_by_exit(records: list[dict]) -> dict[str, float | None]:
 
 
 def format_exit(results: dict) -> str | None:
-    """One line on the first choice of the walk (``exit_room``) and SR after each kind of exit,
-    or None where the rooms are unknown."""
+    """One line on the first choice of the walk (``exit_room``), SR after each kind of exit and
+    the share of wrong exits undone (``turned_back``), or None where the rooms are unknown."""
     right = results["metrics"].get("exit_room")
     if right is None:
         return None
     line = f"exit: left the start room into the room the route enters next in {right:.2f} of the episodes"
     by = results.get("success_by_exit") or {}
     sr = [f"{by[k]:.2f}" if by.get(k) is not None else "-" for k in ("right_exit", "other_exit")]
-    return line + f"; SR {sr[0]} after that exit, {sr[1]} after another (or none)"
+    line += f"; SR {sr[0]} after that exit, {sr[1]} after another (or none)"
+    back = results["metrics"].get("turned_back")
+    if back is not None:
+        line += f"; {back:.2f} of the wrong exits undone"
+    return line
 
 
 def format_outcomes(fractions: dict[str, float]) -> str:

@@ -177,6 +177,23 @@ def test_exit_room_judges_the_first_room_entered_after_the_start_room():
     assert math.isnan(exit_room([[-2, 0, -1], [2, 0, -1]], rooms=None))  # no room layout
     assert math.isnan(exit_room([[-2, 0, -1], [2, 0, -1]], gt=[[-2, 0, -1], [-1, 0, -1]]))  # a route in one room
     assert math.isnan(exit_room([[0.5, 0, -1], [2, 0, -1]]))  # a start between rooms
+
+    def turned_back(trajectory, gt=route, rooms=room_at):
+        m = Measurements(["turned_back"])
+        ctx = lambda p: StepContext(np.array(p, float), False, np.array([[3.0, 0, 2.0]]),  # noqa: E731
+                                    straight_line_geodesic, gt, None, rooms)
+        m.reset(ctx(trajectory[0]))
+        for p in trajectory[1:]:
+            m.update(ctx(p))
+        return m.values()["turned_back"]
+
+    # room 2 first, back through the start room, then room 1: undone
+    assert turned_back([[-2, 0, 1], [2, 0, 1], [-1, 0, 0], [2, 0, -1]]) == 1.0
+    assert turned_back([[-2, 0, 1], [2, 0, 1], [2, 0, -1]]) == 1.0  # from room 2 straight into room 1
+    assert turned_back([[-2, 0, 1], [2, 0, 1], [-1, 0, 1], [2, 0, 1]]) == 0.0  # back, and room 2 again
+    assert math.isnan(turned_back([[-2, 0, -1], [2, 0, -1], [2, 0, 3]]))  # the right exit: nothing to undo
+    assert math.isnan(turned_back([[-2, 0, -1], [0.5, 0, -1], [-1, 0, -1]]))  # never left
+    assert math.isnan(turned_back([[-2, 0, 1], [2, 0, 1]], rooms=None))
     from agents.evaluation import format_exit, success_by_exit
 
     recs = [{"metrics": {"exit_room": e, "success": s}} for e, s in ((1.0, 1.0), (1.0, 0.0), (1.0, 0.0), (0.0, 0.0),
@@ -187,6 +204,8 @@ def test_exit_room_judges_the_first_room_entered_after_the_start_room():
     assert success_by_exit(recs[5:]) == {}
     line = format_exit({"metrics": {"exit_room": 0.6}, "success_by_exit": by})
     assert "room the route enters next in 0.60 of" in line and "SR 0.33 after that exit, 0.50 after another" in line
+    assert "undone" not in line
+    assert format_exit({"metrics": {"exit_room": 0.6, "turned_back": 0.25}}).endswith("0.25 of the wrong exits undone")
     assert format_exit({"metrics": {"exit_room": None}}) is None
 
 

@@ -428,10 +428,40 @@ class ExitRoom(Measure):
             self._decided = True
 
 
+@_register
+class TurnedBack(ExitRoom):
+    """Whether an agent that left its start room into another room than the route's later stood
+    in the route's room: 1 if it did (it turned back, or found another way), 0 if not; NaN where
+    ``exit_room`` is not 0 with a room entered (the right exit, no exit, or unknown rooms).
+
+    A diagnostic, not a VLN-CE measure: the share of wrong exits that are undone.
+    """
+
+    uuid = "turned_back"
+
+    def reset(self, ctx):
+        self._back = math.nan
+        super().reset(ctx)
+
+    def update(self, ctx):
+        decided = self._decided
+        super().update(ctx)
+        if not self._decided or self._value != 0.0:
+            return
+        if not decided:
+            self._back = 0.0  # the first room entered is another than the route's
+        elif self._back == 0.0 and ctx.room_at(np.asarray(ctx.position, np.float64)) == self._want:
+            self._back = 1.0
+
+    @property
+    def value(self) -> float:
+        return float(self._back)
+
+
 DEFAULT_MEASURES = ("distance_to_goal", "success", "oracle_success", "oracle_navigation_error", "path_length",
                     "spl", "ndtw", "sdtw", "steps_taken")
 # Not VLN-CE's: computed by ``vlnce eval`` to say where navigation failures go wrong.
-DIAGNOSTIC_MEASURES = ("route_followed", "destination_success", "nearer_destination", "exit_room")
+DIAGNOSTIC_MEASURES = ("route_followed", "destination_success", "nearer_destination", "exit_room", "turned_back")
 
 
 class Measurements:
