@@ -1972,5 +1972,43 @@ def test_trainer_collects_with_the_searching_expert(bench, tmp_path, monkeypatch
     trainer._collect_round(0, 1.0)
     assert jobs and all(j.search and not j.peek for j in jobs)
     assert len(trainer.store.trajectories) == 6
+    # --doorway-weight: the imitation loss weighs the doorway steps of each batch W times
+    import agents.training.store as st
+
+    trainer.cfg.doorway_weight = 4.0
+    seen = []
+    real_ce = st.inflection_weighted_ce
+    monkeypatch.setattr(st, "inflection_weighted_ce", lambda *a: seen.append(a) or real_ce(*a))
+    trainer._fix_inflection_coefficient()
+    stats = trainer._train_epoch(0, 0)
+    assert np.isfinite(stats["loss"]) and seen
+    doors = 0
+    for logits, action, mask, coef, weights in seen:
+        assert weights is not None
+        w = weights.cpu().numpy()
+        assert set(np.unique(w)) <= {1.0, 4.0}
+        doors += int((w == 4.0).sum())
+    assert doors > 0
     with pytest.raises(ConfigError, match="choose one"):
         TrainConfig(peek=True, search=True).validate()
+
+
+def test_doorway_steps_mark_each_entry_from_the_start_room_by_hand():
+    from agents.training.store import doorway_steps
+
+    rooms = np.array([
+        # start room 0, a doorway (-1), room 3 (steps 3-5 marked), back to 0, then room 6 (8-9, cut by the mask)
+        [0, 0, -1, 3, 3, 3, 3, 0, 6, 6, 9],
+        # room 3, then on to 5 from it: only the entry from the start room counts
+        [0, 3, 3, 3, 3, 5, 5, -1, -1, -1, -1],
+        # an unknown start: nothing
+        [-1, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2],
+    ])
+    mask = np.array([[True] * 10 + [False], [True] * 7 + [False] * 4, [True] * 11])
+    got = doorway_steps(rooms, mask)
+    assert np.flatnonzero(got[0]).tolist() == [3, 4, 5, 8, 9]
+    assert np.flatnonzero(got[1]).tolist() == [1, 2, 3]
+    assert not got[2].any()
+    assert np.flatnonzero(doorway_steps(rooms[:1], mask[:1], span=1)[0]).tolist() == [3, 8]
+    with pytest.raises(ConfigError, match="doorway-weight"):
+        TrainConfig(doorway_weight=0.0).validate()

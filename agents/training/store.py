@@ -346,6 +346,28 @@ def next_room_labels(rooms: np.ndarray, mask: np.ndarray) -> np.ndarray:
     return out
 
 
+def doorway_steps(rooms: np.ndarray, mask: np.ndarray, span: int = 3) -> np.ndarray:
+    """(B, T) bool: the first ``span`` steps after each entry from the start room into a room of
+    another type, where an agent that searches the exits decides to go on or to turn back. An
+    entry is a step whose room type is known, differs from the first step's, and follows (over
+    unknown steps, doorways) a step in the start room's type. ``rooms``: (B, T) room types (-1:
+    unknown); ``mask``: (B, T) steps. Rooms of the start room's type are not told apart."""
+    out = np.zeros(rooms.shape, bool)
+    for b in range(rooms.shape[0]):
+        n = int(mask[b].sum())
+        start, last = int(rooms[b, 0]), int(rooms[b, 0])
+        if start < 0:
+            continue
+        for t in range(1, n):
+            here = int(rooms[b, t])
+            if here < 0:
+                continue
+            if here != start and last == start:
+                out[b, t:min(t + span, n)] = True
+            last = here
+    return out
+
+
 def compass_grounding_ce(attention, compass, next_rooms):
     """Cross-entropy of CMA's room-compass attention against the bins that hold the next room.
 

@@ -91,6 +91,9 @@ class TrainConfig:
             the same house (``sibling_decision_steps``; the destination groups make them). There the
             frames agree and only the instruction can say which way; they are about 2 % of the
             steps. 1: off. Our addition, not the paper's.
+        doorway_weight: factor on the imitation loss at the first steps inside a room entered from
+            the start room (``agents.training.store.doorway_steps``, from the store's room labels):
+            where ``search`` decides to go on or to turn back. 1: off.
         telling_attention: weight of a loss on CMA's instruction attention at the sibling
             decisions: -log of its weight on the words that the parting sibling's instruction
             lacks (``telling_words``), the only ones that say which way to go there. 0: off.
@@ -178,6 +181,7 @@ class TrainConfig:
     aug_houses: int = 0
     dropout: float = 0.0
     sibling_weight: float = 1.0
+    doorway_weight: float = 1.0
     telling_attention: float = 0.0
     val_split: str = "val_unseen"
     val_episodes: int | None = 60
@@ -234,6 +238,8 @@ class TrainConfig:
                               f"{self.telling_attention} with --agent {self.agent}")
         if self.sibling_weight <= 0:
             raise ConfigError(f"--sibling-weight must be > 0 (1: off), got {self.sibling_weight}")
+        if self.doorway_weight <= 0:
+            raise ConfigError(f"--doorway-weight must be > 0 (1: off), got {self.doorway_weight}")
         if not (0.0 <= self.expert_hold_deg < 90.0):
             raise ConfigError(f"--expert-hold-deg must be in [0, 90) degrees, got {self.expert_hold_deg}")
         if self.peek and self.search:
@@ -678,6 +684,12 @@ class Trainer:
         weights = None
         if self.cfg.sibling_weight != 1.0 and self.sibling_decisions:  # also found for telling_attention alone
             weights = torch.from_numpy(self._sibling_weights(batch)).to(dev)
+        if self.cfg.doorway_weight != 1.0:
+            from agents.training.store import doorway_steps
+
+            door = torch.from_numpy(doorway_steps(batch["room"], batch["mask"])).to(dev)
+            factor = torch.where(door, self.cfg.doorway_weight, 1.0)
+            weights = factor if weights is None else weights * factor
         action_loss = inflection_weighted_ce(logits, action, mask, self.inflection_coef, weights)
         aux = aux[0] if aux else {}
         total, pm_loss, room_loss = action_loss, None, None
@@ -809,7 +821,7 @@ class Trainer:
                     continue
                 self._collect_round(n, beta)
                 if (self.cfg.room_aux or self.policy.cfg.room_labels or self.policy.cfg.next_room_head
-                        or self.cfg.compass_grounding):
+                        or self.cfg.compass_grounding or self.cfg.doorway_weight != 1.0):
                     self.store.check_room_labels()
                 self._fix_inflection_coefficient()
                 self._find_sibling_decisions()

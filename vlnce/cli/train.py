@@ -79,6 +79,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="the expert first walks into the room beyond a random one of the start room's exits "
                         "(toward the goal or another plausible destination), then from there to the goal: "
                         "looking before committing, and turning back from a wrong room (ours)")
+    g.add_argument("--doorway-weight", type=float, default=1.0, metavar="W",
+                   help="factor on the imitation loss at the first 3 steps inside a room entered from the start "
+                        "room, where --search-expert goes on or turns back (1: off; ours)")
     g.add_argument("--search-expert", action="store_true",
                    help="the expert tries the start room's exits nearest first: it walks into each exit room "
                         "before the goal's and turns back from inside it, then walks to the goal (ours)")
@@ -141,7 +144,8 @@ def run(args) -> int:
                       dagger_epochs=args.dagger_epochs, dagger_pool=args.dagger_pool,
                       aug_episodes_per_house=args.aug_episodes_per_house,
                       aug_all_destinations=args.aug_all_destinations, aug_houses=args.aug_houses, dropout=args.dropout,
-                      sibling_weight=args.sibling_weight, telling_attention=args.telling_attention,
+                      sibling_weight=args.sibling_weight, doorway_weight=args.doorway_weight,
+                      telling_attention=args.telling_attention,
                       val_episodes=args.val_episodes or None, patience=args.patience, finetune=args.finetune,
                       depth_init=args.depth_init, freeze_depth=args.freeze_depth,
                       dataset=args.dataset, workers=args.workers, device=args.device, amp=not args.no_amp,
