@@ -1111,18 +1111,24 @@ def test_trainer_collects_with_the_expert_hold_tolerance(bench, tmp_path):
         TrainConfig(expert_hold_deg=90.0).validate()
 
 
-def test_trainer_collects_with_the_peeking_expert(bench, tmp_path, monkeypatch):
+def _collected_round_0(bench, tmp_path, monkeypatch, **options):
+    """A small trainer with ``options``, after its teacher-forcing round, and the jobs it collected with."""
     import agents.training.collect as co
     from agents.training.trainer import Trainer
 
     data, _ = bench
     cfg = TrainConfig(agent="seq2seq", dataset=str(data), image_size=16, hidden=32, epochs=1, train_episodes=6,
-                      workers=1, embedding="learned", max_collect_steps=200, peek=True)
+                      workers=1, embedding="learned", **options)
     jobs = []
     real = co.collect
     monkeypatch.setattr(co, "collect", lambda todo, *a, **kw: jobs.extend(todo) or real(todo, *a, **kw))
     trainer = Trainer(cfg, tmp_path, progress=False)
     trainer._collect_round(0, 1.0)
+    return trainer, jobs
+
+
+def test_trainer_collects_with_the_peeking_expert(bench, tmp_path, monkeypatch):
+    trainer, jobs = _collected_round_0(bench, tmp_path, monkeypatch, max_collect_steps=200, peek=True)
     assert jobs and all(j.peek for j in jobs)
     gt = trainer.train_set.gt
     lengths = [(t.length, len(gt[t.episode_id].actions)) for t in trainer.store.trajectories]
@@ -1959,17 +1965,7 @@ def test_searching_expert_tries_the_nearer_exits_first_and_turns_back_from_them(
 
 
 def test_trainer_collects_with_the_searching_expert(bench, tmp_path, monkeypatch):
-    import agents.training.collect as co
-    from agents.training.trainer import Trainer
-
-    data, _ = bench
-    cfg = TrainConfig(agent="seq2seq", dataset=str(data), image_size=16, hidden=32, epochs=1, train_episodes=6,
-                      workers=1, embedding="learned", max_collect_steps=300, search=True)
-    jobs = []
-    real = co.collect
-    monkeypatch.setattr(co, "collect", lambda todo, *a, **kw: jobs.extend(todo) or real(todo, *a, **kw))
-    trainer = Trainer(cfg, tmp_path, progress=False)
-    trainer._collect_round(0, 1.0)
+    trainer, jobs = _collected_round_0(bench, tmp_path, monkeypatch, max_collect_steps=300, search=True)
     assert jobs and all(j.search and not j.peek for j in jobs)
     assert len(trainer.store.trajectories) == 6
     # --doorway-weight: the imitation loss weighs the doorway steps of each batch W times

@@ -161,14 +161,20 @@ def test_exit_room_judges_the_first_room_entered_after_the_start_room():
 
     route = [[-2.0, 0, -1.0], [0.5, 0, -1.0], [3.0, 0, -1.0], [3.0, 0, 2.0]]  # rooms 0, door, 1, 2
 
-    def exit_room(trajectory, gt=route, rooms=room_at):
-        m = Measurements(["exit_room"])
+    def measured(name, trajectory, gt=route, rooms=room_at):
+        m = Measurements([name])
         ctx = lambda p: StepContext(np.array(p, float), False, np.array([[3.0, 0, 2.0]]),  # noqa: E731
                                     straight_line_geodesic, gt, None, rooms)
         m.reset(ctx(trajectory[0]))
         for p in trajectory[1:]:
             m.update(ctx(p))
-        return m.values()["exit_room"]
+        return m.values()[name]
+
+    def exit_room(trajectory, **kw):
+        return measured("exit_room", trajectory, **kw)
+
+    def turned_back(trajectory, **kw):
+        return measured("turned_back", trajectory, **kw)
 
     assert exit_room([[-2, 0, -1], [0.5, 0, -1], [2, 0, -1], [2, 0, 3]]) == 1.0  # room 1, then on to room 2
     assert exit_room([[-2, 0, 1], [0.5, 0, 1], [2, 0, 1], [2, 0, -1]]) == 0.0  # room 2 first: decided there
@@ -177,15 +183,6 @@ def test_exit_room_judges_the_first_room_entered_after_the_start_room():
     assert math.isnan(exit_room([[-2, 0, -1], [2, 0, -1]], rooms=None))  # no room layout
     assert math.isnan(exit_room([[-2, 0, -1], [2, 0, -1]], gt=[[-2, 0, -1], [-1, 0, -1]]))  # a route in one room
     assert math.isnan(exit_room([[0.5, 0, -1], [2, 0, -1]]))  # a start between rooms
-
-    def turned_back(trajectory, gt=route, rooms=room_at):
-        m = Measurements(["turned_back"])
-        ctx = lambda p: StepContext(np.array(p, float), False, np.array([[3.0, 0, 2.0]]),  # noqa: E731
-                                    straight_line_geodesic, gt, None, rooms)
-        m.reset(ctx(trajectory[0]))
-        for p in trajectory[1:]:
-            m.update(ctx(p))
-        return m.values()["turned_back"]
 
     # room 2 first, back through the start room, then room 1: undone
     assert turned_back([[-2, 0, 1], [2, 0, 1], [-1, 0, 0], [2, 0, -1]]) == 1.0
