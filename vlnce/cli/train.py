@@ -79,12 +79,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="the expert first walks into the room beyond a random one of the start room's exits "
                         "(toward the goal or another plausible destination), then from there to the goal: "
                         "looking before committing, and turning back from a wrong room (ours)")
-    g.add_argument("--doorway-weight", type=float, default=1.0, metavar="W",
-                   help="factor on the imitation loss at the first 3 steps inside a room entered from the start "
-                        "room, where --search-expert goes on or turns back (1: off; ours)")
     g.add_argument("--search-expert", action="store_true",
                    help="the expert tries the start room's exits nearest first: it walks into each exit room "
                         "before the goal's and turns back from inside it, then walks to the goal (ours)")
+    g.add_argument("--doorway-weight", type=float, default=1.0, metavar="W",
+                   help="factor on the imitation loss at the first 3 steps inside a room entered from the start "
+                        "room, where --search-expert goes on or turns back (1: off; ours)")
     g = p.add_argument_group("rooms, grounding and reading (ours, not the paper's)",
                               "measured in docs/vlnce_experiments.md; the shipped agent uses\n"
                               "--room-sense, --grid-positions, --room-compass, --compass-grounding\n"
