@@ -47,8 +47,9 @@ class CollectJob:
             exits toward the episode's plausible destinations, drawn at random (``peek_target``),
             and only then follows the shortest path to the goal (``Expert``). Embedded houses only.
         search: after the scan the expert tries the start room's exits nearest first from where
-            the scan leaves it facing (``search_detours``): it walks into each exit room before the goal's and turns back
-            from inside it, then follows the shortest path to the goal. Embedded houses only.
+            the scan leaves it facing (``search_detours``): it walks into each exit room before the
+            goal's and turns back from inside it, then follows the shortest path to the goal.
+            Embedded houses only.
     """
 
     data_dir: str

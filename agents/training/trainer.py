@@ -143,8 +143,9 @@ class TrainConfig:
             only from inside it (``agents.training.collect.peek_target``): where the instruction
             names only the room beyond the exit, the policy is shown looking before it commits,
             and turning back from the wrong room. Embedded houses only.
-        search: the expert tries the start room's exits nearest first (in actions from the start
-            pose), walks into each exit room before the goal's and turns back from inside it, then
+        search: the expert tries the start room's exits nearest first (in actions from where the
+            scan, if any, leaves it facing), walks into each exit room before the goal's and turns
+            back from inside it, then
             follows the shortest path to the goal (``agents.training.collect.search_detours``):
             unlike ``peek``, its first doorway follows from what the agent can see, and the choice
             is made inside the room, where it fills the view. Embedded houses only.
