@@ -145,10 +145,10 @@ class TrainConfig:
             and turning back from the wrong room. Embedded houses only.
         search: the expert tries the start room's exits nearest first (in actions from where the
             scan, if any, leaves it facing), walks into each exit room before the goal's and turns
-            back from inside it, then
-            follows the shortest path to the goal (``agents.training.collect.search_detours``):
-            unlike ``peek``, its first doorway follows from what the agent can see, and the choice
-            is made inside the room, where it fills the view. Embedded houses only.
+            back from inside it, then follows the shortest path to the goal
+            (``agents.training.collect.search_detours``): unlike ``peek``, its first doorway
+            follows from what the agent can see, and the choice is made inside the room, where it
+            fills the view. Embedded houses only.
         seed: shuffling, collection and augmentation seed.
     """
 
