@@ -75,6 +75,10 @@ class EvalConfig:
             acts alone. SR then says how much is lost at the choice of exit from the start
             room, where the instruction names only the room beyond. Each episode records
             ``expert_steps``.
+        exit_gate: learned agents with a room sense: the exit gate (``agents.exit_gate``) beside
+            the policy; each episode records what it did (``exit_gate``) and results.json their
+            totals.
+        exit_gate_options: ``ExitGateConfig`` fields to change, {name: value}.
     """
 
     agent: str
@@ -94,6 +98,8 @@ class EvalConfig:
     plugin_options: dict = field(default_factory=dict)
     stop_bias: float = 0.0
     expert_exit: bool = False
+    exit_gate: bool = False
+    exit_gate_options: dict = field(default_factory=dict)
 
 
 def _check_stop_bias(name: str, cls, stop_bias: float) -> None:
@@ -103,11 +109,33 @@ def _check_stop_bias(name: str, cls, stop_bias: float) -> None:
         raise ConfigError(f"--stop-bias must be a finite number of nats, got {stop_bias}")
 
 
-def make_agent(name: str, checkpoint: str | None = None, stop_bias: float = 0.0):
-    """Instantiate a registered agent, passing the checkpoint (and the STOP bias) to learned agents."""
+def _check_exit_gate(name: str, cls, exit_gate: bool, expert_exit: bool = False, options: dict | None = None) -> None:
+    if options and not exit_gate:
+        raise ConfigError("--exit-gate-set changes the exit gate; add --exit-gate")
+    if exit_gate:
+        from agents.exit_gate import gate_config
+
+        gate_config(options)  # a bad setting fails before any work
+    if exit_gate and not cls.takes_checkpoint:
+        raise ConfigError(f"--exit-gate applies to learned agents only, not {name!r}")
+    if exit_gate and expert_exit:
+        raise ConfigError("--exit-gate and --expert-exit both decide the exit from the start room; give one")
+
+
+def make_agent(name: str, checkpoint: str | None = None, stop_bias: float = 0.0, exit_gate: bool = False,
+               exit_gate_options: dict | None = None):
+    """Instantiate a registered agent, passing the checkpoint (and the STOP bias and exit gate) to
+    learned agents."""
     cls = AGENTS.get(name)
     _check_stop_bias(name, cls, stop_bias)
-    return cls(checkpoint=checkpoint, stop_bias=stop_bias) if cls.takes_checkpoint else cls()
+    _check_exit_gate(name, cls, exit_gate, options=exit_gate_options)
+    if not cls.takes_checkpoint:
+        return cls()
+    if exit_gate:
+        from agents.exit_gate import gate_config
+
+        return cls(checkpoint=checkpoint, stop_bias=stop_bias, exit_gate=gate_config(exit_gate_options))
+    return cls(checkpoint=checkpoint, stop_bias=stop_bias)
 
 
 def episode_seed(seed: int, episode_id: str) -> list[int]:
@@ -127,7 +155,7 @@ class _Runner:
         self.out = out
         self.dataset = load_dataset(data_dir, cfg.split, strict=False)
         self.episodes = self.dataset.by_id()
-        self.agent = make_agent(cfg.agent, cfg.checkpoint, cfg.stop_bias)
+        self.agent = make_agent(cfg.agent, cfg.checkpoint, cfg.stop_bias, cfg.exit_gate, cfg.exit_gate_options)
         sim_cfg = load_simulator_config(overrides=cfg.sim_overrides)
         sensors = self.agent.sensor_config()
         if sensors is not None:
@@ -213,6 +241,8 @@ class _Runner:
                   "trajectory": [[round(float(x), 4) for x in p] for p in poses]}
         if self.cfg.expert_exit:
             record["expert_steps"] = expert_steps
+        if getattr(self.agent, "gate", None) is not None:
+            record["exit_gate"] = self.agent.gate.summary.as_dict()
         if scores is not None:
             record["perception"] = scores.summary()
         if self.cfg.maps:
@@ -357,6 +387,7 @@ def evaluate(cfg: EvalConfig, out_dir: str | Path, progress: bool = True) -> dic
     if cfg.checkpoint is not None and not agent_cls.takes_checkpoint:
         raise ConfigError(f"agent {cfg.agent!r} does not take a checkpoint")
     _check_stop_bias(cfg.agent, agent_cls, cfg.stop_bias)  # here too, so it fails before any worker starts
+    _check_exit_gate(cfg.agent, agent_cls, cfg.exit_gate, cfg.expert_exit, cfg.exit_gate_options)
     if cfg.attention and getattr(agent_cls, "arch", "") != "cma":
         raise ConfigError(f"--attention draws the instruction attention of a CMA agent; {cfg.agent!r} has none")
     if agent_cls.takes_checkpoint:
@@ -425,7 +456,8 @@ def _run_identity(cfg: EvalConfig) -> dict:
     dataset = cfg.dataset if cfg.dataset == "embedded" else str(Path(cfg.dataset).resolve())
     return {"agent": cfg.agent, "checkpoint_sha256": checkpoint, "split": cfg.split, "dataset": dataset,
             "max_steps": cfg.max_steps, "seed": cfg.seed, "stop_bias": cfg.stop_bias,
-            "plugins": list(cfg.plugins), "sim_overrides": cfg.sim_overrides, "expert_exit": cfg.expert_exit}
+            "plugins": list(cfg.plugins), "sim_overrides": cfg.sim_overrides, "expert_exit": cfg.expert_exit,
+            "exit_gate": cfg.exit_gate, "exit_gate_options": dict(cfg.exit_gate_options)}
 
 
 def _check_resume(cfg: EvalConfig, out: Path, resuming: bool) -> None:
@@ -436,11 +468,39 @@ def _check_resume(cfg: EvalConfig, out: Path, resuming: bool) -> None:
     path = out / "eval_config.json"
     mine = _run_identity(cfg)
     if resuming and path.is_file():
-        detail = setting_changes(json.loads(path.read_text()), mine, defaults={"expert_exit": False})
+        detail = setting_changes(json.loads(path.read_text()), mine, defaults={"expert_exit": False, "exit_gate": False,
+                                                                                "exit_gate_options": {}})
         if detail:
             raise ConfigError(f"{out} holds episodes of another evaluation ({detail}); "
                               "use another --out or delete that directory")
     atomic_write_bytes(path, json.dumps(mine, indent=1).encode())
+
+
+def gate_totals(records: list[dict]) -> dict:
+    """The exit gate's episodes summed: how many named a room it could check, the mean scans and
+    steps it took itself, the episodes where it judged a room wrong, those where it walked back
+    (and the rooms it walked back out of), and those where it accepted the named room."""
+    gated = [r["exit_gate"] for r in records if "exit_gate" in r]
+    named = [g for g in gated if g["named"] is not None]
+    return {"episodes": len(gated), "named": len(named),
+            "mean_scans": float(np.mean([g["scans"] for g in gated])) if gated else None,
+            "mean_gate_steps": float(np.mean([g["gate_steps"] for g in gated])) if gated else None,
+            "judged_wrong": sum("wrong" in g["verdicts"] for g in gated),
+            "walked_back": sum(g["wrong"] > 0 for g in gated), "wrong_calls": sum(g["wrong"] for g in gated),
+            "accepted": sum(bool(g["accepted"]) for g in gated),
+            "blocked_steps": sum(g["blocked"] for g in gated)}
+
+
+def format_gate(results: dict) -> str:
+    """One line on what the exit gate did, or "" when it was off."""
+    g = results.get("exit_gate")
+    if not g or not g["episodes"]:
+        return ""
+    return (f"exit gate: {g['named']} of {g['episodes']} instructions name a next room; {g['mean_scans']:.1f} "
+            f"scans and {g['mean_gate_steps']:.0f} gate steps per episode; judged a room wrong in "
+            f"{g['judged_wrong']} episodes and walked back out of it in {g['walked_back']} "
+            f"({g['wrong_calls']} rooms), accepted the named room in "
+            f"{g['accepted']}; {g['blocked_steps']} forward steps into a wrong room's walk replaced by turns")
 
 
 def summarize(cfg: EvalConfig, records: list[dict], out: Path, skipped=()) -> dict:
@@ -460,6 +520,10 @@ def summarize(cfg: EvalConfig, records: list[dict], out: Path, skipped=()) -> di
     if cfg.expert_exit:
         results["expert_exit"] = True
         results["mean_expert_steps"] = float(np.mean([r["expert_steps"] for r in ok])) if ok else None
+    if cfg.exit_gate:
+        results["exit_gate"] = gate_totals(ok)
+        if cfg.exit_gate_options:
+            results["exit_gate"]["settings"] = dict(cfg.exit_gate_options)
     results["outcomes"] = outcomes(ok)
     results["success_by_exit"] = success_by_exit(ok)
     results["failures_by_route_followed"] = failures_by_route_followed(ok)

@@ -873,6 +873,49 @@ def test_stop_bias_moves_the_stop_threshold_by_its_margin(tmp_path):
         evaluate(EvalConfig(agent="random", stop_bias=1.0), tmp_path / "e")
 
 
+def test_exit_gate_runs_beside_a_policy_with_a_room_sense_and_refuses_the_others(bench, tmp_path, capsys):
+    from agents.evaluation import EvalConfig, evaluate, make_agent
+    from sim.scenes.semantics import ROOM_TYPES
+
+    data, _ = bench
+    save_checkpoint(tmp_path / "sense.pt", _policy("cma", room_sense=True, room_sense_channels=4), VOCAB, {})
+    save_checkpoint(tmp_path / "plain.pt", _policy("cma"), VOCAB, {})
+    common = ["--dataset", str(data), "--scenes-dir", str(data / "scenes"), "--episodes", "3", "--no-maps"]
+    assert main(["eval", "--agent", "cma", "--checkpoint", str(tmp_path / "sense.pt"), "--exit-gate",
+                 "--out", str(tmp_path / "e"), *common]) == 0
+    assert "exit gate: " in capsys.readouterr().out
+    records = [json.loads(line) for line in (tmp_path / "e" / "episodes.jsonl").read_text().splitlines()]
+    res = json.loads((tmp_path / "e" / "results.json").read_text())
+    assert res["exit_gate"]["episodes"] == len(records) == 3
+    for r in records:
+        g = r["exit_gate"]
+        assert g["named"] is None or g["named"] in ROOM_TYPES
+        # every gate step is one of its full turns (24 each) or a walk back; the policy took the rest
+        assert g["gate_steps"] <= r["steps"] and (g["wrong"] > 0 or g["gate_steps"] == 24 * g["scans"])
+    assert res["exit_gate"]["mean_scans"] == pytest.approx(np.mean([r["exit_gate"]["scans"] for r in records]))
+    # settings: a control that never walks back, and bad ones
+    assert main(["eval", "--agent", "cma", "--checkpoint", str(tmp_path / "sense.pt"), "--exit-gate",
+                 "--exit-gate-set", "max_wrong=0", "--out", str(tmp_path / "c"), *common]) == 0
+    control = json.loads((tmp_path / "c" / "results.json").read_text())["exit_gate"]
+    assert control["walked_back"] == 0 and control["settings"] == {"max_wrong": "0"}
+    assert control["judged_wrong"] == sum("wrong" in json.loads(line)["exit_gate"]["verdicts"]
+                                          for line in (tmp_path / "c" / "episodes.jsonl").read_text().splitlines())
+    assert main(["eval", "--agent", "cma", "--checkpoint", str(tmp_path / "sense.pt"), "--exit-gate",
+                 "--exit-gate-set", "radius=1", "--out", str(tmp_path / "b"), *common]) == 2
+    assert "unknown exit gate setting 'radius'" in capsys.readouterr().err
+    with pytest.raises(ConfigError, match="reads the policy's room sense"):
+        make_agent("cma", str(tmp_path / "plain.pt"), exit_gate=True)
+    with pytest.raises(ConfigError, match="learned agents only"):
+        make_agent("random", exit_gate=True)
+    with pytest.raises(ConfigError, match="add --exit-gate"):
+        make_agent("cma", str(tmp_path / "sense.pt"), exit_gate_options={"max_wrong": 0})
+    with pytest.raises(ConfigError, match="give one"):
+        evaluate(EvalConfig(agent="cma", checkpoint=str(tmp_path / "sense.pt"), exit_gate=True, expert_exit=True),
+                 tmp_path / "x")
+    with pytest.raises(ConfigError, match="cannot be overridden"):
+        make_agent("cma", str(tmp_path / "sense.pt"), exit_gate=True).executed(1)
+
+
 def test_dagger_collection_labels_with_the_expert_and_records_executed_actions(bench, tmp_path):
     from agents.training.collect import CollectJob, run_job
     from sim.tasks.dataset import load_dataset

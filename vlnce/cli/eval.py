@@ -28,12 +28,30 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--expert-exit", action="store_true",
                    help="diagnostic: the expert acts until the agent has left the room it starts in, then the "
                         "agent alone (how much SR is lost at the choice of exit; embedded simulator)")
+    p.add_argument("--exit-gate", action="store_true",
+                   help="learned agents with a room sense: check the first room entered against the room the "
+                        "instruction names next and walk back out of a wrong one (agents.exit_gate)")
+    p.add_argument("--exit-gate-set", action="append", default=[], metavar="KEY=VALUE",
+                   help="change one of the exit gate's settings (agents.exit_gate.ExitGateConfig, e.g. "
+                        "max_wrong=0: judge but never walk back); repeatable")
     p.add_argument("--out", required=True, help="output directory (resumes if it holds episodes.jsonl)")
+
+
+def _key_values(items: list[str], flag: str) -> dict:
+    from vlnce.errors import ConfigError
+
+    out = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"{flag} takes KEY=VALUE, got {item!r}")
+        out[key.strip()] = value.strip()
+    return out
 
 
 def run(args) -> int:
     from agents.evaluation import (EvalConfig, evaluate, format_destinations, format_exit, format_failures_by_route,
-                                   format_outcomes, format_table)
+                                   format_gate, format_outcomes, format_table)
     from perception.registry import parse_checkpoint_options, parse_plugin_list
 
     cfg = EvalConfig(agent=args.agent, split=args.split, dataset=args.dataset, scenes_dir=args.scenes_dir,
@@ -41,7 +59,8 @@ def run(args) -> int:
                      attention=args.attention,
                      seed=args.seed, checkpoint=args.checkpoint, max_steps=args.max_steps,
                      plugins=parse_plugin_list(args.plugins), stop_bias=args.stop_bias,
-                     expert_exit=args.expert_exit)
+                     expert_exit=args.expert_exit, exit_gate=args.exit_gate,
+                     exit_gate_options=_key_values(args.exit_gate_set, "--exit-gate-set"))
     cfg.plugin_options = parse_checkpoint_options(cfg.plugins, args.plugin_checkpoint)
     results = evaluate(cfg, args.out)
     print(format_table([results]))
@@ -53,6 +72,8 @@ def run(args) -> int:
         print(format_destinations(results["metrics"]))
     if format_exit(results):
         print(format_exit(results))
+    if format_gate(results):
+        print(format_gate(results))
     if results.get("expert_exit"):
         print(f"expert_exit: the expert drove {results['mean_expert_steps']:.1f} steps per episode on average, "
               "until the agent stood outside its start room")
