@@ -68,6 +68,7 @@ class AgentNodeConfig:
     stale_timeout_s: float = 2.0  # wall seconds without sensor data before the robot is stopped
     dataset: str = "embedded"  # where privileged agents find the episode's scene
     seed: int = 0
+    exit_gate: bool = False  # learned agents with a room sense: agents.exit_gate beside the policy
 
 
 class PrivilegedView:
@@ -115,7 +116,10 @@ class AgentNode(WarnOnce, Node):
         from agents.evaluation import make_agent
 
         self.cfg = cfg
-        self.agent = make_agent(cfg.agent, cfg.checkpoint)
+        # the gate dead-reckons from the actions it chose, so it steps and turns as the robot does
+        gate = {"forward_step_m": cfg.motion.forward_step_m, "turn_angle_deg": cfg.motion.turn_angle_deg}
+        self.agent = make_agent(cfg.agent, cfg.checkpoint, exit_gate=cfg.exit_gate,
+                                exit_gate_options=gate if cfg.exit_gate else None)
         self.sensors = robot_sensors(self.agent.sensor_config()) if self.agent.needs_observations else None
         self.executor_ = ActionExecutor(cfg.motion)
         self.pub_cmd = self.create_publisher(Twist, "/cmd_vel", 10)

@@ -512,7 +512,8 @@ def test_agent_node_survives_bad_input_and_a_silent_robot(monkeypatch):
     ckpt = REPO / "configs" / "agents" / "cma_best.pt"
     if not ckpt.is_file():
         pytest.skip("no shipped checkpoint")
-    agent = _start(["ros", "agent", "--agent", "cma", "--checkpoint", str(ckpt), "--wall-time"])
+    # with the exit gate on: the node builds it with the robot's step and turn, and acts through it
+    agent = _start(["ros", "agent", "--agent", "cma", "--checkpoint", str(ckpt), "--wall-time", "--exit-gate"])
     rclpy.init()
     node = rclpy.create_node("bad_robot")
     try:

@@ -42,6 +42,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     a.add_argument("--angular-speed", type=float, default=30.0, help="deg/s while turning")
     a.add_argument("--open-loop", action="store_true", help="time the commands instead of closing the loop on /odom")
     a.add_argument("--max-steps", type=int, default=500)
+    a.add_argument("--exit-gate", action="store_true",
+                   help="learned agents with a room sense: the exit gate beside the policy (as vlnce eval --exit-gate)")
     a.add_argument("--wall-time", action="store_true", help="use wall-clock time (a robot without /clock)")
     a.add_argument("--episodes", type=int, default=0, help="exit after this many episodes (0: run until Ctrl-C)")
     a.add_argument("--dataset", default="embedded", help="where privileged agents (oracle) find the episode's scene")
@@ -102,7 +104,8 @@ def run(args) -> int:
                               linear_speed_mps=args.linear_speed, angular_speed_rps=math.radians(args.angular_speed),
                               closed_loop=not args.open_loop)
         cfg = AgentNodeConfig(agent=args.agent, checkpoint=args.checkpoint, motion=motion.validate(),
-                              max_steps=args.max_steps, use_sim_time=not args.wall_time, dataset=args.dataset)
+                              max_steps=args.max_steps, use_sim_time=not args.wall_time, dataset=args.dataset,
+                              exit_gate=args.exit_gate)
         run_agent(cfg, episodes=args.episodes)
         return 0
     if args.ros_command == "perception":
