@@ -100,8 +100,11 @@ class ExitGateConfig:
         for name in ("off_frames", "max_scans", "max_wrong"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"exit gate {name} must be >= 0, got {getattr(self, name)}")
-        if self.forward_step_m <= 0 or self.scan_spacing_m < 0 or self.forbid_radius_m < 0:
-            raise ConfigError("exit gate distances must be >= 0 (forward_step_m > 0)")
+        for name in ("forward_step_m", "scan_spacing_m", "forbid_radius_m"):
+            v = getattr(self, name)
+            if not (math.isfinite(v) and (v > 0 if name == "forward_step_m" else v >= 0)):
+                raise ConfigError(f"exit gate {name} must be a finite distance in metres "
+                                  f"({'> 0' if name == 'forward_step_m' else '>= 0'}), got {v}")
         turns = 360.0 / self.turn_angle_deg
         if not (0 < self.turn_angle_deg <= 180) or abs(turns - round(turns)) > 1e-9:
             raise ConfigError(f"exit gate turn_angle_deg must divide 360, got {self.turn_angle_deg}")

@@ -176,6 +176,8 @@ def test_gate_settings_and_inputs_are_checked():
         gate_config({"max_wrong": "two"})
     with pytest.raises(ConfigError, match=r"accept_at must be in \[0, 1\]"):
         ExitGateConfig(accept_at=1.5).validate()
+    with pytest.raises(ConfigError, match=r"forward_step_m must be a finite distance in metres \(> 0\), got nan"):
+        gate_config({"forward_step_m": "nan"})
     with pytest.raises(ConfigError, match="divide 360"):
         ExitGateConfig(turn_angle_deg=25).validate()
     gate = ExitGate()
