@@ -388,6 +388,9 @@ def evaluate(cfg: EvalConfig, out_dir: str | Path, progress: bool = True) -> dic
         raise ConfigError(f"agent {cfg.agent!r} does not take a checkpoint")
     _check_stop_bias(cfg.agent, agent_cls, cfg.stop_bias)  # here too, so it fails before any worker starts
     _check_exit_gate(cfg.agent, agent_cls, cfg.exit_gate, cfg.expert_exit, cfg.exit_gate_options)
+    if cfg.attention and cfg.exit_gate:
+        raise ConfigError("--attention draws the policy's attention at every step, and with --exit-gate the gate "
+                          "takes steps the policy is not asked about; give one")
     if cfg.attention and getattr(agent_cls, "arch", "") != "cma":
         raise ConfigError(f"--attention draws the instruction attention of a CMA agent; {cfg.agent!r} has none")
     if agent_cls.takes_checkpoint:

@@ -17,8 +17,9 @@ stands in (probabilities over ``ROOM_TYPES``). It knows:
   heading, ``turn_angle_deg`` per turn), so nothing but RGB-D and the instruction is read; a
   collision makes the estimate drift, as a robot's wheel odometry does.
 
-Then it turns a full circle in place (the policy is not asked, and the view it returns to is the
-one it left) and averages the guess over the turn. The named room (``p >= accept_at`` or the
+Then it turns a full circle in place (the policy is not asked; it comes back to the view it left,
+in the embedded simulator up to the last bits of a float heading, which can still change the
+rest of an episode: README, "Exit gate") and averages the guess over the turn. The named room (``p >= accept_at`` or the
 argmax): the gate stands down for the episode. Still the start room (``tv <= leave_tv``), or the
 named room not ruled out (``p >= wrong_below``): it goes on watching. Otherwise the room is wrong:
 the gate turns around, retraces the policy's actions in reverse (forward steps forward, turns
@@ -28,7 +29,7 @@ of the wrong walk (the poses from the first off frame on), and nearer to it than
 policy's better turn. It walks back out of at most ``max_wrong`` rooms, then stands down; with
 ``max_wrong = 0`` it only scans and judges, the control of its turns in place.
 
-Measured on the shipped agent (val_unseen, 240 episodes): README, "Exit gate".
+Measured on the shipped agent (val_seen and val_unseen): README, "Exit gate".
 """
 
 from __future__ import annotations

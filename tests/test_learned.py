@@ -912,6 +912,9 @@ def test_exit_gate_runs_beside_a_policy_with_a_room_sense_and_refuses_the_others
     with pytest.raises(ConfigError, match="give one"):
         evaluate(EvalConfig(agent="cma", checkpoint=str(tmp_path / "sense.pt"), exit_gate=True, expert_exit=True),
                  tmp_path / "x")
+    with pytest.raises(ConfigError, match="--attention draws"):
+        evaluate(EvalConfig(agent="cma", checkpoint=str(tmp_path / "sense.pt"), exit_gate=True, attention=True),
+                 tmp_path / "y")
     with pytest.raises(ConfigError, match="cannot be overridden"):
         make_agent("cma", str(tmp_path / "sense.pt"), exit_gate=True).executed(1)
 
