@@ -919,6 +919,51 @@ def test_exit_gate_runs_beside_a_policy_with_a_room_sense_and_refuses_the_others
         make_agent("cma", str(tmp_path / "sense.pt"), exit_gate=True).executed(1)
 
 
+def test_gated_agent_asks_its_policy_only_for_the_policys_steps_and_restarts_it(tmp_path):
+    """The agent's glue around the gate: the policy is asked (and fed its previous action) only at
+    the steps it takes; the gate's turns and walk back leave its state alone; after the walk back
+    the policy starts afresh, and a fenced forward step is fed back as the turn taken instead."""
+    from agents.base import EpisodeInfo
+    from agents.evaluation import make_agent
+    from sim.scenes.semantics import ROOM_TYPES
+
+    save_checkpoint(tmp_path / "sense.pt", _policy("cma", room_sense=True, room_sense_channels=4), VOCAB, {})
+    agent = make_agent("cma", str(tmp_path / "sense.pt"), exit_gate=True)
+    pose = {"z": 0.0, "turns": 0}
+    fed = []
+
+    def act(instruction, rgb, depth, prev_action, state, **kw):
+        fed.append((int(prev_action[0]), float(state.sum())))
+        return torch.tensor([[0.0, 5.0, 1.0, 2.0]]), None, state + 1.0, {}
+
+    def probabilities(rgb, depth):
+        kind = "kitchen" if pose["z"] < -0.4 else "bedroom"
+        p = torch.full((1, 7), 0.1 / 6)
+        p[0, ROOM_TYPES.index(kind)] = 0.9
+        return p, None
+
+    agent.policy.frame_inputs = lambda obs: (None, None)
+    agent.policy.act = act
+    agent.policy.room_sense.probabilities = probabilities
+    agent.reset(EpisodeInfo("0", "leave the bedroom, and turn left down the hallway", np.random.default_rng(0)))
+    actions = []
+    for _ in range(3 + 24 + 27 + 2):
+        a = agent.act({})
+        actions.append(a)
+        if a == 1:  # the agent walks straight along -z; turns in place (24 + 12 + 12) come back round
+            pose["z"] += -0.25 if pose["turns"] % 24 == 0 else 0.25
+        elif a in (2, 3):
+            pose["turns"] += 1 if a == 2 else -1
+    assert actions[:3] == [1, 1, 1] and actions[3:27] == [2] * 24
+    assert actions[27:54] == [2] * 12 + [1] * 3 + [2] * 12 and pose["z"] == 0.0
+    # asked 3 times before the gate took over (state 0, 1, 2; previous action -1 then forward),
+    # then afresh (state 0, previous -1): forward is fenced, the better turn (right) is taken and
+    # fed back at the next step
+    assert fed[:3] == [(-1, 0.0), (1, 0.0 + 1.0 * agent.policy.state_size), (1, 2.0 * agent.policy.state_size)]
+    assert fed[3] == (-1, 0.0) and actions[54] == 3 and fed[4][0] == 3
+    assert len(fed) == 5 and agent.gate.summary.as_dict()["wrong"] == 1
+
+
 def test_dagger_collection_labels_with_the_expert_and_records_executed_actions(bench, tmp_path):
     from agents.training.collect import CollectJob, run_job
     from sim.tasks.dataset import load_dataset
