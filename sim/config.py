@@ -59,12 +59,22 @@ class LidarConfig:
 
 @dataclass
 class AgentConfig:
+    """The agent's body and discrete actions.
+
+    ``exact_turns`` (embedded backend): keep the heading as the last continuous heading plus a
+    whole number of discrete turns modulo a full circle, so that turning 360 degrees in place
+    leaves the heading bit for bit as it was. Off (the default, and what every published number
+    used), each turn adds the angle to a float heading, and a full circle comes back only up to
+    the last bits, which can change later steps (README, "Exit gate").
+    """
+
     radius_m: float = 0.1
     height_m: float = 1.5
     max_climb_m: float = 0.2
     forward_step_m: float = 0.25
     turn_angle_deg: float = 15.0
     allow_sliding: bool = True
+    exact_turns: bool = False
 
 
 @dataclass

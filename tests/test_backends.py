@@ -11,7 +11,7 @@ from sim.actions import Action
 from sim.backends import BACKENDS, make_simulator
 from sim.backends.habitat import HabitatSimulator, build_configuration
 from sim.config import SimulatorConfig, load_simulator_config
-from sim.geometry import heading_from_quat, quat_from_heading
+from sim.geometry import heading_from_quat, quat_from_heading, wrap_angle
 from vlnce.errors import ConfigError, MissingDependencyError, NavigationError, UnknownNameError
 
 
@@ -52,6 +52,34 @@ def test_forward_moves_a_quarter_metre_and_turns_are_fifteen_degrees(sim):
     if not sim.previous_step_collided():
         assert np.linalg.norm(moved) == pytest.approx(0.25, abs=1e-6)
         assert moved[[0, 2]] / 0.25 == pytest.approx([-math.sin(h), -math.cos(h)], abs=1e-6)
+
+
+def test_full_circles_in_place_leave_the_pose_bit_for_bit_with_exact_turns(house):
+    """Float turns come back from a full circle only up to the last bits; exact turns come back
+    exactly, and a later forward step lands where it would have without the circles."""
+    def walk(exact, circles):
+        sim = make_sim(house, agent={"exact_turns": exact})
+        sim.set_start_state(sim.get_agent_state().position, quat_from_heading(0.3))
+        sim.reset()
+        headings = []
+        for k, action in enumerate([Action.TURN_LEFT] * 5 + [Action.MOVE_FORWARD, Action.TURN_RIGHT] * 3):
+            if k in circles:
+                for _ in range(24):
+                    sim.step(Action.TURN_LEFT)
+            sim.step(action)
+            headings.append(sim._heading)
+        end = sim.get_agent_state().position
+        sim.close()
+        return headings, end
+
+    plain, plain_end = walk(True, ())
+    circled, circled_end = walk(True, (2, 6, 7))
+    assert circled == plain and (circled_end == plain_end).all()  # bit for bit
+    assert plain[4] == pytest.approx(wrap_angle(0.3 + 5 * math.radians(15)), abs=1e-12)
+    drifted, _ = walk(False, (2, 6, 7))
+    floats, _ = walk(False, ())
+    assert drifted == pytest.approx(floats, abs=1e-12)  # the same to 1e-12 ...
+    assert drifted != floats  # ... but not bit for bit: what exact_turns is for
 
 
 def test_stop_does_not_move_the_agent(sim):
@@ -248,6 +276,9 @@ def test_habitat_backend_rejects_embedded_only_features():
         build_configuration(hs, load_simulator_config(overrides={"type": "habitat", "scene": "a.glb", "lidar": {"enabled": True}}))
     with pytest.raises(ConfigError, match="house:SEED"):
         build_configuration(hs, load_simulator_config(overrides={"type": "habitat"}))
+    with pytest.raises(ConfigError, match="exact_turns is an embedded-backend option"):
+        build_configuration(hs, load_simulator_config(overrides={"type": "habitat", "scene": "a.glb",
+                                                                 "agent": {"exact_turns": True}}))
 
 
 # --- configuration --------------------------------------------------------------------------

@@ -91,6 +91,7 @@ class EmbeddedSimulator(Simulator):
         self._rng = np.random.default_rng(cfg.seed)
         self._position = self.navgrid.snap_point(self.navgrid.sample_navigable_point(self._rng))
         self._heading = 0.0
+        self._set_heading(0.0)
         self._start: tuple[np.ndarray, float] | None = None
         self._collided = False
 
@@ -148,9 +149,25 @@ class EmbeddedSimulator(Simulator):
     def reset(self) -> dict[str, np.ndarray]:
         if self._start is None:
             self._start = (self.navgrid.sample_navigable_point(self._rng), 0.0)
-        self._position, self._heading = self._start[0].copy(), self._start[1]
+        self._position = self._start[0].copy()
+        self._set_heading(self._start[1])
         self._collided = False
         return self._render(self._position, self._heading)
+
+    def _set_heading(self, heading: float) -> None:
+        """A continuous heading (reset, velocity control, set_agent_state): discrete turns count
+        from here (``AgentConfig.exact_turns``)."""
+        self._heading = self._heading_base = float(heading)
+        self._turns = 0
+
+    def _turn(self, sign: int) -> None:
+        angle = self.config.agent.turn_angle_deg
+        per_circle = 360.0 / angle
+        if self.config.agent.exact_turns and abs(per_circle - round(per_circle)) < 1e-9:
+            self._turns = (self._turns + sign) % round(per_circle)
+            self._heading = wrap_angle(self._heading_base + self._turns * math.radians(angle))
+        else:
+            self._heading = wrap_angle(self._heading + sign * math.radians(angle))
 
     def step(self, action: int) -> dict[str, np.ndarray]:
         try:
@@ -165,9 +182,9 @@ class EmbeddedSimulator(Simulator):
             target = self._position + agent.forward_step_m * fwd
             self._position, self._collided = try_step(self.navgrid, self._position, target, agent.allow_sliding)
         elif action == Action.TURN_LEFT:
-            self._heading = wrap_angle(self._heading + math.radians(agent.turn_angle_deg))
+            self._turn(+1)
         elif action == Action.TURN_RIGHT:
-            self._heading = wrap_angle(self._heading - math.radians(agent.turn_angle_deg))
+            self._turn(-1)
         return self._render(self._position, self._heading)
 
     def step_velocity(self, forward_mps: float, left_mps: float, yaw_rate_rps: float, dt: float) -> bool:
@@ -175,7 +192,9 @@ class EmbeddedSimulator(Simulator):
         if not all(math.isfinite(v) for v in values) or dt < 0:
             raise ValueError(f"velocity and dt must be finite (dt >= 0), got forward={forward_mps}, left={left_mps}, "
                              f"yaw_rate={yaw_rate_rps}, dt={dt}")
-        move, self._heading = planar_motion(self._heading, forward_mps, left_mps, yaw_rate_rps, dt)
+        move, heading = planar_motion(self._heading, forward_mps, left_mps, yaw_rate_rps, dt)
+        if heading != self._heading:
+            self._set_heading(heading)
         self._collided = False
         if forward_mps or left_mps:
             self._position, self._collided = try_step(self.navgrid, self._position, self._position + move,
@@ -193,7 +212,7 @@ class EmbeddedSimulator(Simulator):
     def set_agent_state(self, position, rotation) -> None:
         require_navigable(self.navgrid, position, "agent position")
         self._position = self._on_floor(position)
-        self._heading = heading_from_quat(rotation)
+        self._set_heading(heading_from_quat(rotation))
         self._collided = False
 
     def geodesic_distance(self, position_a, position_b) -> float:

@@ -47,6 +47,9 @@ def build_configuration(habitat_sim, cfg: SimulatorConfig):
     if cfg.scene.startswith("house:"):
         raise ConfigError("simulator.scene house:SEED is an embedded procedural scene; save it with "
                           "'vlnce scene build' and pass the .glb path to the habitat backend")
+    if cfg.agent.exact_turns:
+        raise ConfigError("simulator.agent.exact_turns is an embedded-backend option (habitat-sim turns its "
+                          "quaternion by each action); use simulator.type=embedded")
     rooms = [uuid for uuid, s in cfg.sensors.items() if s.type in ROOM_SENSOR_TYPES]
     if rooms:
         raise ConfigError(f"simulator.sensors {rooms}: room-type sensors read the embedded houses' room "
