@@ -92,7 +92,7 @@ class EvalConfig:
     attention: bool = False
     seed: int = 0
     checkpoint: str | None = None
-    sim_overrides: dict | None = None
+    sim_overrides: dict | list[str] | None = None
     max_steps: int = 500
     plugins: list[str] = field(default_factory=list)
     plugin_options: dict = field(default_factory=dict)
@@ -388,6 +388,10 @@ def evaluate(cfg: EvalConfig, out_dir: str | Path, progress: bool = True) -> dic
         raise ConfigError(f"agent {cfg.agent!r} does not take a checkpoint")
     _check_stop_bias(cfg.agent, agent_cls, cfg.stop_bias)  # here too, so it fails before any worker starts
     _check_exit_gate(cfg.agent, agent_cls, cfg.exit_gate, cfg.expert_exit, cfg.exit_gate_options)
+    if cfg.sim_overrides:
+        from sim.config import load_simulator_config
+
+        load_simulator_config(overrides=cfg.sim_overrides)  # a bad override fails here, not in every worker
     if cfg.attention and cfg.exit_gate:
         raise ConfigError("--attention draws the policy's attention at every step, and with --exit-gate the gate "
                           "takes steps the policy is not asked about; give one")

@@ -396,6 +396,20 @@ def test_eval_command_prints_the_metrics_table(bench, tmp_path, capsys):
     assert len(list((tmp_path / "videos").glob("*.gif"))) == 2
 
 
+def test_eval_command_takes_simulator_overrides_and_records_them(bench, tmp_path, capsys):
+    data, _ = bench
+    common = ["eval", "--agent", "handcrafted", "--dataset", str(data), "--scenes-dir", str(data / "scenes"),
+              "--episodes", "2", "--no-maps"]
+    assert main([*common, "--sim-set", "agent.exact_turns=true", "--out", str(tmp_path / "a")]) == 0
+    recorded = json.loads((tmp_path / "a" / "eval_config.json").read_text())
+    assert recorded["sim_overrides"] == ["agent.exact_turns=true"]
+    # another override into the same directory is refused, naming it
+    assert main([*common, "--sim-set", "agent.exact_turns=false", "--out", str(tmp_path / "a")]) == 2
+    assert "sim_overrides" in capsys.readouterr().err
+    assert main([*common, "--sim-set", "agent.exact_turn=true", "--out", str(tmp_path / "b")]) == 2
+    assert "exact_turn" in capsys.readouterr().err and not (tmp_path / "b" / "episodes.jsonl").exists()
+
+
 # --- gymnasium ----------------------------------------------------------------------------------
 def _env_kwargs(bench, **kw):
     data, _ = bench

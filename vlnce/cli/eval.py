@@ -34,6 +34,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--exit-gate-set", action="append", default=[], metavar="KEY=VALUE",
                    help="change one of the exit gate's settings (agents.exit_gate.ExitGateConfig, e.g. "
                         "max_wrong=0: judge but never walk back); repeatable")
+    p.add_argument("--sim-set", action="append", default=[], metavar="KEY=VALUE",
+                   help="a simulator config override, e.g. agent.exact_turns=true (repeatable)")
     p.add_argument("--out", required=True, help="output directory (resumes if it holds episodes.jsonl)")
 
 
@@ -60,7 +62,8 @@ def run(args) -> int:
                      seed=args.seed, checkpoint=args.checkpoint, max_steps=args.max_steps,
                      plugins=parse_plugin_list(args.plugins), stop_bias=args.stop_bias,
                      expert_exit=args.expert_exit, exit_gate=args.exit_gate,
-                     exit_gate_options=_key_values(args.exit_gate_set, "--exit-gate-set"))
+                     exit_gate_options=_key_values(args.exit_gate_set, "--exit-gate-set"),
+                     sim_overrides=list(args.sim_set) or None)
     cfg.plugin_options = parse_checkpoint_options(cfg.plugins, args.plugin_checkpoint)
     results = evaluate(cfg, args.out)
     print(format_table([results]))
