@@ -180,8 +180,6 @@ class ExitGate:
         self.forbidden = np.zeros((0, 2))
         self.queue: list[int] = []
         self.scan_probs: list[np.ndarray] = []
-        self.wrong = 0
-        self.scans = 0
         self._restart_walk()
         self.summary = GateSummary(named=None if named is None else ROOM_TYPES[named])
 
@@ -219,11 +217,11 @@ class ExitGate:
                 return self.queue.pop(0)
             restart_fn()
             self._restart_walk()
-            self.mode = self.WATCH if self.wrong < self.cfg.max_wrong else self.DONE
+            self.mode = self.WATCH if self.summary.wrong < self.cfg.max_wrong else self.DONE
         if self.mode != self.WATCH:
             return None
         if not self.moved:
-            if self.wrong == 0:  # the look-around before the first step tells the start room
+            if self.summary.wrong == 0:  # the look-around before the first step tells the start room
                 self.start_probs.append(probs)
                 self.start_mean = np.mean(self.start_probs, 0)
             return None
@@ -232,9 +230,8 @@ class ExitGate:
             self.off_index = len(self.walk)
         self.off = self.off + 1 if off else 0
         far = self.last_scan is None or np.linalg.norm(self.pose[:2] - self.last_scan) > self.cfg.scan_spacing_m
-        if self.off >= self.cfg.off_frames and self.scans < self.cfg.max_scans and far:
+        if self.off >= self.cfg.off_frames and self.summary.scans < self.cfg.max_scans and far:
             self.last_scan = self.pose[:2].copy()
-            self.scans += 1
             self.summary.scans += 1
             self.mode = self.SCAN
             self.scan_probs = [probs]
@@ -252,14 +249,13 @@ class ExitGate:
             self.mode = self.WATCH
             self.off = 0
             self.summary.verdicts.append("unsure")
-        elif self.wrong >= self.cfg.max_wrong:  # judged, not acted on (max_wrong = 0: a control)
+        elif self.summary.wrong >= self.cfg.max_wrong:  # judged, not acted on (max_wrong = 0: a control)
             self.mode = self.DONE
             self.summary.verdicts.append("wrong")
         else:
-            self.wrong += 1
             self.summary.wrong += 1
             self.summary.verdicts.append("wrong")
-            self.forbidden = np.vstack([self.forbidden, *[w[None] for w in self.walk[self.off_index:]]])
+            self.forbidden = np.vstack([self.forbidden, *self.walk[self.off_index:]])
             half = [int(Action.TURN_LEFT)] * (self.scan_turns // 2)
             self.queue = half + [int(_MIRROR[Action(a)]) for a in reversed(self.history)] + half
             self.mode = self.BACK

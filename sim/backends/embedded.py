@@ -90,7 +90,6 @@ class EmbeddedSimulator(Simulator):
         self._obs_space = observation_space_for(cfg, self.lidar)
         self._rng = np.random.default_rng(cfg.seed)
         self._position = self.navgrid.snap_point(self.navgrid.sample_navigable_point(self._rng))
-        self._heading = 0.0
         self._set_heading(0.0)
         self._start: tuple[np.ndarray, float] | None = None
         self._collided = False
