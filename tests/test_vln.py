@@ -396,6 +396,23 @@ def test_eval_command_prints_the_metrics_table(bench, tmp_path, capsys):
     assert len(list((tmp_path / "videos").glob("*.gif"))) == 2
 
 
+def test_eval_command_without_out_writes_under_outputs_eval(bench, tmp_path, capsys, monkeypatch):
+    data, _ = bench
+    monkeypatch.chdir(tmp_path)
+    args = ["eval", "--agent", "oracle", "--dataset", str(data), "--scenes-dir", str(data / "scenes"),
+            "--split", "val_seen", "--episodes", "1", "--no-maps"]
+    assert main(args) == 0
+    out = tmp_path / "outputs" / "eval" / "oracle-val_seen"
+    assert json.loads((out / "results.json").read_text())["episodes"] == 1
+    assert "wrote outputs/eval/oracle-val_seen/episodes.jsonl" in capsys.readouterr().out
+    # the same command again resumes there: nothing is run twice
+    assert main(args) == 0
+    assert len((out / "episodes.jsonl").read_text().splitlines()) == 1
+    from vlnce.cli.eval import default_out
+
+    assert default_out("cma", "configs/agents/cma_best.pt", "val_unseen") == "outputs/eval/cma-cma_best-val_unseen"
+
+
 def test_eval_command_takes_simulator_overrides_and_records_them(bench, tmp_path, capsys):
     data, _ = bench
     common = ["eval", "--agent", "handcrafted", "--dataset", str(data), "--scenes-dir", str(data / "scenes"),

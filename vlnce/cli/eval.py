@@ -36,7 +36,18 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "max_wrong=0: judge but never walk back); repeatable")
     p.add_argument("--sim-set", action="append", default=[], metavar="KEY=VALUE",
                    help="a simulator config override, e.g. agent.exact_turns=true (repeatable)")
-    p.add_argument("--out", required=True, help="output directory (resumes if it holds episodes.jsonl)")
+    p.add_argument("--out", default=None,
+                   help="output directory (resumes if it holds episodes.jsonl; default: "
+                        "outputs/eval/AGENT[-CHECKPOINT]-SPLIT in the current directory)")
+
+
+def default_out(agent: str, checkpoint: str | None, split: str) -> str:
+    """outputs/eval/<agent>[-<checkpoint file stem>]-<split>: one directory per agent, weights and
+    split, so a second evaluation of the same ones resumes and another's does not mix with it."""
+    from pathlib import Path
+
+    name = "-".join([agent] + ([Path(checkpoint).stem] if checkpoint else []) + [split])
+    return str(Path("outputs") / "eval" / name)
 
 
 def _key_values(items: list[str], flag: str) -> dict:
@@ -65,7 +76,8 @@ def run(args) -> int:
                      exit_gate_options=_key_values(args.exit_gate_set, "--exit-gate-set"),
                      sim_overrides=list(args.sim_set) or None)
     cfg.plugin_options = parse_checkpoint_options(cfg.plugins, args.plugin_checkpoint)
-    results = evaluate(cfg, args.out)
+    out = args.out or default_out(args.agent, args.checkpoint, args.split)
+    results = evaluate(cfg, out)
     print(format_table([results]))
     if results.get("outcomes"):
         print(format_outcomes(results["outcomes"]))
@@ -84,6 +96,6 @@ def run(args) -> int:
         print("perception: " + ", ".join(f"{k}={v}" for k, v in results["perception"].items()))
     if results["errors"]:
         print(f"{results['errors']} episode(s) failed; first: {results['error_examples'][0]}")
-    print(f"wrote {args.out}/episodes.jsonl, results.json, submission.json" + (", maps/" if cfg.maps else "")
+    print(f"wrote {out}/episodes.jsonl, results.json, submission.json" + (", maps/" if cfg.maps else "")
           + (", videos/" if cfg.video else "") + (", attention/" if cfg.attention else ""))
     return 0
