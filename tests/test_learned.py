@@ -1057,6 +1057,74 @@ def test_collection_in_two_worker_processes_keeps_every_episode_and_label(bench,
         assert steps["action"].tolist() == train.gt[t.episode_id].actions
 
 
+class _CountingPolicy:
+    """A stand-in for a policy in collection tests: its state mixes in each step's instruction and
+    frame, and its action (a move, never STOP) depends on the state, the instruction, the frame and
+    the previous action, so any row of a batch swapped for another's shows in the actions."""
+
+    def eval(self):
+        return self
+
+    def encode_instruction(self, tokens):
+        return (tokens.float(), None, tokens != 0)
+
+    def initial_state(self, batch):
+        return torch.zeros(batch, 1)
+
+    def frame_inputs(self, obs):
+        return torch.as_tensor(np.asarray(obs["depth"], np.float32)).mean().reshape(1), None
+
+    def room_inputs(self, obs):
+        return None
+
+    def act(self, instruction, rgb, depth, prev_action, state, rooms=None):
+        tokens = instruction[0]
+        state = 0.5 * state + tokens[:, :1] + 7.0 * rgb[:, None]
+        move = (state[:, 0].floor().long() + prev_action + 1) % 3 + 1
+        return torch.nn.functional.one_hot(move, 4).float(), None, state, {}
+
+
+@pytest.mark.parametrize("beta", [0.0, 1.0])
+def test_a_vector_of_environments_collects_what_one_environment_collects(bench, tmp_path, monkeypatch, beta):
+    """Episodes stepped together, the policy acting on them as one batch (``envs=3``), record per
+    episode the same labels, executed actions, progress and frames as one environment at a time:
+    the policy alone acting (beta = 0), whose per-episode instruction and state rows must not mix,
+    and the expert alone (beta = 1)."""
+    import agents.models.policy as policy_module
+    from agents.training.collect import CollectJob, run_job
+    from sim.tasks.dataset import load_dataset
+
+    data, _ = bench
+    train = load_dataset(data, "train")
+    monkeypatch.setattr(policy_module, "policy_from_state", lambda cfg, state_dict: _CountingPolicy())
+    blob = {"config": _policy("cma").cfg.__dict__, "state_dict": {}}
+    sensors = _policy("cma").cfg.sensors()
+    ids = [e.episode_id for e in train.episodes[:5]]
+    got = {}
+    for envs in (1, 3):
+        job = CollectJob(str(data), "train", str(data / "scenes"), ids, sensors, VOCAB, beta,
+                         str(tmp_path / str(envs)), "0001_train_00", 1, blob if beta < 1 else None, max_steps=30,
+                         envs=envs)
+        res = run_job(job)
+        store = TrajectoryStore(tmp_path / str(envs))
+        assert res["episodes"] == 5 and res["steps"] == store.num_steps
+        chunk = store.chunks[0]
+        got[envs] = {t.episode_id: (chunk["steps"][t.start:t.start + t.length].tolist(),
+                                    np.asarray(chunk["depth"][t.start:t.start + t.length]).copy())
+                     for t in store.trajectories}
+    assert sorted(got[3]) == sorted(got[1]) == sorted(ids)
+    for eid in ids:
+        one, three = got[1][eid], got[3][eid]
+        assert three[0] == one[0], eid
+        np.testing.assert_array_equal(three[1], one[1])
+    if beta == 0.0:  # the stand-in drove, all 30 steps, with all three moves, not as the expert would have
+        executed = {e: [s[1] for s in got[1][e][0][1:]] for e in ids}
+        assert all(len(got[1][e][0]) == 30 for e in ids) and set(sum(executed.values(), [])) == {1, 2, 3}
+        assert any(executed[e] != [s[0] for s in got[1][e][0][:-1]] for e in ids)
+    with pytest.raises(ValueError, match="at least one environment"):
+        run_job(CollectJob(str(data), "train", None, ids, sensors, VOCAB, 1.0, str(tmp_path / "x"), "c", envs=0))
+
+
 def test_look_around_expert_scans_the_start_room_first(bench, tmp_path):
     from agents.training.collect import CollectJob, run_job
     from agents.training.trainer import look_around_steps
@@ -1240,12 +1308,15 @@ def test_a_finished_dagger_run_can_be_given_more_rounds(bench, tmp_path):
                       val_episodes=1, workers=1, embedding="learned", max_collect_steps=40)
     first = Trainer(cfg, tmp_path, progress=False).run()
     assert first["store_trajectories"] == 2
-    more = Trainer(TrainConfig(**{**cfg.__dict__, "dagger_iterations": 2}), tmp_path, progress=False)
+    # the next round collected in a vector of 2 environments (collect_envs may change on resume)
+    more = Trainer(TrainConfig(**{**cfg.__dict__, "dagger_iterations": 2, "collect_envs": 2}), tmp_path, progress=False)
     assert more.state["round"] == 1  # round 0 is not redone
     again = more.run()
     # round 1 trains one epoch on the aggregate of both rounds: 4 trajectories, 2 batches of 2
     assert again["store_trajectories"] == 4 and again["steps"] == first["steps"] + 2
     assert json.loads((tmp_path / "train_config.json").read_text())["dagger_iterations"] == 2
+    with pytest.raises(ConfigError, match="collect_envs must be >= 1, got 0"):
+        TrainConfig(collect_envs=0).validate()
     with pytest.raises(ConfigError, match="dagger_epochs"):  # other schedule settings still refuse
         Trainer(TrainConfig(**{**cfg.__dict__, "dagger_iterations": 3, "dagger_epochs": 2}), tmp_path, progress=False)
 
@@ -1498,8 +1569,11 @@ def test_bench_train_prints_ratios(bench):
     from agents.training.bench import TrainBenchConfig, run_train_benchmark
 
     res = run_train_benchmark(TrainBenchConfig(agent="seq2seq", image_size=16, batch_size=2, steps=4, iterations=1,
-                                               episodes=1, dataset=str(data)))
+                                               episodes=2, collect_envs=3, dataset=str(data)))
     assert res["teacher_forcing_frames_per_s"] > 0 and res["dagger_collection_frames_per_s"] > 0
+    assert res["collection_envs"] == 2  # no more environments than episodes
+    assert res["dagger_vector_ratio_to_one_env"] == pytest.approx(
+        res["dagger_collection_vector_frames_per_s"] / res["dagger_collection_frames_per_s"], rel=0.01)
     assert 0 < res["teacher_forcing_ratio_to_forward"] < 1.5
 
 

@@ -22,7 +22,8 @@ class TrainBenchConfig:
     batch_size: int = 16
     steps: int = 64
     iterations: int = 3
-    episodes: int = 6
+    episodes: int = 24
+    collect_envs: int = 8
     dataset: str = "embedded"
 
 
@@ -78,9 +79,10 @@ def run_train_benchmark(cfg: TrainBenchConfig, progress: bool = False) -> dict:
     blob = {"config": asdict(pc), "state_dict": {k: v.detach().clone() for k, v in policy.state_dict().items()}}
     rates = {}
     with tempfile.TemporaryDirectory() as tmp:
-        for name, beta, pol in (("expert", 1.0, None), ("dagger", 0.5, blob)):
+        for name, beta, pol, envs in (("expert", 1.0, None, 1), ("dagger", 0.5, blob, 1),
+                                      ("dagger_vector", 0.5, blob, cfg.collect_envs)):
             job = CollectJob(str(data_dir), "train", str(data_dir / "scenes"), ids, pc.sensors(), vocab, beta, tmp,
-                             name, 1, pol, max_steps=300)
+                             name, 1, pol, max_steps=300, envs=envs)
             res = run_job(job)  # timed inside episodes: dataset and scene loading are not counted
             rates[name] = res["steps"] / max(res["step_seconds"], 1e-9)
     frames = b * t
@@ -92,5 +94,8 @@ def run_train_benchmark(cfg: TrainBenchConfig, progress: bool = False) -> dict:
         "dagger_collection_frames_per_s": round(rates["dagger"], 1),
         "expert_collection_frames_per_s": round(rates["expert"], 1),
         "dagger_collection_ratio_to_expert": round(rates["dagger"] / rates["expert"], 3),
+        "dagger_collection_vector_frames_per_s": round(rates["dagger_vector"], 1),
+        "dagger_vector_ratio_to_one_env": round(rates["dagger_vector"] / rates["dagger"], 3),
+        "collection_envs": min(cfg.collect_envs, len(ids)),
         "collection_workers": 1,
     }

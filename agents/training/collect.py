@@ -46,6 +46,8 @@ class CollectJob:
         peek: after the scan the expert first walks into the room beyond one of the start room's
             exits toward the episode's plausible destinations, drawn at random (``peek_target``),
             and only then follows the shortest path to the goal (``Expert``). Embedded houses only.
+        envs: environments stepped together, the policy acting on all of them as one batch
+            (``run_job``); 1 steps one episode at a time.
         search: after the scan the expert tries the start room's exits nearest first from where
             the scan leaves it facing (``search_detours``): it walks into each exit room before the
             goal's and turns back from inside it, then follows the shortest path to the goal.
@@ -69,29 +71,133 @@ class CollectJob:
     expert_hold_deg: float = 0.0
     peek: bool = False
     search: bool = False
+    envs: int = 1
     stats: dict = field(default_factory=dict)
 
 
+class _Rollout:
+    """One environment of a job's vector of environments: its task, and the episode running in it
+    (the expert, the labels recorded so far, the policy's state and previous action)."""
+
+    def __init__(self, job: CollectJob, task, episodes: dict, vocab, labeler, rng) -> None:
+        self.job, self.task, self.episodes, self.vocab, self.labeler, self.rng = job, task, episodes, vocab, labeler, rng
+        self.queue: list[str] = []
+        self.eid: str | None = None
+
+    def start(self, eid: str, policy) -> None:
+        """Reset the task into episode ``eid`` (loading its house when it changes)."""
+        from sim.navigation.follower import ShortestPathFollower
+
+        job, ep = self.job, self.episodes[eid]
+        self.eid = eid
+        self.obs = self.task.reset(ep, None)
+        sim = self.sim = self.task.sim
+        goal = np.asarray(ep.goals[0].position, np.float64)
+        follower = ShortestPathFollower(sim, goal_radius_m=0.5, turn_angle_deg=sim.config.agent.turn_angle_deg,
+                                        hold_angle_deg=job.expert_hold_deg or None)
+        self.field = sim.pathfinder.distance_field(goal) if hasattr(sim, "pathfinder") else None
+        self.goal = goal
+        self.d0 = max(self.geodesic(sim.get_agent_state().position), 1e-6)
+        self.tokens = [t for t in self.vocab.encode(ep.instruction.instruction_text) if t != 0]
+        self.state = None if policy is None else policy.initial_state(1)
+        self.frames, self.actions, self.prevs, self.progress, self.rooms, self.views = [], [], [], [], [], []
+        # room labels need the scene's rooms and a ray caster (the embedded backend); else unknown
+        self.labelled = bool(getattr(getattr(sim, "scene", None), "rooms", None)) and hasattr(sim, "caster")
+        peek = None
+        if job.peek:
+            if not self.labelled:
+                raise DatasetError(f"episode {eid}: the peeking expert needs the rooms of the embedded "
+                                   "simulator's houses")
+            distractors = (ep.info or {}).get("distractors") or []
+            peek = peek_target(sim, sim.get_agent_state().position, goal, distractors, self.rng)[0]
+        detours, goal_exit = [], None
+        if job.search:
+            if not self.labelled:
+                raise DatasetError(f"episode {eid}: the searching expert needs the rooms of the embedded "
+                                   "simulator's houses")
+            from sim.geometry import heading_from_quat
+
+            agent = sim.get_agent_state()
+            # nearness from where the scan (left turns) leaves the agent facing
+            facing = heading_from_quat(agent.rotation) + job.look_around_steps * np.radians(
+                sim.config.agent.turn_angle_deg)
+            detours, goal_exit = search_detours(sim, agent.position, facing, goal,
+                                                (ep.info or {}).get("distractors") or [])
+        self.teacher = Expert(sim, follower, goal, job.look_around_steps, peek, detours, goal_exit)
+        self.prev = -1
+
+    def geodesic(self, position) -> float:
+        if self.field is None:
+            return self.sim.geodesic_distance(position, self.goal)
+        i, k = self.sim.navgrid.to_cell(position)
+        inside = 0 <= i < self.field.shape[0] and 0 <= k < self.field.shape[1]
+        return float(self.field[i, k]) if inside else float("inf")
+
+    def label(self) -> int:
+        """Record the frame and the expert's action for it; returns that action."""
+        from sim.geometry import heading_from_quat
+
+        sim = self.sim
+        expert = self.teacher.action(self.prev if self.prev >= 0 else None)
+        agent = sim.get_agent_state()
+        d = self.geodesic(agent.position)
+        if self.labelled:
+            here, seen = self.labeler(sim.scene, sim.caster, agent.position, heading_from_quat(agent.rotation))
+            self.rooms.append(here)
+            self.views.append(seen)
+        self.frames.append({k: v for k, v in self.obs.items() if k in ("rgb", "depth")})
+        self.actions.append(expert)
+        self.prevs.append(self.prev)
+        self.progress.append(float(np.clip(1.0 - d / self.d0, 0.0, 1.0)) if np.isfinite(d) else 0.0)
+        return expert
+
+    def step(self, action: int) -> bool:
+        """Execute ``action``; True when the episode is over."""
+        self.obs, terminated, truncated = self.task.step(action)
+        self.prev = action
+        self.teacher.executed(action)
+        return bool(terminated or truncated)
+
+    def write(self, writer) -> None:
+        writer.add_episode(self.eid, self.job.iteration, self.tokens, self.frames, self.actions, self.prevs,
+                           self.progress, self.rooms if self.labelled else None,
+                           self.views if self.labelled else None)
+
+
+def _batched_instruction(policy, rollouts: list[_Rollout]):
+    """The rollouts' instructions encoded as one zero-padded batch (padding changes no output)."""
+    import torch
+
+    width = max(max(len(r.tokens), 1) for r in rollouts)
+    tokens = torch.zeros(len(rollouts), width, dtype=torch.long)
+    for i, r in enumerate(rollouts):
+        tokens[i, :len(r.tokens)] = torch.tensor(r.tokens or [0])
+    return policy.encode_instruction(tokens)
+
+
 def run_job(job: CollectJob, progress_queue=None) -> dict:
-    """Collect ``job`` into its chunk; returns counts (episodes, steps, expert agreement)."""
+    """Collect ``job`` into its chunk; returns counts (episodes, steps, expert agreement).
+
+    The job's episodes run in ``job.envs`` environments stepped together (a vector of
+    environments, each with its own simulator), the policy acting on all of them as one batch:
+    its per-call cost, not the rendering, bounds DAgger collection with a batch of one. Each
+    environment takes a contiguous run of the episode list, so it loads few houses.
+    """
     import torch
 
     from sim.config import CameraSensorConfig, load_simulator_config
-    from sim.geometry import heading_from_quat
-    from sim.navigation.follower import ShortestPathFollower
     from sim.sensors.rooms import RoomLabeler
     from sim.tasks.dataset import Vocab, load_dataset
     from sim.tasks.vln import TaskConfig, VLNCETask
 
+    if job.envs < 1:
+        raise ValueError(f"a collection job needs at least one environment, got envs={job.envs}")
     torch.set_num_threads(1)
     dataset = load_dataset(job.data_dir, job.split, strict=False)
     episodes = dataset.by_id()
     vocab = Vocab(job.vocab)
     sim_cfg = load_simulator_config(overrides={"num_threads": 1})
     sim_cfg.sensors = {k: CameraSensorConfig(**v) for k, v in job.sensors.items()}
-    # no per-step geodesic measures: progress comes from one distance field per episode
-    task = VLNCETask(sim_cfg, TaskConfig(max_episode_steps=job.max_steps, measures=["steps_taken"]),
-                     scenes_dir=job.scenes_dir)
     policy = None
     if job.policy is not None:
         from agents.models.policy import PolicyConfig, policy_from_state
@@ -107,89 +213,64 @@ def run_job(job: CollectJob, progress_queue=None) -> dict:
     cam = next(iter(job.sensors.values()), {})
     labeler = RoomLabeler(hfov_deg=cam.get("hfov_deg", 90.0), camera_height_m=(cam.get("position_m") or [0.0, 1.25, 0.0])[1])
     rng = np.random.default_rng([job.seed, job.iteration])
+    ids = list(job.episode_ids)
+    n_envs = max(1, min(job.envs, len(ids)))
+    rollouts: list[_Rollout] = []
     steps = agree = 0
     stepping = 0.0  # seconds inside episodes (acting, stepping, rendering), without loading
     try:
-        for eid in job.episode_ids:
-            ep = episodes[eid]
-            obs = task.reset(ep, None)
-            sim = task.sim
-            goal = np.asarray(ep.goals[0].position, np.float64)
-            follower = ShortestPathFollower(sim, goal_radius_m=0.5, turn_angle_deg=sim.config.agent.turn_angle_deg,
-                                            hold_angle_deg=job.expert_hold_deg or None)
-            field = sim.pathfinder.distance_field(goal) if hasattr(sim, "pathfinder") else None
-
-            def geodesic(position):
-                if field is None:
-                    return sim.geodesic_distance(position, goal)
-                i, k = sim.navgrid.to_cell(position)
-                inside = 0 <= i < field.shape[0] and 0 <= k < field.shape[1]
-                return float(field[i, k]) if inside else float("inf")
-
-            d0 = max(geodesic(sim.get_agent_state().position), 1e-6)
-            tokens = [t for t in vocab.encode(ep.instruction.instruction_text) if t != 0]
+        for k in range(n_envs):
+            # no per-step geodesic measures: progress comes from one distance field per episode
+            task = VLNCETask(sim_cfg, TaskConfig(max_episode_steps=job.max_steps, measures=["steps_taken"]),
+                             scenes_dir=job.scenes_dir)
+            rollouts.append(_Rollout(job, task, episodes, vocab, labeler, rng))
+            rollouts[-1].queue = ids[k * len(ids) // n_envs:(k + 1) * len(ids) // n_envs]
+        active = []
+        for r in rollouts:
+            if r.queue:
+                r.start(r.queue.pop(0), policy)
+                active.append(r)
+        instruction = None
+        while active:
+            t0 = time.perf_counter()
+            experts = [r.label() for r in active]
+            mine = None
             if policy is not None:
                 with torch.inference_mode():
-                    instr = policy.encode_instruction(torch.tensor([tokens or [0]]))
-                    state = policy.initial_state(1)
-            frames, actions, prevs, progress, rooms, views = [], [], [], [], [], []
-            # room labels need the scene's rooms and a ray caster (the embedded backend); else unknown
-            labelled = bool(getattr(getattr(sim, "scene", None), "rooms", None)) and hasattr(sim, "caster")
-            peek = None
-            if job.peek:
-                if not labelled:
-                    raise DatasetError(f"episode {eid}: the peeking expert needs the rooms of the embedded "
-                                       "simulator's houses")
-                distractors = (ep.info or {}).get("distractors") or []
-                peek = peek_target(sim, sim.get_agent_state().position, goal, distractors, rng)[0]
-            detours, goal_exit = [], None
-            if job.search:
-                if not labelled:
-                    raise DatasetError(f"episode {eid}: the searching expert needs the rooms of the embedded "
-                                       "simulator's houses")
-                agent = sim.get_agent_state()
-                # nearness from where the scan (left turns) leaves the agent facing
-                facing = heading_from_quat(agent.rotation) + job.look_around_steps * np.radians(
-                    sim.config.agent.turn_angle_deg)
-                detours, goal_exit = search_detours(sim, agent.position, facing, goal,
-                                                    (ep.info or {}).get("distractors") or [])
-            teacher = Expert(sim, follower, goal, job.look_around_steps, peek, detours, goal_exit)
-            prev = -1
-            t0 = time.perf_counter()
-            while True:
-                expert = teacher.action(prev if prev >= 0 else None)
-                agent = sim.get_agent_state()
-                d = geodesic(agent.position)
-                if labelled:
-                    here, seen = labeler(sim.scene, sim.caster, agent.position, heading_from_quat(agent.rotation))
-                    rooms.append(here)
-                    views.append(seen)
-                frames.append({k: v for k, v in obs.items() if k in ("rgb", "depth")})
-                actions.append(expert)
-                prevs.append(prev)
-                progress.append(float(np.clip(1.0 - d / d0, 0.0, 1.0)) if np.isfinite(d) else 0.0)
-                if policy is not None:
-                    with torch.inference_mode():
-                        logits, _, state, _ = policy.act(instr, *policy.frame_inputs(obs), torch.tensor([prev]), state,
-                                                         rooms=policy.room_inputs(obs))
-                    mine = int(logits[0].argmax())
-                    agree += mine == expert
-                    action = expert if rng.random() < job.beta else mine
-                else:
-                    action = expert
-                obs, terminated, truncated = task.step(action)
-                prev = action
-                teacher.executed(action)
-                if terminated or truncated:
-                    break
+                    if instruction is None:
+                        instruction = _batched_instruction(policy, active)
+                    inputs = [policy.frame_inputs(r.obs) for r in active]
+                    rgb, depth = (None if inputs[0][i] is None else torch.cat([x[i] for x in inputs]) for i in (0, 1))
+                    rooms = [policy.room_inputs(r.obs) for r in active]
+                    rooms = None if rooms[0] is None else tuple(torch.cat([x[i] for x in rooms]) for i in (0, 1))
+                    logits, _, state, _ = policy.act(instruction, rgb, depth, torch.tensor([r.prev for r in active]),
+                                                     torch.cat([r.state for r in active]), rooms=rooms)
+                mine = logits.argmax(1).tolist()
+                for i, r in enumerate(active):
+                    r.state = state[i:i + 1]
+            finished = []
+            for i, r in enumerate(active):
+                action = experts[i]
+                if mine is not None:
+                    agree += mine[i] == experts[i]
+                    action = experts[i] if rng.random() < job.beta else mine[i]
+                if r.step(action):
+                    finished.append(r)
             stepping += time.perf_counter() - t0
-            steps += len(actions)
-            writer.add_episode(eid, job.iteration, tokens, frames, actions, prevs, progress,
-                               rooms if labelled else None, views if labelled else None)
-            if progress_queue is not None:
-                progress_queue.put(1)
+            for r in finished:
+                steps += len(r.actions)
+                r.write(writer)
+                if progress_queue is not None:
+                    progress_queue.put(1)
+                if r.queue:
+                    r.start(r.queue.pop(0), policy)
+                else:
+                    active.remove(r)
+            if finished:
+                instruction = None
     finally:
-        task.close()
+        for r in rollouts:
+            r.task.close()
     writer.commit()
     return {"chunk": job.chunk, "episodes": len(job.episode_ids), "steps": steps, "step_seconds": stepping,
             "policy_agreement": agree / steps if policy is not None and steps else None}

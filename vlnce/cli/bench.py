@@ -19,7 +19,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     t.add_argument("--image-size", type=int, default=32)
     t.add_argument("--batch-size", type=int, default=16, help="trajectories per batch")
     t.add_argument("--steps", type=int, default=64, help="steps per trajectory")
-    t.add_argument("--episodes", type=int, default=6, help="episodes to collect per measurement")
+    t.add_argument("--episodes", type=int, default=24, help="episodes to collect per measurement")
+    t.add_argument("--collect-envs", type=int, default=8,
+                   help="environments stepped together in the vector-collection measurement")
 
 
     r = sub.add_parser("ros", help="image and point-cloud latency and rates between two processes over DDS")
@@ -53,7 +55,8 @@ def run(args) -> int:
         from agents.training.bench import TrainBenchConfig, run_train_benchmark
 
         result = run_train_benchmark(TrainBenchConfig(args.agent, args.image_size, args.batch_size, args.steps,
-                                                      episodes=args.episodes), progress=not args.json)
+                                                      episodes=args.episodes, collect_envs=args.collect_envs),
+                                     progress=not args.json)
         print(json.dumps(result, indent=None if args.json else 2))
         return 0
     from sim.bench import SimBenchConfig, run_sim_benchmark
