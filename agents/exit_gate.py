@@ -57,19 +57,32 @@ def named_rooms(text: str) -> list[str]:
     return [m.group(1) for m in _ROOM.finditer(text.lower())]
 
 
-def named_next_room(text: str) -> int | None:
-    """Index into ``ROOM_TYPES`` of the room an instruction names after the start room, or None.
+def named_route_rooms(text: str) -> list[int]:
+    """Indices into ``ROOM_TYPES`` of the rooms an instruction names after the start room, in
+    order, a type named twice in a row kept once ("... into the office, and stop by the desk in
+    the office" names the office once).
 
     The start room is the one its first clause leaves ("Leave the bedroom, turn left down the
     hallway, ..." names the hallway next); an instruction whose first clause leaves no room names
-    the next room first. None when no room is named after the start room.
+    the next room first.
     """
     low = text.lower()
     first_clause = low.split(",")[0]
     rooms = [(m.start(), m.group(1)) for m in _ROOM.finditer(low)]
     if rooms and _LEAVING.search(first_clause) and rooms[0][0] < len(first_clause):
         rooms = rooms[1:]
-    return ROOM_TYPES.index(rooms[0][1]) if rooms else None
+    out: list[int] = []
+    for _, name in rooms:
+        if not out or out[-1] != ROOM_TYPES.index(name):
+            out.append(ROOM_TYPES.index(name))
+    return out
+
+
+def named_next_room(text: str) -> int | None:
+    """Index into ``ROOM_TYPES`` of the room an instruction names after the start room, or None
+    when it names none (``named_route_rooms``' first)."""
+    rooms = named_route_rooms(text)
+    return rooms[0] if rooms else None
 
 
 @dataclass(frozen=True)
@@ -90,6 +103,7 @@ class ExitGateConfig:
     scan_spacing_m: float = 1.5
     forbid_radius_m: float = 0.75
     max_wrong: int = 2
+    rooms: int = 1
     forward_step_m: float = 0.25
     turn_angle_deg: float = 15.0
 
@@ -98,6 +112,8 @@ class ExitGateConfig:
             v = getattr(self, name)
             if not 0.0 <= v <= 1.0:
                 raise ConfigError(f"exit gate {name} must be in [0, 1], got {v}")
+        if self.rooms < 1:
+            raise ConfigError(f"exit gate rooms (how many named rooms it checks in turn) must be >= 1, got {self.rooms}")
         for name in ("off_frames", "max_scans", "max_wrong"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"exit gate {name} must be >= 0, got {getattr(self, name)}")
@@ -138,28 +154,37 @@ _MIRROR = {Action.MOVE_FORWARD: Action.MOVE_FORWARD, Action.TURN_LEFT: Action.TU
 
 @dataclass
 class GateSummary:
-    """What the gate did in one episode (recorded per episode by ``vlnce eval --exit-gate``)."""
+    """What the gate did in one episode (recorded per episode by ``vlnce eval --exit-gate``).
+
+    ``named`` is the first room checked, ``rooms`` all it was to check in turn; ``scans``,
+    ``wrong`` (rooms walked back out of) and ``accepted`` (named rooms accepted) count over them.
+    """
 
     named: str | None = None
+    rooms: list[str] = field(default_factory=list)
     scans: int = 0
     wrong: int = 0
-    accepted: bool = False
+    accepted: int = 0
     gate_steps: int = 0
     blocked: int = 0
     verdicts: list[str] = field(default_factory=list)
 
     def as_dict(self) -> dict:
-        return {"named": self.named, "scans": self.scans, "wrong": self.wrong, "accepted": self.accepted,
-                "gate_steps": self.gate_steps, "blocked": self.blocked, "verdicts": list(self.verdicts)}
+        return {"named": self.named, "rooms": list(self.rooms), "scans": self.scans, "wrong": self.wrong,
+                "accepted": self.accepted, "gate_steps": self.gate_steps, "blocked": self.blocked,
+                "verdicts": list(self.verdicts)}
 
 
 class ExitGate:
     """The gate's state for one episode; see the module docstring.
 
-    Per step, ``act(probs, logits_fn, restart_fn)`` with the frame's room-type probabilities
-    (R,) returns the action to execute and whether the policy chose it. ``logits_fn()`` runs the
-    policy on the frame and returns its action logits (4,) (it is called only when the policy
-    acts); ``restart_fn()`` gives the policy a fresh state before it acts again after a walk back.
+    Per step, ``act(probs, logits_fn, rewind_fn, mark_fn)`` with the frame's room-type
+    probabilities (R,) returns the action to execute and whether the policy chose it.
+    ``logits_fn()`` runs the policy on the frame and returns its action logits (4,) (it is called
+    only when the policy acts); ``mark_fn()`` is called where the gate accepts a named room and
+    goes on to check the next one (the policy keeps its state there); ``rewind_fn()`` gives the
+    policy, before it acts again after a walk back, the state it had at the last mark (a fresh
+    state, before any).
     """
 
     WATCH, SCAN, BACK, DONE = "watch", "scan", "back", "done"
@@ -169,35 +194,45 @@ class ExitGate:
         self.scan_turns = round(360.0 / self.cfg.turn_angle_deg)
         self.reset(None)
 
-    def reset(self, named: int | None) -> None:
-        """A new episode whose instruction names room type ``named`` next (None: the gate only
-        watches)."""
-        self.named = named
-        self.mode = self.WATCH if named is not None else self.DONE
+    def reset(self, named) -> None:
+        """A new episode. ``named``: the room types (indices into ``ROOM_TYPES``) the instruction
+        names after the start room, in order (``named_route_rooms``), or one index, or None; the
+        gate checks the first ``cfg.rooms`` of them in turn (none: it only watches)."""
+        rooms = [] if named is None else [int(named)] if np.isscalar(named) else [int(r) for r in named]
+        self.rooms = rooms[:self.cfg.rooms]
+        self.stage = 0  # which of self.rooms is checked now
+        self.mode = self.WATCH if self.rooms else self.DONE
         self.pose = np.zeros(3)  # x, z (metres, start frame), heading (rad; 0 = the start heading)
         self.start_probs: list[np.ndarray] = []
-        self.start_mean: np.ndarray | None = None
+        self.reference: np.ndarray | None = None  # the guess of the room the agent is leaving
         self.forbidden = np.zeros((0, 2))
         self.queue: list[int] = []
         self.scan_probs: list[np.ndarray] = []
+        self.stage_scans = self.stage_wrong = 0
         self._restart_walk()
-        self.summary = GateSummary(named=None if named is None else ROOM_TYPES[named])
+        self.summary = GateSummary(named=ROOM_TYPES[self.rooms[0]] if self.rooms else None,
+                                   rooms=[ROOM_TYPES[r] for r in self.rooms])
 
-    def _restart_walk(self) -> None:
-        self.history: list[int] = []  # the policy's actions since its (re)start
+    @property
+    def named(self) -> int | None:
+        """The room type checked now (None when the gate has nothing to check)."""
+        return self.rooms[self.stage] if self.rooms else None
+
+    def _restart_walk(self, last_scan: np.ndarray | None = None) -> None:
+        self.history: list[int] = []  # the policy's actions since its (re)start or the last mark
         self.walk: list[np.ndarray] = []  # the poses it acted from, since then
         self.moved = False
         self.off = 0
         self.off_index = 0
-        self.last_scan: np.ndarray | None = None
+        self.last_scan = last_scan
 
     # ---- the state machine ----
 
-    def act(self, probs, logits_fn, restart_fn) -> tuple[int, bool]:
+    def act(self, probs, logits_fn, rewind_fn, mark_fn=None) -> tuple[int, bool]:
         probs = np.asarray(probs, np.float64).reshape(-1)
         if probs.shape != (len(ROOM_TYPES),):
             raise ValueError(f"room probabilities of shape {probs.shape}; expected ({len(ROOM_TYPES)},)")
-        own = self._own_action(probs, restart_fn)
+        own = self._own_action(probs, rewind_fn, mark_fn)
         if own is not None:
             self.summary.gate_steps += 1
             self._move(own)
@@ -206,53 +241,64 @@ class ExitGate:
         self._move(action)
         return action, True
 
-    def _own_action(self, probs: np.ndarray, restart_fn) -> int | None:
+    def _own_action(self, probs: np.ndarray, rewind_fn, mark_fn) -> int | None:
         if self.mode == self.SCAN:
             if self.queue:
                 self.scan_probs.append(probs)
                 return self.queue.pop(0)
-            self._verdict(np.mean(self.scan_probs, 0))
+            self._verdict(np.mean(self.scan_probs, 0), mark_fn)
         if self.mode == self.BACK:
             if self.queue:
                 return self.queue.pop(0)
-            restart_fn()
+            rewind_fn()
             self._restart_walk()
-            self.mode = self.WATCH if self.summary.wrong < self.cfg.max_wrong else self.DONE
+            self.mode = self.WATCH if self.stage_wrong < self.cfg.max_wrong else self.DONE
         if self.mode != self.WATCH:
             return None
         if not self.moved:
-            if self.summary.wrong == 0:  # the look-around before the first step tells the start room
+            if self.stage == 0 and self.stage_wrong == 0:  # the look-around before the first step tells the start room
                 self.start_probs.append(probs)
-                self.start_mean = np.mean(self.start_probs, 0)
+                self.reference = np.mean(self.start_probs, 0)
             return None
-        off = total_variation(probs, self.start_mean) > self.cfg.frame_tv
+        off = total_variation(probs, self.reference) > self.cfg.frame_tv
         if off and self.off == 0:
             self.off_index = len(self.walk)
         self.off = self.off + 1 if off else 0
         far = self.last_scan is None or np.linalg.norm(self.pose[:2] - self.last_scan) > self.cfg.scan_spacing_m
-        if self.off >= self.cfg.off_frames and self.summary.scans < self.cfg.max_scans and far:
+        if self.off >= self.cfg.off_frames and self.stage_scans < self.cfg.max_scans and far:
             self.last_scan = self.pose[:2].copy()
             self.summary.scans += 1
+            self.stage_scans += 1
             self.mode = self.SCAN
             self.scan_probs = [probs]
             self.queue = [int(Action.TURN_LEFT)] * self.scan_turns
             return self.queue.pop(0)
         return None
 
-    def _verdict(self, mean: np.ndarray) -> None:
+    def _verdict(self, mean: np.ndarray, mark_fn) -> None:
         p_named = float(mean[self.named])
         if int(mean.argmax()) == self.named or p_named >= self.cfg.accept_at:
-            self.mode = self.DONE
-            self.summary.accepted = True
+            self.summary.accepted += 1
             self.summary.verdicts.append("named")
-        elif total_variation(mean, self.start_mean) <= self.cfg.leave_tv or p_named >= self.cfg.wrong_below:
+            if self.stage + 1 < len(self.rooms):  # on to the next named room, leaving this one
+                self.stage += 1
+                self.stage_scans = self.stage_wrong = 0
+                self.reference = mean
+                if mark_fn is not None:
+                    mark_fn()
+                self._restart_walk(last_scan=self.pose[:2].copy())
+                self.mode = self.WATCH
+            else:
+                self.mode = self.DONE
+        elif total_variation(mean, self.reference) <= self.cfg.leave_tv or p_named >= self.cfg.wrong_below:
             self.mode = self.WATCH
             self.off = 0
             self.summary.verdicts.append("unsure")
-        elif self.summary.wrong >= self.cfg.max_wrong:  # judged, not acted on (max_wrong = 0: a control)
+        elif self.stage_wrong >= self.cfg.max_wrong:  # judged, not acted on (max_wrong = 0: a control)
             self.mode = self.DONE
             self.summary.verdicts.append("wrong")
         else:
+            self.stage_wrong += 1
             self.summary.wrong += 1
             self.summary.verdicts.append("wrong")
             self.forbidden = np.vstack([self.forbidden, *self.walk[self.off_index:]])

@@ -24,9 +24,10 @@ class LearnedAgent(Agent):
             when STOP beats the best move by this margin; 0 is the paper's greedy decoding. A
             calibration knob for agents that stop short, to be chosen on val_seen, not val_unseen.
         exit_gate: True (default thresholds) or an ``ExitGateConfig``: the exit gate
-            (``agents.exit_gate``) checks the first room the agent enters against the room the
-            instruction names next, with the policy's own room sense, and walks back out of a
-            wrong one. Needs a policy with a room sense (``--room-sense``).
+            (``agents.exit_gate``) checks the first room the agent enters (or the first
+            ``rooms``, in turn) against the rooms the instruction names, with the policy's own
+            room sense, and walks back out of a wrong one. Needs a policy with a room sense
+            (``--room-sense``).
     """
 
     arch: str = ""
@@ -67,13 +68,21 @@ class LearnedAgent(Agent):
         self.instruction = self.policy.encode_instruction(tokens)
         self._restart()
         if self.gate is not None:
-            from agents.exit_gate import named_next_room
+            from agents.exit_gate import named_route_rooms
 
-            self.gate.reset(named_next_room(info.instruction))
+            self._mark()
+            self.gate.reset(named_route_rooms(info.instruction))
 
     def _restart(self) -> None:
         self.state = self.policy.initial_state(1)
         self.prev_action = torch.full((1,), -1, dtype=torch.long, device=self.device)
+
+    def _mark(self) -> None:
+        # the policy returns a new state each step and never writes into the old one
+        self._marked = (self.state, self.prev_action)
+
+    def _rewind(self) -> None:
+        self.state, self.prev_action = self._marked
 
     @torch.inference_mode()
     def act(self, observations: dict) -> int:
@@ -82,7 +91,7 @@ class LearnedAgent(Agent):
         else:
             here, _ = self.policy.room_sense.probabilities(*self.policy.frame_inputs(observations))
             action, by_policy = self.gate.act(here[0].float().cpu().numpy(),
-                                              lambda: self._decision(observations).cpu().numpy(), self._restart)
+                                              lambda: self._decision(observations).cpu().numpy(), self._rewind, self._mark)
             if not by_policy:  # the gate's own step: the policy was not asked and keeps its last action
                 return action
         self.prev_action = torch.tensor([action], device=self.device)

@@ -6,12 +6,12 @@ import math
 import numpy as np
 import pytest
 
-from agents.exit_gate import ExitGate, ExitGateConfig, gate_config, named_next_room, named_rooms
+from agents.exit_gate import ExitGate, ExitGateConfig, gate_config, named_next_room, named_rooms, named_route_rooms
 from sim.scenes.semantics import ROOM_TYPES
 from vlnce.errors import ConfigError
 
 F, L, R = 1, 2, 3
-BEDROOM, KITCHEN, HALLWAY = (ROOM_TYPES.index(t) for t in ("bedroom", "kitchen", "hallway"))
+BEDROOM, KITCHEN, HALLWAY, OFFICE = (ROOM_TYPES.index(t) for t in ("bedroom", "kitchen", "hallway", "office"))
 
 
 def test_named_next_room_is_the_room_named_after_the_one_the_instruction_leaves():
@@ -27,6 +27,49 @@ def test_named_next_room_is_the_room_named_after_the_one_the_instruction_leaves(
     assert named_next_room("Leave the bathroom, and stop in front of the chair") is None
     assert named_next_room("stop next to the bed") is None
     assert named_rooms("Exit the kitchen, and stop by the kitchen counter in the dining room") == ["kitchen", "dining room"]
+
+
+def test_named_route_rooms_lists_the_rooms_after_the_start_once_each_in_order():
+    def names(text):
+        return [ROOM_TYPES[i] for i in named_route_rooms(text)]
+
+    assert names("Head out of the bathroom, go left along the hallway past the plant, turn left into the "
+                 "bedroom, and stop next to the cabinet there.") == ["hallway", "bedroom"]
+    # the office named twice in a row is one room to check; the kitchen counter is not a room
+    assert names("Exit the living room, walk down the hallway, enter the office, and stop by the desk in the "
+                 "office") == ["hallway", "office"]
+    assert names("Walk out of the kitchen, cross the dining room, and stop at the kitchen counter") == ["dining room"]
+    # a room type again after another is a room of its own
+    assert names("Exit the hallway, go through the bedroom, cross the hallway, and enter the bedroom") == [
+        "bedroom", "hallway", "bedroom"]
+    assert names("Enter the dining room, and stop by the table") == ["dining room"]
+    assert named_route_rooms("stop next to the bed") == [] and named_next_room("stop next to the bed") is None
+
+
+def test_named_route_rooms_follow_the_generators_routes_on_the_benchmark(bench):
+    """On every episode, the rooms named after the start room are the types of the rooms the
+    reference path enters after it, in order, a type entered twice in a row ("the bathroom, ...
+    the second bathroom") counted once; at least the first of them in every episode that names one."""
+    from sim.scenes.scene import load_scene
+    from sim.tasks.dataset import load_dataset
+    from sim.tasks.vln import resolve_scene_id
+    from sim.tasks.instructions import rooms_along
+
+    data, _ = bench
+    checked = whole = 0
+    for split in ("train", "val_seen", "val_unseen"):
+        for ep in load_dataset(data, split, strict=False).episodes:
+            scene = load_scene(resolve_scene_id(ep.scene_id, data / "scenes"))
+            route = []
+            for rid, _ in rooms_along(scene, np.asarray(ep.reference_path, np.float64))[1:]:
+                kind = ROOM_TYPES.index(scene.rooms[rid].room_type)
+                if not route or route[-1] != kind:
+                    route.append(kind)
+            named = named_route_rooms(ep.instruction.instruction_text)
+            assert named == route[:len(named)], ep.instruction.instruction_text
+            checked += bool(named)
+            whole += named == route
+    assert checked >= 10 and whole >= 0.9 * checked
 
 
 def test_named_next_room_matches_the_generators_route_on_the_benchmark(bench):
@@ -71,7 +114,9 @@ class _World:
         self.logits = np.asarray(logits)
         self.script = list(script)
         self.restarts = 0
+        self.marks = 0
         self.asked = 0
+        self.events = []
 
     def step(self, gate):
         def logits():
@@ -82,9 +127,14 @@ class _World:
 
         def restart():
             self.restarts += 1
+            self.events.append(("rewind", self.x, self.z))
+
+        def mark():
+            self.marks += 1
+            self.events.append(("mark", self.x, self.z))
 
         seen = self.room_at(self.x, self.z)
-        action, by_policy = gate.act(_probs(seen) if isinstance(seen, int) else seen, logits, restart)
+        action, by_policy = gate.act(_probs(seen) if isinstance(seen, int) else seen, logits, restart, mark)
         if action == F:
             self.x -= 0.25 * math.sin(self.h)
             self.z -= 0.25 * math.cos(self.h)
@@ -154,6 +204,46 @@ def test_gate_stands_down_in_the_named_room_and_judges_again_after_an_unsure_tur
     assert actions[27:32] == [F] * 5 and actions[32] == L and gate.summary.scans == 2
 
 
+def _house(x, z):
+    # the start bedroom down to z = -0.4, a hallway down to z = -2.4, a kitchen beyond
+    return BEDROOM if z > -0.4 else HALLWAY if z > -2.4 else KITCHEN
+
+
+def test_gate_checks_the_named_rooms_in_turn_and_walks_back_to_the_last_accepted_one():
+    # the instruction names the hallway, then an office; the policy walks straight on into the kitchen
+    world = _World(_house)
+    gate = ExitGate(ExitGateConfig(rooms=2))
+    gate.reset([HALLWAY, OFFICE])
+    # the hallway: 3 steps, a full turn, accepted at the next step, where the gate marks the policy's
+    # state and the policy walks on (the bedroom is not looked at again: the hallway is the reference)
+    steps = _run(gate, world, 3 + 24 + 1)
+    assert [a for a, _ in steps] == [F] * 3 + [L] * 24 + [F]
+    assert gate.summary.verdicts == ["named"] and gate.summary.accepted == 1 and gate.named == OFFICE
+    assert world.events == [("mark", 0.0, pytest.approx(-0.75))]
+    # on to z = -2.5 (off 1), -2.75 (off 2): 2 m from the last turn, so a full turn; the kitchen is
+    # not the office: half a turn, the 8 forward steps since the mark back, half a turn
+    steps = _run(gate, world, 7 + 24 + 12 + 8 + 12)
+    assert [a for a, _ in steps] == [F] * 7 + [L] * 24 + [L] * 12 + [F] * 8 + [L] * 12
+    assert gate.summary.verdicts == ["named", "wrong"] and gate.summary.wrong == 1 and gate.summary.scans == 2
+    assert (world.x, world.z) == pytest.approx((0.0, -0.75), abs=1e-9) and math.cos(world.h) == pytest.approx(1.0)
+    assert gate.pose[:2] == pytest.approx([0.0, -0.75], abs=1e-9)
+    # the policy goes on from the state it had at the mark (rewound, not restarted), fenced from the
+    # kitchen walk (from the first off pose, z = -2.5): forward until a step would end within 0.75 m
+    steps = _run(gate, world, 5)
+    assert world.events[1] == ("rewind", pytest.approx(0.0, abs=1e-9), pytest.approx(-0.75))
+    assert world.restarts == 1 and world.marks == 1
+    assert [a for a, _ in steps] == [F] * 4 + [R] and gate.summary.blocked == 1
+    assert gate.summary.as_dict()["rooms"] == ["hallway", "office"]
+
+    # with rooms = 1 (the default) the same list is checked only as far as the hallway
+    world = _World(_house)
+    gate = ExitGate()
+    gate.reset([HALLWAY, OFFICE])
+    steps = _run(gate, world, 3 + 24 + 20)
+    assert [a for a, _ in steps] == [F] * 3 + [L] * 24 + [F] * 20 and world.marks == 0
+    assert gate.summary.verdicts == ["named"] and gate.mode == gate.DONE
+
+
 def test_gate_control_and_instructions_without_a_next_room_leave_the_policy_alone():
     # max_wrong = 0: the same turn and verdict, no walk back
     world = _World(lambda x, z: KITCHEN if z < -0.4 else BEDROOM)
@@ -180,6 +270,8 @@ def test_gate_settings_and_inputs_are_checked():
         gate_config({"forward_step_m": "nan"})
     with pytest.raises(ConfigError, match="divide 360"):
         ExitGateConfig(turn_angle_deg=25).validate()
+    with pytest.raises(ConfigError, match="rooms .* must be >= 1, got 0"):
+        gate_config({"rooms": "0"})
     gate = ExitGate()
     gate.reset(HALLWAY)
     with pytest.raises(ValueError, match=r"room probabilities of shape \(3,\)"):

@@ -969,6 +969,52 @@ def test_gated_agent_asks_its_policy_only_for_the_policys_steps_and_restarts_it(
     assert len(fed) == 5 and agent.gate.summary.as_dict()["wrong"] == 1
 
 
+def test_gated_agent_checking_two_rooms_rewinds_its_policy_to_the_accepted_room(tmp_path):
+    """With ``rooms=2`` the walk back out of a wrong second room gives the policy the state and
+    previous action it had where the gate accepted the first named room, not a fresh start."""
+    from agents.base import EpisodeInfo
+    from agents.evaluation import make_agent
+    from sim.scenes.semantics import ROOM_TYPES
+
+    save_checkpoint(tmp_path / "sense.pt", _policy("cma", room_sense=True, room_sense_channels=4), VOCAB, {})
+    agent = make_agent("cma", str(tmp_path / "sense.pt"), exit_gate=True, exit_gate_options={"rooms": 2})
+    pose = {"z": 0.0, "turns": 0}
+    fed = []
+
+    def act(instruction, rgb, depth, prev_action, state, **kw):
+        fed.append((int(prev_action[0]), float(state.sum())))
+        return torch.tensor([[0.0, 5.0, 1.0, 2.0]]), None, state + 1.0, {}
+
+    def probabilities(rgb, depth):
+        kind = "bedroom" if pose["z"] > -0.4 else "hallway" if pose["z"] > -2.4 else "kitchen"
+        p = torch.full((1, 7), 0.1 / 6)
+        p[0, ROOM_TYPES.index(kind)] = 0.9
+        return p, None
+
+    agent.policy.frame_inputs = lambda obs: (None, None)
+    agent.policy.act = act
+    agent.policy.room_sense.probabilities = probabilities
+    agent.reset(EpisodeInfo("0", "leave the bedroom, walk down the hallway, and enter the office",
+                            np.random.default_rng(0)))
+    actions = []
+    for _ in range(3 + 24 + 8 + 24 + 12 + 8 + 12 + 1):
+        a = agent.act({})
+        actions.append(a)
+        if a == 1:  # straight along -z; the turns in place (24, or 12 + 12 around the walk back) come back round
+            pose["z"] += -0.25 if pose["turns"] % 24 == 0 else 0.25
+        elif a in (2, 3):
+            pose["turns"] += 1 if a == 2 else -1
+    size = agent.policy.state_size
+    # the hallway accepted after the first full turn, with the policy 3 steps in (state 3, last action
+    # forward); 8 more steps to the kitchen, a full turn, the 8 steps walked back
+    assert actions[:3] == [1] * 3 and actions[3:27] == [2] * 24 and actions[27:35] == [1] * 8
+    assert actions[35:59] == [2] * 24 and actions[59:71] == [2] * 12 and actions[71:79] == [1] * 8
+    assert pose["z"] == -1.0 and agent.gate.summary.verdicts == ["named", "wrong"]  # back at -0.75, then one step
+    assert len(fed) == 12 and fed[3] == (1, 3.0 * size) and fed[10] == (1, 10.0 * size)
+    # the next step is the policy's again, from the state it had at the hallway (3), not 11 or 0
+    assert fed[11] == (1, 3.0 * size) and actions[-1] == 1
+
+
 def test_dagger_collection_labels_with_the_expert_and_records_executed_actions(bench, tmp_path):
     from agents.training.collect import CollectJob, run_job
     from sim.tasks.dataset import load_dataset
