@@ -924,16 +924,18 @@ def test_exit_gate_runs_beside_a_policy_with_a_room_sense_and_refuses_the_others
         make_agent("cma", str(tmp_path / "sense.pt"), exit_gate=True).executed(1)
 
 
-def test_gated_agent_asks_its_policy_only_for_the_policys_steps_and_restarts_it(tmp_path):
-    """The agent's glue around the gate: the policy is asked (and fed its previous action) only at
-    the steps it takes; the gate's turns and walk back leave its state alone; after the walk back
-    the policy starts afresh, and a fenced forward step is fed back as the turn taken instead."""
+def _scripted_gated_agent(tmp_path, room_at, instruction: str, options: dict | None = None):
+    """A CMA agent with the exit gate whose policy is scripted: it always prefers forward (then
+    right, then left), its state counts the steps it was asked, and every call is recorded as
+    (previous action, state sum) in ``fed``; its room sense sees ``room_at(z)``. The agent walks
+    straight along -z from z = 0: ``drive(n)`` acts n times and moves ``pose`` (turns in place
+    come back round after 24)."""
     from agents.base import EpisodeInfo
     from agents.evaluation import make_agent
     from sim.scenes.semantics import ROOM_TYPES
 
     save_checkpoint(tmp_path / "sense.pt", _policy("cma", room_sense=True, room_sense_channels=4), VOCAB, {})
-    agent = make_agent("cma", str(tmp_path / "sense.pt"), exit_gate=True)
+    agent = make_agent("cma", str(tmp_path / "sense.pt"), exit_gate=True, exit_gate_options=options)
     pose = {"z": 0.0, "turns": 0}
     fed = []
 
@@ -942,23 +944,36 @@ def test_gated_agent_asks_its_policy_only_for_the_policys_steps_and_restarts_it(
         return torch.tensor([[0.0, 5.0, 1.0, 2.0]]), None, state + 1.0, {}
 
     def probabilities(rgb, depth):
-        kind = "kitchen" if pose["z"] < -0.4 else "bedroom"
         p = torch.full((1, 7), 0.1 / 6)
-        p[0, ROOM_TYPES.index(kind)] = 0.9
+        p[0, ROOM_TYPES.index(room_at(pose["z"]))] = 0.9
         return p, None
 
     agent.policy.frame_inputs = lambda obs: (None, None)
     agent.policy.act = act
     agent.policy.room_sense.probabilities = probabilities
-    agent.reset(EpisodeInfo("0", "leave the bedroom, and turn left down the hallway", np.random.default_rng(0)))
-    actions = []
-    for _ in range(3 + 24 + 27 + 2):
-        a = agent.act({})
-        actions.append(a)
-        if a == 1:  # the agent walks straight along -z; turns in place (24 + 12 + 12) come back round
-            pose["z"] += -0.25 if pose["turns"] % 24 == 0 else 0.25
-        elif a in (2, 3):
-            pose["turns"] += 1 if a == 2 else -1
+    agent.reset(EpisodeInfo("0", instruction, np.random.default_rng(0)))
+
+    def drive(n):
+        actions = []
+        for _ in range(n):
+            a = agent.act({})
+            actions.append(a)
+            if a == 1:  # the walk back after a half turn goes along +z
+                pose["z"] += -0.25 if pose["turns"] % 24 == 0 else 0.25
+            elif a in (2, 3):
+                pose["turns"] += 1 if a == 2 else -1
+        return actions
+
+    return agent, pose, fed, drive
+
+
+def test_gated_agent_asks_its_policy_only_for_the_policys_steps_and_restarts_it(tmp_path):
+    """The agent's glue around the gate: the policy is asked (and fed its previous action) only at
+    the steps it takes; the gate's turns and walk back leave its state alone; after the walk back
+    the policy starts afresh, and a fenced forward step is fed back as the turn taken instead."""
+    agent, pose, fed, drive = _scripted_gated_agent(tmp_path, lambda z: "kitchen" if z < -0.4 else "bedroom",
+                                                    "leave the bedroom, and turn left down the hallway")
+    actions = drive(3 + 24 + 27 + 2)
     assert actions[:3] == [1, 1, 1] and actions[3:27] == [2] * 24
     assert actions[27:54] == [2] * 12 + [1] * 3 + [2] * 12 and pose["z"] == 0.0
     # asked 3 times before the gate took over (state 0, 1, 2; previous action -1 then forward),
@@ -972,38 +987,10 @@ def test_gated_agent_asks_its_policy_only_for_the_policys_steps_and_restarts_it(
 def test_gated_agent_checking_two_rooms_rewinds_its_policy_to_the_accepted_room(tmp_path):
     """With ``rooms=2`` the walk back out of a wrong second room gives the policy the state and
     previous action it had where the gate accepted the first named room, not a fresh start."""
-    from agents.base import EpisodeInfo
-    from agents.evaluation import make_agent
-    from sim.scenes.semantics import ROOM_TYPES
-
-    save_checkpoint(tmp_path / "sense.pt", _policy("cma", room_sense=True, room_sense_channels=4), VOCAB, {})
-    agent = make_agent("cma", str(tmp_path / "sense.pt"), exit_gate=True, exit_gate_options={"rooms": 2})
-    pose = {"z": 0.0, "turns": 0}
-    fed = []
-
-    def act(instruction, rgb, depth, prev_action, state, **kw):
-        fed.append((int(prev_action[0]), float(state.sum())))
-        return torch.tensor([[0.0, 5.0, 1.0, 2.0]]), None, state + 1.0, {}
-
-    def probabilities(rgb, depth):
-        kind = "bedroom" if pose["z"] > -0.4 else "hallway" if pose["z"] > -2.4 else "kitchen"
-        p = torch.full((1, 7), 0.1 / 6)
-        p[0, ROOM_TYPES.index(kind)] = 0.9
-        return p, None
-
-    agent.policy.frame_inputs = lambda obs: (None, None)
-    agent.policy.act = act
-    agent.policy.room_sense.probabilities = probabilities
-    agent.reset(EpisodeInfo("0", "leave the bedroom, walk down the hallway, and enter the office",
-                            np.random.default_rng(0)))
-    actions = []
-    for _ in range(3 + 24 + 8 + 24 + 12 + 8 + 12 + 1):
-        a = agent.act({})
-        actions.append(a)
-        if a == 1:  # straight along -z; the turns in place (24, or 12 + 12 around the walk back) come back round
-            pose["z"] += -0.25 if pose["turns"] % 24 == 0 else 0.25
-        elif a in (2, 3):
-            pose["turns"] += 1 if a == 2 else -1
+    agent, pose, fed, drive = _scripted_gated_agent(
+        tmp_path, lambda z: "bedroom" if z > -0.4 else "hallway" if z > -2.4 else "kitchen",
+        "leave the bedroom, walk down the hallway, and enter the office", {"rooms": 2})
+    actions = drive(3 + 24 + 8 + 24 + 12 + 8 + 12 + 1)
     size = agent.policy.state_size
     # the hallway accepted after the first full turn, with the policy 3 steps in (state 3, last action
     # forward); 8 more steps to the kitchen, a full turn, the 8 steps walked back
