@@ -32,7 +32,8 @@ policy's better turn. It walks back out of at most ``max_wrong`` rooms, then sta
 With ``rooms = N > 1`` it checks the first N rooms the instruction names (``named_route_rooms``)
 in turn: an accepted room's scan becomes the guess of the room being left, and a walk back out of
 a later room retraces the policy's actions since that acceptance and rewinds the policy to the
-state it had there (``mark_fn`` / ``rewind_fn`` of ``act``) instead of restarting it.
+state it had there (``mark_fn`` / ``rewind_fn`` of ``act``) instead of restarting it;
+``max_scans`` and ``max_wrong`` count per named room.
 
 Measured on the shipped agent (val_seen and val_unseen): README, "Exit gate".
 """
