@@ -4,7 +4,8 @@ At every step the expert (the shortest-path follower, stopping within 0.5 m of t
 benchmark's ground truth) labels the observation with its action; the executed action is the
 expert's with probability ``beta`` and the policy's (argmax) otherwise (Ross et al. 2011; VLN-CE
 uses beta = p^n at DAgger iteration n, and beta = 1 is teacher forcing on the ground-truth paths).
-Each job collects a list of episodes into one store chunk.
+Each job collects a list of episodes into one store chunk, stepping ``envs`` of them together
+(a vector of environments, the policy batched over them); jobs run in worker processes.
 """
 
 from __future__ import annotations
