@@ -109,17 +109,21 @@ def _check_stop_bias(name: str, cls, stop_bias: float) -> None:
         raise ConfigError(f"--stop-bias must be a finite number of nats, got {stop_bias}")
 
 
-def _check_exit_gate(name: str, cls, exit_gate: bool, expert_exit: bool = False, options: dict | None = None) -> None:
+def _check_exit_gate(name: str, cls, exit_gate: bool, expert_exit: bool = False, options: dict | None = None):
+    """The exit gate's ``ExitGateConfig`` (None without the gate), once its settings and the
+    agent are checked: a bad setting fails before any work."""
     if options and not exit_gate:
         raise ConfigError("--exit-gate-set changes the exit gate; add --exit-gate")
-    if exit_gate:
-        from agents.exit_gate import gate_config
+    if not exit_gate:
+        return None
+    from agents.exit_gate import gate_config
 
-        gate_config(options)  # a bad setting fails before any work
-    if exit_gate and not cls.takes_checkpoint:
+    gate = gate_config(options)
+    if not cls.takes_checkpoint:
         raise ConfigError(f"--exit-gate applies to learned agents only, not {name!r}")
-    if exit_gate and expert_exit:
+    if expert_exit:
         raise ConfigError("--exit-gate and --expert-exit both decide the exit from the start room; give one")
+    return gate
 
 
 def make_agent(name: str, checkpoint: str | None = None, stop_bias: float = 0.0, exit_gate: bool = False,
@@ -128,13 +132,11 @@ def make_agent(name: str, checkpoint: str | None = None, stop_bias: float = 0.0,
     learned agents."""
     cls = AGENTS.get(name)
     _check_stop_bias(name, cls, stop_bias)
-    _check_exit_gate(name, cls, exit_gate, options=exit_gate_options)
+    gate = _check_exit_gate(name, cls, exit_gate, options=exit_gate_options)
     if not cls.takes_checkpoint:
         return cls()
-    if exit_gate:
-        from agents.exit_gate import gate_config
-
-        return cls(checkpoint=checkpoint, stop_bias=stop_bias, exit_gate=gate_config(exit_gate_options))
+    if gate is not None:
+        return cls(checkpoint=checkpoint, stop_bias=stop_bias, exit_gate=gate)
     return cls(checkpoint=checkpoint, stop_bias=stop_bias)
 
 
