@@ -19,6 +19,7 @@ import numpy as np
 
 from agents.training.store import ChunkWriter
 from sim.actions import Action
+from sim.geometry import heading_from_quat
 from vlnce.errors import DatasetError
 
 log = logging.getLogger(__name__)
@@ -116,8 +117,6 @@ class _Rollout:
             if not self.labelled:
                 raise DatasetError(f"episode {eid}: the searching expert needs the rooms of the embedded "
                                    "simulator's houses")
-            from sim.geometry import heading_from_quat
-
             agent = sim.get_agent_state()
             # nearness from where the scan (left turns) leaves the agent facing
             facing = heading_from_quat(agent.rotation) + job.look_around_steps * np.radians(
@@ -136,8 +135,6 @@ class _Rollout:
 
     def label(self) -> int:
         """Record the frame and the expert's action for it; returns that action."""
-        from sim.geometry import heading_from_quat
-
         sim = self.sim
         expert = self.teacher.action(self.prev if self.prev >= 0 else None)
         agent = sim.get_agent_state()
